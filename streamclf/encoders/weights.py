@@ -1,0 +1,64 @@
+"""Weights that carry their own preprocessing, labels and metadata.
+
+Modelled on torchvision's ``WeightsEnum``: a model is only ever built from a
+``Weights`` value, so the transform that feeds it cannot drift from the
+weights it was trained with.
+"""
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(eq=False)
+class Weights:
+    """One set of trained parameters and everything that must travel with them.
+
+    ``id`` is a stable identity used in model cards and cache keys; bump it
+    whenever ``load`` would return different numbers.
+    """
+
+    id: str
+    load: Callable[[], dict[str, torch.Tensor]]
+    transforms: Callable[[], Callable[..., torch.Tensor]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class WeightsEnum(enum.Enum):
+    """Base for the per-model weights enums (``YAMNet_Weights`` ...)."""
+
+    @property
+    def id(self) -> str:
+        return self.value.id
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.value.meta
+
+    def transforms(self) -> Callable[..., torch.Tensor]:
+        return self.value.transforms()
+
+    def get_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.value.load()
+
+
+class WeightsUnavailable(RuntimeError):
+    """Weights cannot be had on this machine; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Where converted weights live (``STREAMCLF_CACHE`` overrides)."""
+    env = os.environ.get("STREAMCLF_CACHE")
+    if env:
+        path = Path(env)
+    else:
+        import platformdirs
+
+        path = Path(platformdirs.user_cache_dir("streamclf"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,78 @@
+"""The shared category map: everyday things in both label spaces.
+
+It joins native label spaces (ImageNet-1k indices, AudioSet display names,
+...) into categories that a camera and a microphone can both name. A category
+may be seen by one modality only; the map says so and fusion respects it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BUILTIN = Path(__file__).resolve().parents[1] / "data" / "categories.yaml"
+
+
+@dataclass
+class CategoryMap:
+    """``members[space][category]`` = native class indices of that category."""
+
+    names: list[str]
+    members: dict[str, dict[str, list[int]]]
+    path: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path, label_names: dict[str, list[str]]) -> "CategoryMap":
+        """Parse the YAML, resolving names against ``label_names[space]``.
+
+        Integer members and ``"a-b"`` ranges are indices; other strings are
+        class names and must match exactly. Every problem names the file.
+        """
+        path = Path(path)
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{path}: cannot read category map: {e}") from e
+        if not isinstance(doc, dict) or set(doc) != {"categories"} or not isinstance(doc["categories"], dict):
+            raise ValueError(f"{path}: expected a single top-level key 'categories' mapping names to members")
+        names = list(doc["categories"])
+        members: dict[str, dict[str, list[int]]] = {space: {} for space in label_names}
+        for cat, spaces in doc["categories"].items():
+            if not isinstance(spaces, dict) or not spaces:
+                raise ValueError(f"{path}: category {cat!r} needs at least one label space")
+            for space, items in spaces.items():
+                if space not in label_names:
+                    raise ValueError(f"{path}: category {cat!r}: unknown label space {space!r} "
+                                     f"(known: {', '.join(label_names)})")
+                members[space][cat] = _resolve(items, label_names[space], f"{path}: category {cat!r}: {space}")
+        return cls(names, members, str(path))
+
+    def projection(self, space: str, num_classes: int) -> np.ndarray:
+        """0/1 matrix ``[num_classes, len(names)]``; all-zero columns are categories this space cannot see."""
+        m = np.zeros((num_classes, len(self.names)), dtype=np.float32)
+        for j, cat in enumerate(self.names):
+            m[self.members.get(space, {}).get(cat, []), j] = 1.0
+        return m
+
+
+def _resolve(items: object, labels: list[str], where: str) -> list[int]:
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{where}: expected a non-empty list")
+    index = {name: i for i, name in enumerate(labels)}
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            out.append(item)
+        elif isinstance(item, str) and "-" in item and item.replace("-", "").isdigit():
+            lo, hi = (int(x) for x in item.split("-"))
+            out.extend(range(lo, hi + 1))
+        elif isinstance(item, str) and item in index:
+            out.append(index[item])
+        else:
+            raise ValueError(f"{where}: {item!r} is not a class of this label space")
+    bad = [i for i in out if not 0 <= i < len(labels)]
+    if bad:
+        raise ValueError(f"{where}: index {bad[0]} is out of range 0-{len(labels) - 1}")
+    return sorted(set(out))

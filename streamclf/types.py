@@ -1,0 +1,112 @@
+"""What flows between the stages: plain dataclasses named after the thing.
+
+Timestamps are seconds on the container's clock (PTS), never counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MODALITIES = ("audio", "video")
+
+
+@dataclass
+class Frame:
+    source: str
+    pts: float
+    image: np.ndarray  # RGB uint8, H x W x 3
+
+
+@dataclass
+class AudioChunk:
+    source: str
+    pts: float
+    samples: np.ndarray  # float32 mono at SAMPLE_RATE
+
+
+@dataclass
+class SourceInfo:
+    """First item of every source: what the container holds."""
+
+    source: str
+    start: float
+    duration: float | None
+    has_audio: bool
+    has_video: bool
+    live: bool = False
+
+
+@dataclass
+class SourceError:
+    """A decode or open problem; ``fatal`` ones end the source."""
+
+    source: str
+    message: str
+    fatal: bool
+
+
+@dataclass
+class SourceEnd:
+    source: str
+
+
+SourceItem = Frame | AudioChunk | SourceInfo | SourceError | SourceEnd
+
+
+@dataclass
+class Window:
+    source: str
+    index: int
+    t_start: float
+    t_end: float
+    frames: list[Frame]
+    audio: np.ndarray | None  # None when the window has (too little) audio
+    ready_at: float = 0.0  # time.monotonic() when the window became complete
+    duration: float | None = None  # of the whole source, for progress
+
+    @property
+    def present(self) -> dict[str, bool]:
+        return {"audio": self.audio is not None, "video": bool(self.frames)}
+
+
+@dataclass
+class Embeddings:
+    """Per modality: pooled embedding and native class scores; absent ones missing."""
+
+    embedding: dict[str, np.ndarray] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def present(self) -> dict[str, bool]:
+        return {m: m in self.scores for m in MODALITIES}
+
+
+@dataclass
+class Record:
+    """A window's labels as the sinks see them (the JSON-lines schema)."""
+
+    source: str
+    t_start: float
+    t_end: float
+    labels: list[dict[str, Any]]
+    audio: list[dict[str, Any]] | None
+    video: list[dict[str, Any]] | None
+    modality: dict[str, dict[str, float | None]]
+    latency_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "source": self.source,
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "labels": self.labels,
+            "audio": self.audio,
+            "video": self.video,
+            "modality": self.modality,
+            "latency_ms": round(self.latency_ms, 1),
+        }
+        out.update(self.extra)
+        return out
