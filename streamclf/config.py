@@ -33,6 +33,16 @@ class ModalityConfig(_Strict):
     enabled: bool = True
 
 
+class AudioConfig(ModalityConfig):
+    encoder: str = "yamnet"
+    pool: Literal["mean", "max"] = "max"  # short sounds (a bark) fill one patch of several
+
+
+class VideoConfig(ModalityConfig):
+    encoder: str = "efficientnet_lite0"
+    pool: Literal["mean", "max"] = "mean"
+
+
 class FusionConfig(_Strict):
     categories: str | None = Field(None, description="category map YAML; default: the built-in map")
     top_k: int = Field(5, ge=1, le=50)
@@ -41,8 +51,8 @@ class FusionConfig(_Strict):
 
 class Config(_Strict):
     window: WindowConfig = WindowConfig()
-    audio: ModalityConfig = ModalityConfig(encoder="yamnet", pool="max", weight=0.5)
-    video: ModalityConfig = ModalityConfig(encoder="efficientnet_lite0", pool="mean", weight=0.5)
+    audio: AudioConfig = AudioConfig()
+    video: VideoConfig = VideoConfig()
     fusion: FusionConfig = FusionConfig()
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     queue_size: int = Field(64, ge=1, description="items per stage queue")
