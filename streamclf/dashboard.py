@@ -74,9 +74,9 @@ class Dashboard:
         for st in self.states.values():
             rec = st.last.to_dict() if st.last is not None else None
             if st.duration:
-                progress: Any = Group(ProgressBar(total=st.duration, completed=min(st.position, st.duration),
-                                                  width=16),
-                                      Text(f"{st.position:.1f}/{st.duration:.1f}s  {st.state}"))
+                done = min(st.position, st.duration)
+                progress: Any = Group(ProgressBar(total=st.duration, completed=done, width=16),
+                                      Text(f"{done:.1f}/{st.duration:.1f}s {st.state}"))
             else:
                 progress = Text(f"{st.position:.1f}s  {st.state}")
             if rec is None:
