@@ -1,6 +1,8 @@
-"""Fusion heads over per-modality embeddings/scores, the category map, and smoothing."""
+"""Fusion: trainable heads over embeddings + presence, zero-shot category fusion, smoothing."""
 from .categories import CategoryMap
+from .heads import Head
+from .methods import METHODS, build_head, load_head, save_head
 from .smoothing import EMA
 from .zeroshot import ZeroShotFusion
 
-__all__ = ["CategoryMap", "EMA", "ZeroShotFusion"]
+__all__ = ["CategoryMap", "EMA", "Head", "METHODS", "ZeroShotFusion", "build_head", "load_head", "save_head"]
