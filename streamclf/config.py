@@ -45,6 +45,7 @@ class VideoConfig(ModalityConfig):
 
 class FusionConfig(_Strict):
     categories: str | None = Field(None, description="category map YAML; default: the built-in map")
+    head: str | None = Field(None, description="trained head folder (streamclf train); replaces the category map")
     top_k: int = Field(5, ge=1, le=50)
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA alpha across windows; 1 = off")
 

@@ -15,9 +15,11 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
-from .config import Config
+from .config import Config, WindowConfig
 from .encoders import Encoder, pick_device
 from .fusion import EMA, CategoryMap, ZeroShotFusion
+from .fusion.trained import HeadFusion
+from .fusion.zeroshot import Fused
 from .fusion.categories import BUILTIN
 from .sources import Decoder, SourceSpec
 from .types import MODALITIES, Embeddings, Record, SourceEnd, SourceError, SourceInfo, Window
@@ -35,8 +37,7 @@ class Scored:
 
     window: Window
     embeddings: Embeddings
-    fused: np.ndarray
-    per_modality: dict[str, np.ndarray]
+    fused: Fused
 
 
 @dataclass
@@ -54,69 +55,53 @@ class SourceState:
 _STOP = object()
 
 
-class Worker(threading.Thread):
-    """Batches windows across sources through the encoders and the fusion head."""
+class Models:
+    """Encoders and fusion (the zero-shot category map or a trained head), loaded once.
 
-    def __init__(self, config: Config, inbox: queue.Queue, outbox: queue.Queue) -> None:
-        super().__init__(name="worker", daemon=True)
-        self.config, self.inbox, self.outbox = config, inbox, outbox
+    Kept apart from the worker thread so that batch jobs and training can
+    run many pipelines without reloading weights.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
         device = pick_device(config.device)
         self.encoders = {m: Encoder(getattr(config, m).encoder, device)
                          for m in MODALITIES if getattr(config, m).enabled}
         for m, enc in self.encoders.items():
             if enc.modality != m:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")
-        labels = {enc.meta["label_space"]: enc.meta["categories"] for enc in self.encoders.values()}
-        self.categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels)
-        spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
-                  for m, e in self.encoders.items()}
-        self.fusion = ZeroShotFusion(self.categories, spaces,
-                                     {m: getattr(config, m).weight for m in self.encoders})
+        self.fusion: ZeroShotFusion | HeadFusion
+        if config.fusion.head:
+            self.fusion = HeadFusion(config.fusion.head)
+            missing = [m for m in self.fusion.head.modalities if m not in self.encoders]
+            if missing:
+                raise ValueError(f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled")
+            self.fusion.check_encoders({m: e.weights.id for m, e in self.encoders.items()})
+        else:
+            labels = {enc.meta["label_space"]: enc.meta["categories"] for enc in self.encoders.values()}
+            categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels)
+            spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
+                      for m, e in self.encoders.items()}
+            self.fusion = ZeroShotFusion(categories, spaces, {m: getattr(config, m).weight for m in self.encoders})
+        self.names: list[str] = self.fusion.names
+        self.config = self.adapt(config)
         self._frame_cache: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as e:  # surface to the router instead of dying silently
-            self.error = e
-            self.outbox.put(_STOP)
+    def adapt(self, config: Config) -> Config:
+        """A trained head dictates the window and pooling it was trained with."""
+        if not isinstance(self.fusion, HeadFusion):
+            return config
+        card = self.fusion.card
+        update: dict[str, Any] = {}
+        if card.get("window"):
+            update["window"] = WindowConfig(**card["window"])
+        for m, pool in card.get("pool", {}).items():
+            update[m] = getattr(config, m).model_copy(update={"pool": pool})
+        return config.model_copy(update=update)
 
-    def _loop(self) -> None:
-        while True:
-            item = self.inbox.get()
-            if item is _STOP:
-                self.outbox.put(_STOP)
-                return
-            if not isinstance(item, Window):
-                self._pass(item)
-                continue
-            batch = [item]
-            deadline = time.monotonic() + self.config.batch_timeout
-            passthrough = []
-            while len(batch) < self.config.batch_windows:
-                try:
-                    nxt = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if isinstance(nxt, Window):
-                    batch.append(nxt)
-                else:
-                    passthrough.append(nxt)
-                    break
-            for scored in self.process(batch):
-                self.outbox.put(scored)
-            for p in passthrough:
-                if p is _STOP:
-                    self.outbox.put(_STOP)
-                    return
-                self._pass(p)
-
-    def _pass(self, item: object) -> None:
-        if isinstance(item, SourceEnd):
-            for key in [k for k in self._frame_cache if k[0] == item.source]:
-                del self._frame_cache[key]
-        self.outbox.put(item)
+    def forget(self, source: str) -> None:
+        for key in [k for k in self._frame_cache if k[0] == source]:
+            del self._frame_cache[key]
 
     def process(self, windows: list[Window]) -> list[Scored]:
         """Encode a batch of windows (frames once each, via a cache) and fuse."""
@@ -128,11 +113,7 @@ class Worker(threading.Thread):
             outs = self.encoders["audio"].embed([w.audio for _, w in audio_windows])
             for (i, _), (emb, scores) in zip(audio_windows, outs):
                 self._pool(results[i], "audio", emb, scores)
-        scored = []
-        for w, emb in zip(windows, results):
-            fused, per = self.fusion(emb)
-            scored.append(Scored(w, emb, fused, per))
-        return scored
+        return [Scored(w, emb, f) for w, emb, f in zip(windows, results, self.fusion.fuse(results))]
 
     def _video(self, windows: list[Window], results: list[Embeddings]) -> None:
         cache = self._frame_cache
@@ -165,6 +146,58 @@ class Worker(threading.Thread):
         op = np.max if getattr(self.config, modality).pool == "max" else np.mean
         res.embedding[modality] = op(emb, axis=0)
         res.scores[modality] = op(scores, axis=0)
+
+
+
+class Worker(threading.Thread):
+    """Batches windows across sources through the models (one forward pass per encoder)."""
+
+    def __init__(self, models: Models, config: Config, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        super().__init__(name="worker", daemon=True)
+        self.models, self.config, self.inbox, self.outbox = models, config, inbox, outbox
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # surface to the router instead of dying silently
+            self.error = e
+            self.outbox.put(_STOP)
+
+    def _loop(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _STOP:
+                self.outbox.put(_STOP)
+                return
+            if not isinstance(item, Window):
+                self._pass(item)
+                continue
+            batch = [item]
+            deadline = time.monotonic() + self.config.batch_timeout
+            passthrough = []
+            while len(batch) < self.config.batch_windows:
+                try:
+                    nxt = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if isinstance(nxt, Window):
+                    batch.append(nxt)
+                else:
+                    passthrough.append(nxt)
+                    break
+            for scored in self.models.process(batch):
+                self.outbox.put(scored)
+            for p in passthrough:
+                if p is _STOP:
+                    self.outbox.put(_STOP)
+                    return
+                self._pass(p)
+
+    def _pass(self, item: object) -> None:
+        if isinstance(item, SourceEnd):
+            self.models.forget(item.source)
+        self.outbox.put(item)
 
 
 class Windowing(threading.Thread):
@@ -205,13 +238,15 @@ class Pipeline:
     """
 
     def __init__(self, config: Config, sinks: Iterable[Sink] = (),
-                 on_event: Callable[[dict[str, Any], dict[str, SourceState]], None] | None = None) -> None:
-        self.config = config
+                 on_event: Callable[[dict[str, Any], dict[str, SourceState]], None] | None = None,
+                 models: Models | None = None, on_scored: Callable[[Scored], None] | None = None) -> None:
+        self.models = models or Models(config)
+        self.config = config = self.models.config
         self.sinks = list(sinks)
-        self.on_event = on_event
+        self.on_event, self.on_scored = on_event, on_scored
         self.results: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._worker_inbox: queue.Queue = queue.Queue(maxsize=config.queue_size)
-        self.worker = Worker(config, self._worker_inbox, self.results)
+        self.worker = Worker(self.models, config, self._worker_inbox, self.results)
         self.smoothing = EMA(config.fusion.smoothing)
         self.states: dict[str, SourceState] = {}
 
@@ -243,38 +278,40 @@ class Pipeline:
         return self.states
 
     def _route(self) -> None:
-        categories = self.worker.categories.names
+        categories = self.models.names
         k = self.config.fusion.top_k
         while True:
             item = self.results.get()
             if item is _STOP:
                 return
             if isinstance(item, Scored):
+                if self.on_scored is not None:
+                    self.on_scored(item)
                 self._emit(self._record(item, categories, k).to_dict(), item.window.source)
             else:
                 self._status(item)
 
     def _record(self, s: Scored, categories: list[str], k: int) -> Record:
         w = s.window
-        fused = self.smoothing(w.source, s.fused)
+        fused = self.smoothing(w.source, s.fused.scores)
         labels = labels_of(fused, categories, k)
         index = {c: j for j, c in enumerate(categories)}
         native = {}
-        for m, enc in self.worker.encoders.items():
+        for m, enc in self.models.encoders.items():
             sc = s.embeddings.scores.get(m)
             native[m] = labels_of(sc, enc.meta["categories"], k) if sc is not None else None
+        per, sees = s.fused.per_modality, self.models.fusion.sees
         modality = {}
         for entry in labels:
             j = index[entry["label"]]
             modality[entry["label"]] = {
-                m: (round(float(s.per_modality[m][j]), 4)
-                    if m in s.per_modality and self.worker.fusion.sees[m][j] else None)
-                for m in self.worker.encoders}
+                m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
         state = self.states[w.source]
         state.windows += 1
         state.position = w.t_end
+        extra = {"weights": s.fused.weights} if s.fused.weights else {}
         record = Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
-                        modality, (time.monotonic() - w.ready_at) * 1000.0)
+                        modality, (time.monotonic() - w.ready_at) * 1000.0, extra)
         state.last = record
         return record
 

@@ -1,6 +1,8 @@
 """Decision-level fusion without a trained head: native scores -> shared categories -> weighted average."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..types import Embeddings
@@ -48,3 +50,19 @@ class ZeroShotFusion:
             total += w * s
             norm += w
         return np.divide(total, norm, out=np.zeros_like(total), where=norm > 0), per
+
+    def fuse(self, embs: list[Embeddings]) -> list[Fused]:
+        out = []
+        for emb in embs:
+            fused, per = self(emb)
+            out.append(Fused(fused, per, {}))
+        return out
+
+
+@dataclass
+class Fused:
+    """One window's fused scores, each modality's scores on the same classes, and modality weights."""
+
+    scores: np.ndarray
+    per_modality: dict[str, np.ndarray]
+    weights: dict[str, float]

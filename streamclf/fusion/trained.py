@@ -1,0 +1,55 @@
+"""A trained head in the live worker: embeddings of a batch of windows -> the head's labels."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..types import Embeddings
+from .methods import load_head
+from .zeroshot import Fused
+
+
+class HeadFusion:
+    """Runs a saved head over a batch; per-modality scores come from the same head with one modality shown.
+
+    Every head handles a missing modality through its mask, so "what would
+    the head say from the audio alone" is a real answer, not a guess; that
+    is what the record's ``modality`` field shows beside the fused score.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.head, self.card = load_head(path)
+        self.path = str(path)
+        self.names = self.head.classes
+        self.sees = {m: np.ones(len(self.names), bool) for m in self.head.modalities}
+
+    def check_encoders(self, weights_ids: dict[str, str]) -> None:
+        """The head only makes sense on the embeddings it was trained on."""
+        for m, wid in self.card.get("encoders", {}).items():
+            if m in self.head.modalities and weights_ids.get(m) != wid:
+                raise ValueError(f"{self.path}: head was trained on {m} encoder weights {wid!r}, "
+                                 f"but the config uses {weights_ids.get(m)!r}")
+
+    def fuse(self, embs: list[Embeddings]) -> list[Fused]:
+        n = len(embs)
+        x: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        for m, d in self.head.dims.items():
+            present[m] = np.array([m in e.embedding for e in embs])
+            x[m] = np.stack([e.embedding[m] if m in e.embedding else np.zeros(d, np.float32) for e in embs])
+        fused = self.head.predict_proba(x, present)
+        weights = self.head.explain(x, present)
+        per: dict[str, np.ndarray] = {}
+        for m in self.head.modalities:
+            alone = {k: (v if k == m else np.zeros(n, bool)) for k, v in present.items()}
+            per[m] = self.head.predict_proba(x, alone)
+        out = []
+        for i in range(n):
+            out.append(Fused(fused[i], {m: p[i] for m, p in per.items() if present[m][i]},
+                             {m: round(float(w[i]), 4) for m, w in weights.items()}))
+        return out
+
+    def window(self) -> dict[str, Any] | None:
+        return self.card.get("window")
