@@ -13,6 +13,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
+        "fusion.head": args.head,
     }.items() if v is not None}
     config = load_config(args.config, **overrides)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard)
@@ -22,6 +23,38 @@ def _run(args: argparse.Namespace) -> int:
             failed = True
             print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import train, train_avdigits
+
+    hyper = {k: v for k, v in {"epochs": args.epochs, "hidden": args.hidden}.items() if v is not None}
+    if args.data == "avdigits":
+        card = train_avdigits(args.fusion, args.out, hold_out=args.hold_out, seed=args.seed, **hyper)
+    else:
+        config = load_config(args.config)
+        card = train(args.data, args.fusion, args.out, config, seed=args.seed, progress=_progress, **hyper)
+    print(f"saved {args.fusion} head to {args.out}: {card['metrics'] or 'no held-out metrics (too few clips)'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .avdigits import load_avdigits
+    from .compare import compare, table, write
+
+    data = load_avdigits(Path(args.data) if args.data else None)
+    hyper = {"epochs": args.epochs} if args.epochs else {}
+    result = compare(data, args.methods, seeds=args.seeds, folds=args.folds, hyper=hyper, progress=_progress)
+    paths = write(result, Path(args.out), args.command_line)
+    print(table(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,13 +72,39 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--top-k", type=int, help="labels per record")
     run.add_argument("--smoothing", type=float, help="EMA alpha across windows (1 = off)")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    run.add_argument("--head", help="trained head folder (streamclf train) instead of the category map")
     run.set_defaults(func=_run)
+
+    tr = verbs.add_parser("train", help="train a fusion head from labeled clips (or 'avdigits')")
+    tr.add_argument("data", help="folder with a sub-folder per class, a CSV of path,label, or 'avdigits'")
+    tr.add_argument("--fusion", default="gated", help="fusion method (see streamclf compare --help)")
+    tr.add_argument("--out", required=True, help="head folder to write (card.yaml + head.safetensors)")
+    tr.add_argument("--config", help="YAML config: window, encoders and pooling to train with")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=int, help="training epochs for neural heads")
+    tr.add_argument("--hidden", type=int, help="hidden width for neural heads")
+    tr.add_argument("--hold-out", default="yweweler", help="avdigits: speaker kept out of training")
+    tr.set_defaults(func=_train)
+
+    cmp = verbs.add_parser("compare", help="compare every fusion method on AV-digits")
+    cmp.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
+    cmp.add_argument("--seeds", type=int, default=1, help="training seeds per fold")
+    cmp.add_argument("--folds", type=int, help="use only the first N speaker folds")
+    cmp.add_argument("--epochs", type=int, help="training epochs for neural heads")
+    cmp.add_argument("--data", help="shared data folder (default: ../shared/data or STREAMCLF_SHARED_DATA)")
+    cmp.add_argument("--out", default="benchmarks/results", help="folder for fusion_avdigits.{md,json,png}")
+    cmp.set_defaults(func=_compare)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.command_line = " ".join(["streamclf", *argv])
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"streamclf: error: {e}", file=sys.stderr)
         return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"streamclf: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,97 @@
+"""Every fusion method: shapes, mask handling, save/load, and a tiny training run that beats chance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamclf.fusion import METHODS, build_head, load_head, save_head
+
+C = 4
+DIMS = {"audio": 24, "video": 40}
+
+
+def _data(n: int, seed: int) -> tuple[dict, dict, np.ndarray]:
+    """Audio tells classes {0,1} from {2,3}; video tells {0,2} from {1,3}: only both give all four."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, n)
+    a_dir = np.random.default_rng(1).normal(size=(2, DIMS["audio"]))
+    v_dir = np.random.default_rng(2).normal(size=(2, DIMS["video"]))
+    xa = 1.5 * a_dir[y // 2] + rng.normal(size=(n, DIMS["audio"]))
+    xv = 1.5 * v_dir[y % 2] + rng.normal(size=(n, DIMS["video"]))
+    x = {"audio": xa.astype(np.float32), "video": xv.astype(np.float32)}
+    return x, {m: np.ones(n, bool) for m in x}, y
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict:
+    x, present, y = _data(480, 0)
+    heads = {}
+    for method in METHODS:
+        head = build_head(method, ("audio", "video"), [f"c{i}" for i in range(C)], DIMS, seed=0, epochs=15)
+        heads[method] = head.fit(x, present, y)
+    return heads
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_shapes_and_accuracy(fitted: dict, method: str) -> None:
+    head = fitted[method]
+    x, present, y = _data(200, 7)
+    probs = head.predict_proba(x, present)
+    assert probs.shape == (200, C)
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-4) and (probs >= 0).all()
+    acc = (probs.argmax(1) == y).mean()
+    # Chance is 0.25 and one modality alone reaches ~0.5. Heads that combine evidence per class reach
+    # ~0.9. Majority voting (two voters that each see only a pair of classes), CCA (the modalities'
+    # class signals are uncorrelated here, so the shared space has little to keep) and a weighted
+    # average that trusts one modality cannot, by construction; they must still beat chance.
+    weak = ("audio", "video", "majority_vote", "cca", "weighted_average")
+    floor = 0.4 if method in weak else 0.75
+    assert acc > floor, f"{method}: accuracy {acc:.2f}"
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_absent_modality_is_ignored_not_zero_filled(fitted: dict, method: str) -> None:
+    head = fitted[method]
+    x, present, y = _data(100, 3)
+    for gone in ("audio", "video"):
+        mask = {m: np.full(100, m != gone) for m in present}
+        base = head.predict_proba(x, mask)
+        garbage = dict(x, **{gone: np.random.default_rng(5).normal(size=x[gone].shape).astype(np.float32) * 50})
+        assert np.allclose(head.predict_proba(garbage, mask), base, atol=1e-5), f"{method} read absent {gone}"
+        if method == gone:  # a unimodal head without its modality has nothing left
+            continue
+        # the remaining modality still tells apart the two pairs of classes it can see
+        pred = base.argmax(1)
+        same = (pred // 2 == y // 2) if gone == "video" else (pred % 2 == y % 2)
+        assert same.mean() > 0.7, f"{method} without {gone}"
+    none = head.predict_proba(x, {m: np.zeros(100, bool) for m in present})
+    assert np.allclose(none, 1.0 / C)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("mkl", "cca")])
+def test_save_load_roundtrip(fitted: dict, method: str, tmp_path) -> None:
+    head = fitted[method]
+    x, present, _ = _data(50, 9)
+    save_head(head, tmp_path / method, {"note": "test"})
+    loaded, card = load_head(tmp_path / method)
+    assert card["head"]["method"] == method and card["note"] == "test"
+    assert np.allclose(loaded.predict_proba(x, present), head.predict_proba(x, present), atol=1e-5)
+
+
+def test_unsavable_and_bad_head_say_why(fitted: dict, tmp_path) -> None:
+    with pytest.raises(ValueError, match="keeps its training set"):
+        save_head(fitted["mkl"], tmp_path / "mkl", {})
+    with pytest.raises(ValueError, match="not a head folder"):
+        load_head(tmp_path)
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        build_head("nope", ("audio", "video"), ["a", "b"], DIMS)
+
+
+def test_weights_explain_modalities(fitted: dict) -> None:
+    x, present, _ = _data(20, 4)
+    for method in ("weighted_sum", "attention", "gated", "weighted_average", "hybrid", "mkl"):
+        w = fitted[method].explain(x, present)
+        total = sum(w.values())
+        assert np.allclose(total, 1.0, atol=1e-4), method
+        only_audio = fitted[method].explain(x, {"audio": np.ones(20, bool), "video": np.zeros(20, bool)})
+        assert np.allclose(only_audio["video"], 0.0), method
