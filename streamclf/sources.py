@@ -21,6 +21,27 @@ SAMPLE_RATE = 16000
 _MAX_DECODE_ERRORS = 50  # a stream this broken is not worth following
 
 
+def audio_resampler() -> av.AudioResampler:
+    """The one conversion every audio path uses: float32 mono at SAMPLE_RATE."""
+    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A whole file's first audio track as the live decoder would deliver it (float32 mono 16 kHz)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"{path}: no audio stream")
+            resampler = audio_resampler()
+            parts = []
+            for frame in container.decode(audio=0):
+                parts += [c.to_ndarray().reshape(-1) for c in resampler.resample(frame)]
+            parts += [c.to_ndarray().reshape(-1) for c in resampler.resample(None)]
+    except av.error.FFmpegError as e:
+        raise ValueError(f"{path}: cannot decode audio: {_describe(e)}") from e
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
 @dataclass
 class SourceSpec:
     """Where to read from and what to call it in records."""
@@ -119,7 +140,7 @@ class Decoder(threading.Thread):
         duration = container.duration / av.time_base if container.duration else None
         self._put(SourceInfo(name, start, duration, audio is not None, video is not None))
         streams = [s for s in (video, audio) if s is not None]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if audio else None
+        resampler = audio_resampler() if audio else None
         last_slot = -math.inf
         size = None
         for packet in container.demux(streams):

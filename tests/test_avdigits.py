@@ -1,0 +1,106 @@
+"""AV-digits building blocks on real data, and the streaming check of the shipped heads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from streamclf.avdigits import (compose_stream, gaussian_noise, image_folds, mix_at_snr, occlude, render_digit,
+                                segment_accuracy, slot_audio)
+from streamclf.sources import SAMPLE_RATE, read_audio
+
+from .conftest import DATA, shared
+
+HEADS = Path(__file__).resolve().parents[1] / "models" / "heads"
+
+
+def test_render_digit_is_a_deterministic_rgb_frame() -> None:
+    img = load_digits().images[0]
+    a, b = render_digit(img), render_digit(img)
+    assert a.shape == (224, 224, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert a[0, 0].tolist() == [255, 255, 255]  # paper margin
+    assert a.min() < 80  # ink
+
+
+def test_slot_audio_centres_and_cuts() -> None:
+    out = slot_audio(np.ones(8000, np.float32))
+    assert len(out) == SAMPLE_RATE and out[4000:12000].all() and not out[:4000].any()
+    long = slot_audio(np.arange(20000, dtype=np.float32))
+    assert len(long) == SAMPLE_RATE and long[0] == 2000
+
+
+def test_mix_at_snr_hits_the_requested_ratio() -> None:
+    speech = read_audio(shared("fsdd/7_jackson_3.wav"))
+    noise = read_audio(shared("sounds/scratch/Effects/CarPassing.wav"))
+    for snr in (10.0, 0.0, -5.0):
+        mixed = mix_at_snr(speech, noise, snr, np.random.default_rng(0))
+        bg = mixed - slot_audio(speech)
+        measured = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean(bg.astype(np.float64) ** 2))
+        assert abs(measured - snr) < 0.1
+
+
+def test_image_noise_is_seeded() -> None:
+    f = render_digit(load_digits().images[5])
+    g1, g2 = gaussian_noise(f, 80, np.random.default_rng(1)), gaussian_noise(f, 80, np.random.default_rng(1))
+    assert np.array_equal(g1, g2) and not np.array_equal(g1, f)
+    o = occlude(f, 0.4, np.random.default_rng(2))
+    assert 0.35 < (o == 128).all(axis=2).mean() < 0.45
+
+
+def test_image_folds_are_disjoint_and_stratified() -> None:
+    y = load_digits().target
+    folds = image_folds(y)
+    assert set(folds) == {0, 1, 2, 3}
+    for k in range(4):
+        counts = np.bincount(y[folds == k], minlength=10)
+        assert counts.min() >= 40
+
+
+def test_compose_stream_has_true_timestamps(tmp_path: Path) -> None:
+    shared("fsdd")
+    timeline = compose_stream(tmp_path / "s.mp4", [3, 1, 4], "george", DATA)
+    assert [s["label"] for s in timeline["segments"]] == ["3", "1", "4"]
+    assert json.loads((tmp_path / "s.json").read_text()) == timeline
+    with av.open(str(tmp_path / "s.mp4")) as c:
+        assert c.streams.video and c.streams.audio
+        assert abs(c.duration / av.time_base - 3.0) < 0.1
+        times = [f.time for f in c.decode(video=0)]
+    assert abs(times[0]) < 1e-6 and abs(times[10] - 1.0) < 1e-6
+    wave = read_audio(tmp_path / "s.mp4")
+    for k in range(3):  # every slot carries its own utterance, silence at its edges
+        slot = wave[k * SAMPLE_RATE:(k + 1) * SAMPLE_RATE]
+        centre = np.sum(np.arange(len(slot)) * slot ** 2) / np.sum(slot ** 2) / len(slot)
+        assert 0.3 < centre < 0.7
+
+
+def _run_head(stream: Path, head: Path, out: Path) -> list[dict]:
+    from streamclf import load_config, run
+
+    config = load_config(**{"fusion.head": str(head), "fusion.smoothing": 1.0})
+    run([str(stream)], out=out, config=config)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_shipped_head_on_a_held_out_stream(tmp_path: Path) -> None:
+    """A composed stream of an unseen speaker and unseen images: fused >= the better single modality."""
+    import yaml
+
+    shared("fsdd")
+    card = yaml.safe_load((HEADS / "avdigits" / "card.yaml").read_text())
+    speaker, fold = card["metrics"]["held_out_speaker"], card["metrics"]["held_out_image_fold"]
+    pool = np.flatnonzero(image_folds(load_digits().target) == fold)
+    digits = [int(d) for d in np.random.default_rng(11).permutation(np.tile(np.arange(10), 2))]
+    timeline = compose_stream(tmp_path / "s.mp4", digits, speaker, DATA, image_pool=pool, seed=1)
+    acc = {}
+    for name in ("avdigits", "avdigits-audio", "avdigits-video"):
+        records = _run_head(tmp_path / "s.mp4", HEADS / name, tmp_path / f"{name}.jsonl")
+        acc[name] = segment_accuracy(records, timeline)["accuracy"]
+        if name == "avdigits":
+            window = next(r for r in records if "labels" in r and "type" not in r)
+            assert set(window["weights"]) >= {"audio", "video"} or window["modality"]
+    assert acc["avdigits"] >= max(acc["avdigits-audio"], acc["avdigits-video"]), acc
+    assert acc["avdigits"] > 0.5, acc
