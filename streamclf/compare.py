@@ -123,7 +123,7 @@ def compare(data: AVDigits, methods: list[str] | None = None, seeds: int = 1, fo
             for method in methods:
                 t0 = time.perf_counter()
                 head = build_head(method, MODALITIES, CLASSES, dims, seed=seed, **hyper)
-                head.fit(x, present, split.y_train)
+                head.fit(x, present, split.y_train, groups=data.audio_speaker[split.train_audio])
                 result = evaluate(head, data, split)
                 result.update(fold=k, seed=seed, train_s=time.perf_counter() - t0)
                 runs[method].append(result)

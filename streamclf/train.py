@@ -107,13 +107,13 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
     if len(set(group)) >= 5 and val_fraction > 0:
         tr, va = next(GroupShuffleSplit(1, test_size=val_fraction, random_state=seed).split(y, y, group))
         head = build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper)
-        head.fit({m: v[tr] for m, v in x.items()}, {m: v[tr] for m, v in present.items()}, y[tr])
+        head.fit({m: v[tr] for m, v in x.items()}, {m: v[tr] for m, v in present.items()}, y[tr], group[tr])
         metrics = {"held_out_clips": int(len(set(group[va]))),
                    "accuracy": accuracy_by_presence(head, {m: v[va] for m, v in x.items()},
                                                     {m: v[va] for m, v in present.items()}, y[va])}
         if progress:
             progress(f"held-out clip windows: {metrics['accuracy']}")
-    head = build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(x, present, y)
+    head = build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(x, present, y, group)
     models = emb["models"]
     card = _card(models.config, {m: models.encoders[m].weights.id for m in modalities},
                  {"source": str(data), "clips": len(clips), "windows": int(len(y)), "skipped": emb["errors"]},
@@ -150,7 +150,8 @@ def train_avdigits(fusion: str, out: str | Path, hold_out: str = "yweweler", see
     y = data.audio_label[train_a]
     dims = {m: v.shape[1] for m, v in x.items()}
     modalities = ("audio", "video") if fusion not in ("audio", "video") else (fusion,)
-    head = build_head(fusion, modalities, CLASSES, dims, seed, **hyper).fit(x, present, y)
+    head = build_head(fusion, modalities, CLASSES, dims, seed, **hyper).fit(x, present, y,
+                                                                          data.audio_speaker[train_a])
     test_a = np.flatnonzero(data.audio_speaker == hold_out)
     ti = pair(test_a, data.audio_label, np.flatnonzero(data.image_fold == k), data.image_label,
               np.random.default_rng(seed + 1))

@@ -104,3 +104,30 @@ def test_shipped_head_on_a_held_out_stream(tmp_path: Path) -> None:
             assert set(window["weights"]) >= {"audio", "video"} or window["modality"]
     assert acc["avdigits"] >= max(acc["avdigits-audio"], acc["avdigits-video"]), acc
     assert acc["avdigits"] > 0.5, acc
+
+
+def test_train_from_labeled_clips_then_run_with_the_head(tmp_path: Path) -> None:
+    """`streamclf train` on a folder per class of real A/V clips, then `run --head` labels a new clip."""
+    from streamclf.cli import main
+
+    shared("fsdd")
+    for label, digit in (("three", 3), ("seven", 7)):
+        for seed in range(3):
+            compose_stream(tmp_path / "clips" / label / f"{seed}.mp4", [digit] * 2, "jackson", DATA, seed=seed)
+    (tmp_path / "clips" / "seven" / "broken.mp4").write_bytes(b"not a video")
+    config = tmp_path / "c.yaml"
+    config.write_text("window: {length: 1.0, hop: 0.5}\n")
+    head = tmp_path / "head"
+    assert main(["train", str(tmp_path / "clips"), "--fusion", "attention", "--out", str(head),
+                 "--config", str(config), "--epochs", "30"]) == 0
+    import yaml
+
+    card = yaml.safe_load((head / "card.yaml").read_text())
+    assert card["head"]["classes"] == ["seven", "three"] and card["window"]["length"] == 1.0
+    assert any("broken.mp4" in e for e in card["data"]["skipped"])
+    compose_stream(tmp_path / "new.mp4", [7, 7], "jackson", DATA, seed=9)
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(tmp_path / "new.mp4"), "--head", str(head), "--no-dashboard", "--out", str(out)]) == 0
+    windows = [json.loads(line) for line in out.read_text().splitlines() if '"type"' not in line]
+    assert windows and all(w["labels"][0]["label"] == "seven" for w in windows)
+    assert set(windows[0]["weights"]) == {"audio", "video"}

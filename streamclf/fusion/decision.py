@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from .heads import Head, Inputs, NeuralHead, Present, mask_of, rows
 
@@ -22,11 +22,20 @@ def take(x: Inputs, present: Present, idx: np.ndarray) -> tuple[Inputs, Present]
 
 
 def out_of_fold(make: Callable[[], Head], x: Inputs, present: Present, y: np.ndarray,
-                folds: int = 3, seed: int = 0) -> np.ndarray:
-    """Probabilities for every training row from a head that never saw that row."""
+                folds: int = 3, seed: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
+    """Probabilities for every training row from a head that never saw that row.
+
+    With ``groups`` (e.g. speakers, cameras) no group is on both sides, so
+    the probabilities show how a modality does on an unseen group; without
+    them a modality that memorises its training speakers looks too good.
+    """
     out = np.zeros((len(y), len(make().classes)), np.float32)
-    k = min(folds, int(np.bincount(y).min()) if len(y) else 2)
-    for train, test in StratifiedKFold(max(k, 2), shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+    if groups is not None and len(np.unique(groups)) >= 2:
+        split = GroupKFold(min(folds, len(np.unique(groups)))).split(y, y, groups)
+    else:
+        k = max(2, min(folds, int(np.bincount(y).min()) if len(y) else 2))
+        split = StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    for train, test in split:
         head = make().fit(*take(x, present, train), y[train])
         out[test] = head.predict_proba(*take(x, present, test))
     return out
@@ -90,12 +99,13 @@ class _Composite(Head):
     def _unimodal_probs(self, x: Inputs, present: Present) -> list[np.ndarray]:
         return [h.predict_proba(x, present) for h in self.unimodal.values()]
 
-    def _oof(self, x: Inputs, present: Present, y: np.ndarray) -> list[np.ndarray]:
+    def _oof(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
         out = []
         for m in self.modalities:
             sel = np.flatnonzero(present[m])
             p = np.full((len(y), len(self.classes)), 1.0 / len(self.classes), np.float32)
-            p[sel] = out_of_fold(lambda m=m: self._unimodal(m), *take(x, present, sel), y[sel], seed=self.seed)
+            p[sel] = out_of_fold(lambda m=m: self._unimodal(m), *take(x, present, sel), y[sel], seed=self.seed,
+                                 groups=None if groups is None else groups[sel])
             out.append(p)
         return out
 
@@ -134,10 +144,10 @@ class DecisionHead(_Composite):
         self.method = rule
         self.weights = np.ones(len(self.modalities), np.float32) / len(self.modalities)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray) -> "DecisionHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "DecisionHead":
         if self.method == "weighted_average":
             mask = mask_of(present, self.modalities, len(y))
-            self.weights = best_weights(self._oof(x, present, y), mask, y)
+            self.weights = best_weights(self._oof(x, present, y, groups), mask, y)
         self._fit_unimodal(x, present, y)
         return self
 
@@ -213,9 +223,9 @@ class StackingHead(_Composite):
                              np.float32)
         self.intercept = np.zeros(len(self.classes), np.float32)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray) -> "StackingHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "StackingHead":
         mask = mask_of(present, self.modalities, len(y)).astype(np.float32)
-        f, yy = _with_dropped(self._oof(x, present, y), mask, y)
+        f, yy = _with_dropped(self._oof(x, present, y, groups), mask, y)
         meta = LogisticRegression(C=1.0, max_iter=2000).fit(f, yy)
         if len(meta.classes_) != len(self.classes):
             raise ValueError("stacking needs every class in the training data")
@@ -267,9 +277,9 @@ class HybridHead(_Composite):
         mask = mask_of(present, self.modalities, n).astype(np.float32)
         return np.concatenate([mask.max(1, keepdims=True), mask], axis=1)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray) -> "HybridHead":
-        fused_oof = out_of_fold(self._fused, x, present, y, seed=self.seed)
-        self.weights = best_weights([fused_oof] + self._oof(x, present, y), self._mask(present, len(y)), y)
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "HybridHead":
+        fused_oof = out_of_fold(self._fused, x, present, y, seed=self.seed, groups=groups)
+        self.weights = best_weights([fused_oof] + self._oof(x, present, y, groups), self._mask(present, len(y)), y)
         self.fused.fit(x, present, y)
         self._fit_unimodal(x, present, y)
         return self

@@ -37,7 +37,8 @@ class Head:
         self.modalities, self.classes, self.seed = tuple(modalities), list(classes), seed
         self.dims = {m: int(dims[m]) for m in self.modalities}
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray) -> "Head":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "Head":
+        """``groups`` (speaker, camera ...) keeps internal validation group-disjoint where a method has one."""
         raise NotImplementedError
 
     def predict_proba(self, x: Inputs, present: Present) -> np.ndarray:
@@ -276,7 +277,7 @@ class NeuralHead(Head):
             xs.append(torch.from_numpy(np.where(mask[:, i:i + 1], v, 0.0).astype(np.float32)))
         return xs, torch.from_numpy(mask)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray) -> "NeuralHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "NeuralHead":
         n = rows(x, present)
         mask = mask_of(present, self.modalities, n)
         for i, m in enumerate(self.modalities):

@@ -57,7 +57,7 @@ class MKLHead(Head):
         k = sum(w[:, i:i + 1] * rbf(v, self.train[i], self.gamma[i]) for i, v in enumerate(self._std(x, n)))
         return k / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray) -> "MKLHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "MKLHead":
         full = mask_of(present, self.modalities, len(y)).all(1)
         x = {m: np.asarray(x[m])[full] for m in self.modalities}
         y = y[full]
