@@ -50,11 +50,96 @@ class FusionConfig(_Strict):
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA alpha across windows; 1 = off")
 
 
+class SourcesConfig(_Strict):
+    """How live sources are opened and kept alive (files ignore most of this)."""
+
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout: float = Field(10.0, gt=0, description="seconds to open a source before giving up on this try")
+    stall_timeout: float = Field(10.0, gt=0, description="seconds without data before a live source counts as stalled")
+    backoff_initial: float = Field(1.0, gt=0, description="first reconnect delay, seconds (doubles, with jitter)")
+    backoff_max: float = Field(30.0, gt=0, description="longest reconnect delay, seconds")
+    max_reconnects: int | None = Field(None, ge=0, description="give up after this many reconnects in a row; null = never")
+    realtime: bool = Field(False, description="pace files at real time and treat them like live feeds (drop when behind)")
+    status_interval: float = Field(10.0, gt=0, description="seconds between status records with counters for live sources")
+
+
+class WebhookConfig(_Strict):
+    url: str = Field(description="http(s) endpoint that receives one POST per record (JSON)")
+    events: Literal["all", "alerts", "labels"] = Field("all", description="which records to send (status always goes with all)")
+    secret: str | None = Field(None, description="HMAC-SHA256 key: signs each body in the X-Streamclf-Signature header")
+    spool: str = Field("streamclf-spool.db", description="durable on-disk queue (SQLite); delivery resumes from it")
+    timeout: float = Field(5.0, gt=0, description="seconds per request")
+    backoff_max: float = Field(30.0, gt=0, description="longest retry delay, seconds")
+    drain_timeout: float = Field(10.0, ge=0, description="seconds to keep delivering at shutdown; the rest stays spooled")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+
+    @model_validator(mode="after")
+    def _scheme(self) -> "WebhookConfig":
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return self
+
+
+class MqttConfig(_Strict):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    prefix: str = Field("streamclf", description="topics: PREFIX/<source>/labels|alerts|status, PREFIX/availability")
+    qos: Literal[0, 1, 2] = 1
+    keepalive: int = Field(30, ge=5)
+    client_id: str | None = None
+
+
+class SqliteConfig(_Strict):
+    path: str = Field("streamclf-events.db", description="event store; query with streamclf events")
+    labels: bool = Field(False, description="also store every window record, not only alerts and status")
+
+
+class SinksConfig(_Strict):
+    jsonl: str | None = Field(None, description="append records to this JSON-lines file (- for stdout)")
+    webhook: WebhookConfig | None = None
+    mqtt: MqttConfig | None = None
+    sqlite: SqliteConfig | None = None
+
+
+class AlertOverride(_Strict):
+    """Per-source changes to one rule (e.g. a noisier camera needs a higher score)."""
+
+    min_score: float | None = Field(None, ge=0, le=1)
+    min_windows: int | None = Field(None, ge=1)
+    cooldown: float | None = Field(None, ge=0)
+    loudness_dbfs: float | None = Field(None, le=0)
+    enabled: bool = True
+
+
+class AlertRule(_Strict):
+    label: str = Field(description="fused label that raises the alert")
+    min_score: float = Field(0.5, ge=0, le=1, description="score a window needs to count towards the alert")
+    min_windows: int = Field(2, ge=1, description="consecutive windows above min_score to start the event")
+    end_score: float | None = Field(None, ge=0, le=1, description="hysteresis: below this the event may end (default 0.8 x min_score)")
+    end_windows: int = Field(2, ge=1, description="consecutive windows below end_score to end the event")
+    cooldown: float = Field(30.0, ge=0, description="seconds after an event ends before the rule may fire again")
+    loudness_dbfs: float | None = Field(None, le=0, description="only windows whose audio is at least this loud (dBFS) count")
+    pre_roll: float = Field(2.0, ge=0, description="seconds of audio before the event in its WAV clip")
+    post_roll: float = Field(2.0, ge=0, description="seconds of audio after the event in its WAV clip")
+    sources: dict[str, AlertOverride] = Field(default_factory=dict, description="per-source overrides, by source name")
+
+
+class AlertsConfig(_Strict):
+    rules: list[AlertRule] = Field(default_factory=list)
+    events_dir: str = Field("events", description="snapshots (JPEG) and clips (WAV) of alerts go here")
+
+
 class Config(_Strict):
     window: WindowConfig = WindowConfig()
     audio: AudioConfig = AudioConfig()
     video: VideoConfig = VideoConfig()
     fusion: FusionConfig = FusionConfig()
+    sources: SourcesConfig = SourcesConfig()
+    sinks: SinksConfig = SinksConfig()
+    alerts: AlertsConfig = AlertsConfig()
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     queue_size: int = Field(64, ge=1, description="items per stage queue")
     batch_windows: int = Field(8, ge=1, description="windows per worker batch, across sources")

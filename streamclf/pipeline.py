@@ -6,12 +6,18 @@ them in order and the router can report them as status records.
 """
 from __future__ import annotations
 
+import os
 import queue
+import signal
+import sys
 import threading
 import time
+import uuid
+from datetime import datetime, timezone
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -21,8 +27,11 @@ from .fusion import EMA, CategoryMap, ZeroShotFusion
 from .fusion.trained import HeadFusion
 from .fusion.zeroshot import Fused
 from .fusion.categories import BUILTIN
+from .alerts import Alerts
 from .sources import Decoder, SourceSpec
-from .types import MODALITIES, Embeddings, Record, SourceEnd, SourceError, SourceInfo, Window
+from .stages import Feed, Timings
+from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
+                    SourceStatus, Window)
 from .windows import Windower, WindowSpec
 
 
@@ -42,14 +51,20 @@ class Scored:
 
 @dataclass
 class SourceState:
+    """What the dashboard and the final summary know about one source."""
+
     name: str
     state: str = "connecting"
+    live: bool = False
     duration: float | None = None
     position: float = 0.0
     windows: int = 0
     errors: list[str] = field(default_factory=list)
     fatal: bool = False
     last: Record | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # decoder counters: reconnects, stalls, av_offset_ms ...
+    dropped: int = 0
+    started: float = field(default_factory=time.monotonic)
 
 
 _STOP = object()
@@ -103,17 +118,25 @@ class Models:
         for key in [k for k in self._frame_cache if k[0] == source]:
             del self._frame_cache[key]
 
-    def process(self, windows: list[Window]) -> list[Scored]:
+    def process(self, windows: list[Window], timings: Timings | None = None) -> list[Scored]:
         """Encode a batch of windows (frames once each, via a cache) and fuse."""
+        timings = timings or Timings()
         results = [Embeddings() for _ in windows]
         if "video" in self.encoders:
+            t0 = time.monotonic()
             self._video(windows, results)
+            timings.since("encode video", t0)
         if "audio" in self.encoders:
+            t0 = time.monotonic()
             audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
             outs = self.encoders["audio"].embed([w.audio for _, w in audio_windows])
             for (i, _), (emb, scores) in zip(audio_windows, outs):
                 self._pool(results[i], "audio", emb, scores)
-        return [Scored(w, emb, f) for w, emb, f in zip(windows, results, self.fusion.fuse(results))]
+            timings.since("encode audio", t0)
+        t0 = time.monotonic()
+        fused = self.fusion.fuse(results)
+        timings.since("fuse", t0)
+        return [Scored(w, emb, f) for w, emb, f in zip(windows, results, fused)]
 
     def _video(self, windows: list[Window], results: list[Embeddings]) -> None:
         cache = self._frame_cache
@@ -152,9 +175,11 @@ class Models:
 class Worker(threading.Thread):
     """Batches windows across sources through the models (one forward pass per encoder)."""
 
-    def __init__(self, models: Models, config: Config, inbox: queue.Queue, outbox: queue.Queue) -> None:
+    def __init__(self, models: Models, config: Config, inbox: queue.Queue, outbox: queue.Queue,
+                 timings: Timings | None = None) -> None:
         super().__init__(name="worker", daemon=True)
         self.models, self.config, self.inbox, self.outbox = models, config, inbox, outbox
+        self.timings = timings or Timings()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -186,7 +211,10 @@ class Worker(threading.Thread):
                 else:
                     passthrough.append(nxt)
                     break
-            for scored in self.models.process(batch):
+            picked = time.monotonic()
+            for w in batch:
+                self.timings.add("queue wait", picked - w.ready_at)
+            for scored in self.models.process(batch, self.timings):
                 self.outbox.put(scored)
             for p in passthrough:
                 if p is _STOP:
@@ -203,9 +231,11 @@ class Worker(threading.Thread):
 class Windowing(threading.Thread):
     """One thread windows every source (cheap bookkeeping, no decoding)."""
 
-    def __init__(self, spec: WindowSpec, inbox: queue.Queue, outbox: queue.Queue, sources: int) -> None:
+    def __init__(self, spec: WindowSpec, inbox: queue.Queue, outbox: Feed, sources: int,
+                 live: set[str] | None = None) -> None:
         super().__init__(name="windower", daemon=True)
         self.spec, self.inbox, self.outbox, self.remaining = spec, inbox, outbox, sources
+        self.live = live or set()
         self.windowers: dict[str, Windower] = {}
 
     def run(self) -> None:
@@ -214,10 +244,13 @@ class Windowing(threading.Thread):
             if item is _STOP:
                 break
             w = self.windowers.setdefault(item.source, Windower(item.source, self.spec))
-            if isinstance(item, (SourceInfo, SourceError)):
+            if isinstance(item, (SourceInfo, SourceError, SourceStatus)):
                 self.outbox.put(item)
             for window in w.push(item):
-                self.outbox.put(window)
+                if item.source in self.live:
+                    self.outbox.put_latest(window)
+                else:
+                    self.outbox.put(window)
             if isinstance(item, SourceEnd):
                 self.windowers.pop(item.source, None)
                 self.outbox.put(item)
@@ -244,33 +277,52 @@ class Pipeline:
         self.config = config = self.models.config
         self.sinks = list(sinks)
         self.on_event, self.on_scored = on_event, on_scored
+        self.timings = Timings()
+        self._live: set[str] = set()
         self.results: queue.Queue = queue.Queue(maxsize=config.queue_size)
-        self._worker_inbox: queue.Queue = queue.Queue(maxsize=config.queue_size)
-        self.worker = Worker(self.models, config, self._worker_inbox, self.results)
+        self._worker_inbox = Feed(config.queue_size, lambda it: isinstance(it, Window) and it.source in self._live)
+        self._items = Feed(config.queue_size,
+                           lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live)
+        self.worker = Worker(self.models, config, self._worker_inbox, self.results, self.timings)
         self.smoothing = EMA(config.fusion.smoothing)
+        self.alerts = Alerts(config.alerts) if config.alerts.rules else None
         self.states: dict[str, SourceState] = {}
+        self.run_id = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._decoders: list[Decoder] = []
+
+    def stop(self) -> None:
+        """Drain: sources stop reading, what is queued is still classified and written."""
+        for d in self._decoders:
+            d.stop()
 
     def run(self, specs: list[SourceSpec]) -> dict[str, SourceState]:
-        """Process every source to its end (or until interrupted)."""
+        """Process every source to its end (or until stopped)."""
         if not specs:
             raise ValueError("no sources given")
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}; name them as NAME=URL")
-        items: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
-        w = self.config.window
-        decoders = [Decoder(s, items, fps=w.fps, max_side=w.max_side) for s in specs]
-        windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), items, self._worker_inbox, len(specs))
-        self.states = {s.name: SourceState(s.name) for s in specs}
+        c, w = self.config, self.config.window
+        self._live = {s.name for s in specs if s.live or c.sources.realtime}
+        self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
+                                  timings=self.timings) for s in specs]
+        windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox,
+                              len(specs), self._live)
+        self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stats=d.stats)
+                       for d in self._decoders}
         self.worker.start()
         windowing.start()
-        for d in decoders:
+        for d in self._decoders:
             d.start()
         try:
             self._route()
+            if self.alerts is not None:
+                for alert in self.alerts.close():
+                    self._emit(alert)
+            self._emit({"type": "timings", "stages": self.timings.summary()})
         finally:
-            for d in decoders:
-                d.stop()
+            self.stop()
             for sink in self.sinks:
                 sink.close()
         if self.worker.error is not None:
@@ -287,7 +339,11 @@ class Pipeline:
             if isinstance(item, Scored):
                 if self.on_scored is not None:
                     self.on_scored(item)
-                self._emit(self._record(item, categories, k).to_dict(), item.window.source)
+                record = self._record(item, categories, k).to_dict()
+                self._emit(record)
+                if self.alerts is not None:
+                    for alert in self.alerts.update(record, item.window):
+                        self._emit(alert)
             else:
                 self._status(item)
 
@@ -309,18 +365,30 @@ class Pipeline:
         state = self.states[w.source]
         state.windows += 1
         state.position = w.t_end
+        latency = time.monotonic() - w.ready_at
+        self.timings.add("latency", latency)
+        self.timings.add(f"latency {w.source}", latency)
         extra = {"weights": s.fused.weights} if s.fused.weights else {}
         record = Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
-                        modality, (time.monotonic() - w.ready_at) * 1000.0, extra)
+                        modality, latency * 1000.0, extra)
         state.last = record
         return record
 
-    def _status(self, item: SourceInfo | SourceError | SourceEnd) -> None:
+    def dropped(self, source: str) -> dict[str, int]:
+        items = self._items.dropped
+        return {"frames": items[(source, "frame")], "audio_chunks": items[(source, "audiochunk")],
+                "windows": self._worker_inbox.dropped[(source, "window")]}
+
+    def _status(self, item: SourceInfo | SourceError | SourceStatus | SourceEnd) -> None:
         state = self.states[item.source]
         extra: dict[str, Any] = {}
         if isinstance(item, SourceInfo):
             state.state, state.duration = "live", item.duration
             extra = {"duration": item.duration, "has_audio": item.has_audio, "has_video": item.has_video}
+        elif isinstance(item, SourceStatus):
+            state.state = item.state
+            extra = {"message": item.message} if item.message else {}
+            extra["stats"] = {**item.stats, "dropped": self.dropped(item.source)}
         elif isinstance(item, SourceError):
             state.errors.append(item.message)
             state.fatal |= item.fatal
@@ -330,34 +398,97 @@ class Pipeline:
         else:
             state.state = "error" if state.fatal else "ended"
             self.smoothing.reset(item.source)
+            if self.alerts is not None:
+                for alert in self.alerts.end_source(item.source):
+                    self._emit(alert)
+            latency = self.timings.summary().get(f"latency {item.source}", {})
+            extra = {"stats": {**item.stats, "dropped": self.dropped(item.source), "windows": state.windows,
+                               "latency_p50_ms": latency.get("p50_ms"), "latency_p95_ms": latency.get("p95_ms")}}
         self._emit({"type": "status", "source": item.source,
-                    "state": "error" if isinstance(item, SourceError) else state.state, **extra}, item.source)
+                    "state": "error" if isinstance(item, SourceError) else state.state, **extra})
 
-    def _emit(self, record: dict[str, Any], source: str) -> None:
+    def _emit(self, record: dict[str, Any]) -> None:
+        """Every record gets an id (the sinks' idempotency key) and the wall-clock time."""
+        t0 = time.monotonic()
+        self._seq += 1
+        record["id"] = f"{self.run_id}-{self._seq:07d}"
+        record["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for sink in self.sinks:
             sink.write(record)
         if self.on_event is not None:
             self.on_event(record, self.states)
+        self.timings.since("sink", t0)
 
 
 SAMPLE = Path(__file__).with_name("data") / "sample.mp4"
 
 
+def open_sinks(config: Config, out: str | Path | None = None) -> list[Sink]:
+    """The sinks the config asks for (plus ``out`` as JSON lines)."""
+    from . import sinks
+
+    c = config.sinks
+    opened: list[Sink] = []
+    for path in dict.fromkeys(p for p in (str(out) if out else None, c.jsonl) if p):
+        opened.append(sinks.JsonlSink(path))
+    if c.sqlite is not None:
+        opened.append(sinks.SqliteSink(c.sqlite))
+    if c.webhook is not None:
+        opened.append(sinks.WebhookSink(c.webhook))
+    if c.mqtt is not None:
+        opened.append(sinks.MqttSink(c.mqtt))
+    return opened
+
+
+@contextmanager
+def _signals(pipeline: Pipeline) -> Iterator[None]:
+    """First SIGINT/SIGTERM drains and flushes; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal count
+        count += 1
+        if count > 1:
+            os._exit(128 + signum)
+        print("streamclf: stopping: finishing queued windows and flushing sinks (again to quit now)",
+              file=sys.stderr, flush=True)
+        pipeline.stop()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
 def run(sources: list[str], out: str | Path | None = None, config: Config | None = None,
-        dashboard: bool = False) -> dict[str, SourceState]:
-    """Classify ``sources`` (paths, URLs, cameras) and write records to ``out``.
+        dashboard: bool = False, report: Callable[[str], None] | None = None) -> dict[str, SourceState]:
+    """Classify ``sources`` (paths, URLs, cameras) and write records to ``out`` and the configured sinks.
 
     Returns the final state of every source; a source that failed has
-    ``fatal`` set and its one-line reasons in ``errors``.
+    ``fatal`` set and its one-line reasons in ``errors``. ``report`` gets
+    the per-stage timing table at the end.
     """
     from .config import load_config
     from .dashboard import Dashboard
-    from .sinks import JsonlSink
 
     config = config or load_config()
     specs = [SourceSpec.parse(s) for s in (sources or [str(SAMPLE)])]
-    sinks: list[Sink] = [JsonlSink(out)] if out else []
+    models = Models(config)
+    sinks = open_sinks(models.config, out)
     if not dashboard:
-        return Pipeline(config, sinks).run(specs)
-    with Dashboard() as view:
-        return Pipeline(config, sinks, on_event=view).run(specs)
+        pipeline = Pipeline(config, sinks, models=models)
+        with _signals(pipeline):
+            states = pipeline.run(specs)
+    else:
+        with Dashboard() as view:
+            pipeline = Pipeline(config, sinks, on_event=view, models=models)
+            with _signals(pipeline):
+                states = pipeline.run(specs)
+    if report is not None:
+        report(pipeline.timings.table())
+    return states

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import math
 import queue
+import random
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 
-from .types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceItem
+from .stages import Feed, Timings
+from .types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceItem, SourceStatus
+
+if TYPE_CHECKING:
+    from .config import SourcesConfig
 
 SAMPLE_RATE = 16000
 _MAX_DECODE_ERRORS = 50  # a stream this broken is not worth following
@@ -42,13 +50,17 @@ def read_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+
+
 @dataclass
 class SourceSpec:
-    """Where to read from and what to call it in records."""
+    """Where to read from, what to call it in records, and whether it is live."""
 
     url: str
     name: str
     format: str | None = None
+    live: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "SourceSpec":
@@ -61,12 +73,19 @@ class SourceSpec:
             url, fmt = f"/dev/video{url}", "v4l2"
         elif url.startswith("/dev/video"):
             fmt = "v4l2"
-        return cls(url=url, name=name or _default_name(url), format=fmt)
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        live = fmt == "v4l2" or scheme in NETWORK_SCHEMES
+        return cls(url=url, name=name or _default_name(url), format=fmt, live=live)
 
     @property
     def display(self) -> str:
         """The URL or path as it may be shown: credentials removed."""
         return redact(self.url)
+
+    def options(self, settings: SourcesConfig) -> dict[str, str]:
+        if self.url.lower().startswith(("rtsp://", "rtsps://")):
+            return {"rtsp_transport": settings.rtsp_transport}
+        return {}
 
 
 def _default_name(url: str) -> str:
@@ -88,24 +107,57 @@ def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
+class _Stalled(Exception):
+    """No data for longer than the stall timeout."""
+
+
 class Decoder(threading.Thread):
     """Demuxes one source: RGB frames sampled at ``fps`` by PTS, 16 kHz mono audio.
 
-    Items go to ``out`` in decode order; a full queue blocks this thread, so
-    a file source never loses anything.
+    It is also the source's watchdog: a live source that stalls, errors or
+    ends early is reopened with exponential backoff and jitter, and the
+    timeline keeps going across reconnects (the gap is the outage). A file
+    source waits for the consumer and loses nothing; a live one (or a file
+    paced with ``realtime``) never waits: the feed drops the oldest items.
     """
 
-    def __init__(self, spec: SourceSpec, out: queue.Queue[SourceItem], fps: float = 4.0,
-                 max_side: int = 640) -> None:
+    def __init__(self, spec: SourceSpec, out: Feed, fps: float = 4.0, max_side: int = 640,
+                 settings: SourcesConfig | None = None, timings: Timings | None = None) -> None:
         super().__init__(name=f"decoder:{spec.name}", daemon=True)
+        from .config import SourcesConfig
+
         self.spec, self.out, self.fps, self.max_side = spec, out, fps, max_side
+        self.settings = settings or SourcesConfig()
+        self.timings = timings or Timings()
+        self.realtime = self.settings.realtime and not spec.live
+        self.drops = spec.live or self.realtime
         self._stop_event = threading.Event()
-        self.decode_errors = 0
+        self.stats: dict[str, Any] = {"connects": 0, "reconnects": 0, "stalls": 0, "frames": 0,
+                                      "audio_s": 0.0, "decode_errors": 0, "av_offset_ms": None}
+        self._offsets: deque[float] = deque(maxlen=256)
+        self._shift = 0.0  # added to container PTS so the timeline survives reconnects
+        self._last_t: float | None = None
+        self._last_wall = 0.0
+        self._pace: tuple[float, float] | None = None
 
     def stop(self) -> None:
         self._stop_event.set()
 
-    def _put(self, item: SourceItem) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stop_event.is_set()
+
+    def _send(self, item: SourceItem) -> None:
+        """Control items always go through (the consumer must hear every state)."""
+        self.out.put(item)
+
+    def _data(self, item: Frame | AudioChunk) -> None:
+        self._last_t, self._last_wall = item.pts, time.monotonic()
+        if self.realtime:
+            self._pace_to(item.pts)
+        if self.drops:
+            self.out.put_latest(item)
+            return
         while not self._stop_event.is_set():
             try:
                 self.out.put(item, timeout=0.1)
@@ -113,51 +165,126 @@ class Decoder(threading.Thread):
             except queue.Full:
                 continue
 
+    def _pace_to(self, t: float) -> None:
+        if self._pace is None:
+            self._pace = (time.monotonic(), t)
+        delay = self._pace[0] + (t - self._pace[1]) - time.monotonic()
+        if delay > 0:
+            self._stop_event.wait(delay)
+
     def run(self) -> None:
-        name, where = self.spec.name, self.spec.display
         try:
-            container = av.open(self.spec.url, format=self.spec.format, timeout=(10.0, 10.0))
-        except Exception as e:  # FFmpeg raises many kinds; all mean "cannot open"
-            self._put(SourceError(name, f"{where}: cannot open: {_describe(e)}", fatal=True))
-            self._put(SourceEnd(name))
-            return
-        try:
-            self._demux(container)
+            self._watch()
         except Exception as e:  # keep the contract: the consumer always hears why
-            self._put(SourceError(name, f"{where}: {_describe(e)}", fatal=True))
+            self._send(SourceError(self.spec.name, f"{self.spec.display}: {_describe(e)}", fatal=True))
+        finally:
+            self._send(SourceEnd(self.spec.name, self._stats()))
+
+    def _stats(self) -> dict[str, Any]:
+        if self._offsets:
+            self.stats["av_offset_ms"] = round(float(np.median(self._offsets)) * 1000.0, 1)
+        self.stats["audio_s"] = round(self.stats["audio_s"], 3)
+        return dict(self.stats)
+
+    def _watch(self) -> None:
+        s, name, where = self.settings, self.spec.name, self.spec.display
+        delay, failures = s.backoff_initial, 0
+        while not self._stop_event.is_set():
+            self._send(SourceStatus(name, "connecting", "", self._stats()))
+            frames_before = self.stats["frames"] + self.stats["audio_s"]
+            outcome, message = self._session()
+            if outcome == "ended" or not self.spec.live or self._stop_event.is_set():
+                return
+            if self.stats["frames"] + self.stats["audio_s"] > frames_before:
+                delay, failures = s.backoff_initial, 0  # it worked for a while: start over
+            failures += 1
+            if s.max_reconnects is not None and failures > s.max_reconnects:
+                self._send(SourceError(name, f"{where}: gave up after {failures - 1} reconnects: {message}",
+                                       fatal=True))
+                return
+            if outcome == "stalled":
+                self.stats["stalls"] += 1
+                self._send(SourceStatus(name, "stalled", message, self._stats()))
+            wait = delay * random.uniform(0.5, 1.0)
+            self.stats["reconnects"] += 1
+            self._send(SourceStatus(name, "reconnecting", f"{message}; retrying in {wait:.1f}s", self._stats()))
+            if self._stop_event.wait(wait):
+                return
+            delay = min(delay * 2, s.backoff_max)
+
+    def _session(self) -> tuple[str, str]:
+        """One connection: ("ended" | "stalled" | "failed", why)."""
+        s, name, where = self.settings, self.spec.name, self.spec.display
+        try:
+            container = av.open(self.spec.url, format=self.spec.format, options=self.spec.options(s),
+                                timeout=(s.open_timeout, s.stall_timeout))
+        except Exception as e:  # FFmpeg raises many kinds; all mean "cannot open"
+            message = f"cannot open: {_describe(e)}"
+            if not self.spec.live:
+                self._send(SourceError(name, f"{where}: {message}", fatal=True))
+            return ("stalled" if _is_timeout(e) else "failed"), message
+        self.stats["connects"] += 1
+        try:
+            return self._demux(container)
+        except Exception as e:
+            message = "no data" if isinstance(e, _Stalled) else _describe(e)
+            if not self.spec.live:
+                self._send(SourceError(name, f"{where}: {message}", fatal=True))
+            return ("stalled" if isinstance(e, _Stalled) or _is_timeout(e) else "failed"), message
         finally:
             container.close()
-            self._put(SourceEnd(name))
 
-    def _demux(self, container: av.container.InputContainer) -> None:
+    def _demux(self, container: av.container.InputContainer) -> tuple[str, str]:
         name = self.spec.name
         video = next(iter(container.streams.video), None)
         audio = next(iter(container.streams.audio), None)
         if video is None and audio is None:
-            self._put(SourceError(name, f"{self.spec.display}: no audio or video stream", fatal=True))
-            return
+            if not self.spec.live:
+                self._send(SourceError(name, f"{self.spec.display}: no audio or video stream", fatal=True))
+                return "ended", "no audio or video stream"
+            return "failed", "no audio or video stream"
         start = container.start_time / av.time_base if container.start_time is not None else 0.0
         duration = container.duration / av.time_base if container.duration else None
-        self._put(SourceInfo(name, start, duration, audio is not None, video is not None))
+        if self._last_t is not None:  # a reconnect: continue the timeline after the outage
+            self._shift = self._last_t + (time.monotonic() - self._last_wall) - start
+        self._send(SourceInfo(name, start + self._shift, duration, audio is not None, video is not None,
+                              live=self.drops))
         streams = [s for s in (video, audio) if s is not None]
         resampler = audio_resampler() if audio else None
-        last_slot = -math.inf
-        size = None
+        last_slot, size = -math.inf, None
+        last_video = -math.inf
+        audio_end = -math.inf
+        last_data = heartbeat = time.monotonic()
+        stall = self.settings.stall_timeout
         for packet in container.demux(streams):
             if self._stop_event.is_set():
-                return
+                return "ended", "stopped"
+            now = time.monotonic()
+            if self.spec.live and now - heartbeat >= self.settings.status_interval:
+                heartbeat = now
+                self._send(SourceStatus(name, "live", "", self._stats()))
+            if packet.size == 0 and packet.pts is None:
+                continue
+            t0 = time.monotonic()
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as e:
                 self._decode_error(e)
+                if time.monotonic() - last_data > stall:
+                    raise _Stalled() from e
                 continue
             for frame in decoded:
+                last_data = time.monotonic()
                 if isinstance(frame, av.AudioFrame):
-                    self._audio(resampler.resample(frame), frame)
+                    audio_end = max(audio_end, self._audio(resampler.resample(frame), frame))
                     continue
                 t = frame.time
                 if t is None:
                     continue
+                t += self._shift
+                last_video = t
+                if audio_end > -math.inf:
+                    self._offsets.append(audio_end - t)
                 slot = math.floor(t * self.fps + 1e-6)
                 if slot <= last_slot:
                     continue
@@ -165,11 +292,21 @@ class Decoder(threading.Thread):
                 if size is None:
                     size = _scaled_size(frame.width, frame.height, self.max_side)
                 image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                self._put(Frame(name, t, image))
+                self.timings.since("decode", t0)
+                self.stats["frames"] += 1
+                self._data(Frame(name, t, image))
+            if time.monotonic() - last_data > stall:
+                raise _Stalled()
         if resampler is not None:
             self._audio(resampler.resample(None), None)
+        end = max(last_video, audio_end)
+        if self.spec.live and not (duration and end - self._shift >= start + duration - 1.0):
+            return "failed", "stream ended"
+        return "ended", "end of stream"
 
-    def _audio(self, chunks: list[av.AudioFrame], source_frame: av.AudioFrame | None) -> None:
+    def _audio(self, chunks: list[av.AudioFrame], source_frame: av.AudioFrame | None) -> float:
+        """Send resampled audio; returns where it ends on the timeline."""
+        end = -math.inf
         for chunk in chunks:
             if chunk.pts is not None:
                 t = chunk.pts / SAMPLE_RATE
@@ -177,14 +314,24 @@ class Decoder(threading.Thread):
                 t = source_frame.time
             else:
                 continue
-            self._put(AudioChunk(self.spec.name, t, chunk.to_ndarray().reshape(-1).astype(np.float32)))
+            samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
+            t += self._shift
+            end = t + len(samples) / SAMPLE_RATE
+            self.stats["audio_s"] += len(samples) / SAMPLE_RATE
+            self._data(AudioChunk(self.spec.name, t, samples))
+        return end
 
     def _decode_error(self, e: Exception) -> None:
-        self.decode_errors += 1
-        if self.decode_errors <= 3:
-            self._put(SourceError(self.spec.name, f"{self.spec.display}: decode error: {_describe(e)}", fatal=False))
-        if self.decode_errors >= _MAX_DECODE_ERRORS:
-            raise RuntimeError(f"gave up after {self.decode_errors} decode errors")
+        self.stats["decode_errors"] += 1
+        n = self.stats["decode_errors"]
+        if n <= 3:
+            self._send(SourceError(self.spec.name, f"{self.spec.display}: decode error: {_describe(e)}", fatal=False))
+        if n >= _MAX_DECODE_ERRORS and not self.spec.live:
+            raise RuntimeError(f"gave up after {n} decode errors")
+
+
+def _is_timeout(e: Exception) -> bool:
+    return isinstance(e, (av.error.ExitError, av.error.TimeoutError, TimeoutError))
 
 
 def _describe(e: Exception) -> str:

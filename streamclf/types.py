@@ -48,11 +48,22 @@ class SourceError:
 
 
 @dataclass
+class SourceStatus:
+    """A watchdog state change: connecting, stalled, reconnecting (``live`` comes as SourceInfo)."""
+
+    source: str
+    state: str
+    message: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SourceEnd:
     source: str
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
-SourceItem = Frame | AudioChunk | SourceInfo | SourceError | SourceEnd
+SourceItem = Frame | AudioChunk | SourceInfo | SourceError | SourceStatus | SourceEnd
 
 
 @dataclass

@@ -44,8 +44,9 @@ class Windower:
 
     def push(self, item: SourceItem) -> list[Window]:
         if isinstance(item, SourceInfo):
+            if self.info is None:  # a reconnect continues the timeline it started
+                self.origin = item.start
             self.info = item
-            self.origin = item.start
             self.expect = {"audio": item.has_audio, "video": item.has_video}
             return []
         if isinstance(item, SourceEnd):
@@ -87,7 +88,9 @@ class Windower:
                 break  # the previous window already reached the end of the data
             if not self._complete(t_end):
                 break
-            out.append(self._window(t_start, t_end))
+            window = self._window(t_start, t_end)
+            if window.frames or window.audio is not None:  # an outage gives no window, not an empty one
+                out.append(window)
             self.next_index += 1
             self._prune(self.bounds(self.next_index)[0])
         return out

@@ -38,7 +38,7 @@ def test_cli_on_pancake_clip(tmp_path):
     records = [json.loads(line) for line in lines]  # every line is valid JSON
     status = [r for r in records if r.get("type") == "status"]
     windows = [r for r in records if "type" not in r]
-    assert [s["state"] for s in status] == ["live", "ended"]
+    assert [s["state"] for s in status] == ["connecting", "live", "ended"]
     assert len(windows) >= 16  # a 10 s clip, 2 s windows every 0.5 s
     for r in windows:
         assert WINDOW_FIELDS <= set(r)

@@ -1,0 +1,277 @@
+"""Alert rules over window records: hold to start, hysteresis to end, cooldown, evidence on disk.
+
+A surveillance user wants one event per dog bark, not one per window: a
+label must stay above ``min_score`` for ``min_windows`` windows to start an
+event, and below the lower ``end_score`` for ``end_windows`` to end it. Each
+event leaves a JPEG snapshot of its strongest window and a WAV clip of the
+audio around it (pre/post roll) in the events folder, so a person can check
+it. Alerts see records and the window's media (numpy arrays), never tensors.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import AlertRule, AlertsConfig
+from .types import Window
+
+SAMPLE_RATE = 16000
+MAX_CLIP = 120.0  # seconds of audio an event clip may hold (a never-ending event must not fill memory)
+
+
+def dbfs(audio: np.ndarray | None) -> float:
+    """Loudness of a window's audio in dB relative to full scale (-inf for silence or no audio)."""
+    if audio is None or len(audio) == 0:
+        return -math.inf
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+@dataclass
+class _Rule:
+    """A rule with one source's overrides applied."""
+
+    label: str
+    min_score: float
+    min_windows: int
+    end_score: float
+    end_windows: int
+    cooldown: float
+    loudness_dbfs: float | None
+    pre_roll: float
+    post_roll: float
+
+    @classmethod
+    def resolve(cls, rule: AlertRule, source: str) -> "_Rule | None":
+        o = rule.sources.get(source)
+        if o is not None and not o.enabled:
+            return None
+        pick = lambda name: getattr(o, name) if o is not None and getattr(o, name) is not None else getattr(rule, name)
+        min_score = pick("min_score")
+        end_score = rule.end_score if rule.end_score is not None else 0.8 * min_score
+        return cls(rule.label, min_score, pick("min_windows"), min(end_score, min_score), rule.end_windows,
+                   pick("cooldown"), pick("loudness_dbfs"), rule.pre_roll, rule.post_roll)
+
+
+@dataclass
+class _Event:
+    source: str
+    label: str
+    start: float
+    peak: float = 0.0
+    peak_at: float = 0.0
+    driver: str | None = None
+    modality: dict[str, float | None] = field(default_factory=dict)
+    last_above: float = 0.0
+    end: float | None = None
+    snapshot: str | None = None
+    wall: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Track:
+    """One rule on one source."""
+
+    rule: _Rule
+    above: int = 0
+    below: int = 0
+    first_above: float = 0.0
+    cooldown_until: float = -math.inf
+    event: _Event | None = None
+
+
+class _AudioTrail:
+    """The recent audio of one source, stitched from overlapping windows."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.samples = np.zeros(0, np.float32)
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.samples) / SAMPLE_RATE
+
+    def add(self, t_start: float, audio: np.ndarray | None) -> None:
+        if audio is None:
+            return
+        if len(self.samples) == 0 or t_start > self.end + 0.5:  # first audio, or after a gap
+            self.start, self.samples = t_start, audio.astype(np.float32)
+            return
+        skip = max(0, int(round((self.end - t_start) * SAMPLE_RATE)))
+        if skip < len(audio):
+            self.samples = np.concatenate([self.samples, audio[skip:]])
+
+    def trim(self, keep_from: float) -> None:
+        cut = int((keep_from - self.start) * SAMPLE_RATE)
+        if cut > 0:
+            self.samples = self.samples[cut:]
+            self.start += cut / SAMPLE_RATE
+
+    def between(self, t0: float, t1: float) -> np.ndarray:
+        i0 = max(0, int((t0 - self.start) * SAMPLE_RATE))
+        i1 = max(i0, int((t1 - self.start) * SAMPLE_RATE))
+        return self.samples[i0:i1]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "source"
+
+
+class Alerts:
+    """Feed it every window record (with its window); it returns alert records to emit.
+
+    An event gives two records: ``state: started`` when it is raised (with
+    a snapshot) and ``state: ended`` once the post-roll audio is in (with
+    end, peak, the modality that drove it, snapshot and clip).
+    """
+
+    def __init__(self, config: AlertsConfig) -> None:
+        self.config = config
+        self.dir = Path(config.events_dir)
+        self.tracks: dict[str, list[_Track]] = {}
+        self.trails: dict[str, _AudioTrail] = {}
+        self.pending: list[_Event] = []  # ended, waiting for post-roll audio
+        self.max_pre = max((r.pre_roll for r in config.rules), default=0.0)
+
+    def _tracks(self, source: str) -> list[_Track]:
+        if source not in self.tracks:
+            rules = (_Rule.resolve(r, source) for r in self.config.rules)
+            self.tracks[source] = [_Track(r) for r in rules if r is not None]
+        return self.tracks[source]
+
+    def update(self, record: dict[str, Any], window: Window) -> list[dict[str, Any]]:
+        source = record["source"]
+        trail = self.trails.setdefault(source, _AudioTrail())
+        trail.add(window.t_start, window.audio)
+        scores = {e["label"]: e["score"] for e in record["labels"]}
+        loudness = dbfs(window.audio)
+        out: list[dict[str, Any]] = []
+        for track in self._tracks(source):
+            out += self._step(track, record, window, scores.get(track.rule.label, 0.0), loudness)
+        out += self._flush(source, trail.end)
+        active = [t.event.start for t in self.tracks[source] if t.event is not None]
+        waiting = [e.start for e in self.pending if e.source == source]
+        keep = min([window.t_start - self.max_pre, *[a - self.max_pre for a in active + waiting]])
+        trail.trim(max(keep, trail.end - MAX_CLIP))
+        return out
+
+    def _step(self, track: _Track, record: dict[str, Any], window: Window, score: float,
+              loudness: float) -> list[dict[str, Any]]:
+        rule, t0, t1 = track.rule, record["t_start"], record["t_end"]
+        loud = rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs
+        ev = track.event
+        if ev is None:
+            if score >= rule.min_score and loud:
+                if track.above == 0:
+                    track.first_above = t0
+                track.above += 1
+            else:
+                track.above = 0
+            if track.above >= rule.min_windows and track.first_above >= track.cooldown_until:
+                track.event = ev = _Event(record["source"], rule.label, track.first_above, last_above=t1)
+                track.below = 0
+                self._peak(ev, record, score, window)
+                return [self._record(ev, "started")]
+            return []
+        if score >= rule.end_score:
+            track.below = 0
+            ev.last_above = t1
+            if score > ev.peak:
+                self._peak(ev, record, score, window)
+            return []
+        track.below += 1
+        if track.below < rule.end_windows:
+            return []
+        ev.end = ev.last_above
+        track.event, track.above = None, 0
+        track.cooldown_until = ev.end + rule.cooldown
+        self.pending.append(ev)
+        return []
+
+    def _peak(self, ev: _Event, record: dict[str, Any], score: float, window: Window) -> None:
+        ev.peak, ev.peak_at = score, record["t_start"]
+        per = record.get("modality", {}).get(ev.label, {})
+        ev.modality = dict(per)
+        present = {m: v for m, v in per.items() if v is not None}
+        ev.driver = max(present, key=present.get) if present else None
+        frame = _middle_frame(window)
+        if frame is not None:
+            ev.snapshot = self._write_jpeg(ev, frame)
+
+    def _flush(self, source: str | None, audio_end: float | None) -> list[dict[str, Any]]:
+        """End records for events whose post-roll audio has arrived (all of them when ``audio_end`` is None)."""
+        out, keep = [], []
+        for ev in self.pending:
+            rule = next(t.rule for t in self.tracks[ev.source] if t.rule.label == ev.label)
+            ready = audio_end is None or (ev.end or 0.0) + rule.post_roll <= audio_end
+            if (source is None or ev.source == source) and ready:
+                clip = self._write_wav(ev, rule)
+                out.append(self._record(ev, "ended", clip))
+            else:
+                keep.append(ev)
+        self.pending = keep
+        return out
+
+    def end_source(self, source: str) -> list[dict[str, Any]]:
+        """The source ended: close its open events with what audio there is."""
+        for track in self.tracks.get(source, []):
+            if track.event is not None:
+                track.event.end = track.event.last_above
+                self.pending.append(track.event)
+                track.event = None
+        return self._flush(source, None)
+
+    def close(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for source in list(self.tracks):
+            out += self.end_source(source)
+        return out
+
+    def _stem(self, ev: _Event) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ev.wall))
+        return self.dir / _slug(ev.source) / f"{stamp}-{_slug(ev.label)}-{ev.start:.1f}s"
+
+    def _write_jpeg(self, ev: _Event, rgb: np.ndarray) -> str:
+        import cv2
+
+        path = self._stem(ev).with_suffix(".jpg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.jpg")
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{tmp}: cannot write snapshot")
+        tmp.replace(path)
+        return str(path)
+
+    def _write_wav(self, ev: _Event, rule: _Rule) -> str | None:
+        audio = self.trails[ev.source].between(ev.start - rule.pre_roll, (ev.end or ev.start) + rule.post_roll)
+        if len(audio) == 0:
+            return None
+        path = self._stem(ev).with_suffix(".wav")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.wav")
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes((np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+        tmp.replace(path)
+        return str(path)
+
+    @staticmethod
+    def _record(ev: _Event, state: str, clip: str | None = None) -> dict[str, Any]:
+        return {"type": "alert", "source": ev.source, "label": ev.label, "state": state,
+                "event": f"{ev.source}:{ev.label}:{ev.start:.2f}", "start": round(ev.start, 3),
+                "end": None if ev.end is None else round(ev.end, 3), "peak": round(ev.peak, 4),
+                "peak_at": round(ev.peak_at, 3), "driver": ev.driver, "modality": ev.modality,
+                "snapshot": ev.snapshot, "clip": clip}
+
+
+def _middle_frame(window: Window) -> np.ndarray | None:
+    return window.frames[len(window.frames) // 2].image if window.frames else None
