@@ -8,6 +8,14 @@ cd "$(dirname "$0")"
 
 apt_pkgs=()
 command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
+if [ "${1:-}" = "--test" ]; then
+    # Real servers for the live tests: an MQTT broker, and GStreamer's RTSP server (driven by /usr/bin/python3).
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_pkgs+=(mosquitto)
+    if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null; then
+        apt_pkgs+=(python3-gi gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+                   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+    fi
+fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else sudo="none"; fi
     if [ "$sudo" != none ] && command -v apt-get >/dev/null; then

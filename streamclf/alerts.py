@@ -6,6 +6,10 @@ event, and below the lower ``end_score`` for ``end_windows`` to end it. Each
 event leaves a JPEG snapshot of its strongest window and a WAV clip of the
 audio around it (pre/post roll) in the events folder, so a person can check
 it. Alerts see records and the window's media (numpy arrays), never tensors.
+
+Event times are window centres: a window stands for the moment in its
+middle, so a short bark at 5.0 s gives an event starting near 5.0 s, not at
+the start of the first (2 s long) window that heard it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from .types import Window
 
 SAMPLE_RATE = 16000
 MAX_CLIP = 120.0  # seconds of audio an event clip may hold (a never-ending event must not fill memory)
+HISTORY = 30.0  # seconds of audio kept before the current window, so a rule's hold never cuts its pre-roll
 
 
 def dbfs(audio: np.ndarray | None) -> float:
@@ -158,31 +163,31 @@ class Alerts:
         out += self._flush(source, trail.end)
         active = [t.event.start for t in self.tracks[source] if t.event is not None]
         waiting = [e.start for e in self.pending if e.source == source]
-        keep = min([window.t_start - self.max_pre, *[a - self.max_pre for a in active + waiting]])
+        keep = min([window.t_start - HISTORY, *[a for a in active + waiting]]) - self.max_pre
         trail.trim(max(keep, trail.end - MAX_CLIP))
         return out
 
     def _step(self, track: _Track, record: dict[str, Any], window: Window, score: float,
               loudness: float) -> list[dict[str, Any]]:
-        rule, t0, t1 = track.rule, record["t_start"], record["t_end"]
+        rule, centre = track.rule, (record["t_start"] + record["t_end"]) / 2
         loud = rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs
         ev = track.event
         if ev is None:
             if score >= rule.min_score and loud:
                 if track.above == 0:
-                    track.first_above = t0
+                    track.first_above = centre
                 track.above += 1
             else:
                 track.above = 0
             if track.above >= rule.min_windows and track.first_above >= track.cooldown_until:
-                track.event = ev = _Event(record["source"], rule.label, track.first_above, last_above=t1)
+                track.event = ev = _Event(record["source"], rule.label, track.first_above, last_above=centre)
                 track.below = 0
                 self._peak(ev, record, score, window)
                 return [self._record(ev, "started")]
             return []
         if score >= rule.end_score:
             track.below = 0
-            ev.last_above = t1
+            ev.last_above = centre
             if score > ev.peak:
                 self._peak(ev, record, score, window)
             return []
@@ -196,7 +201,7 @@ class Alerts:
         return []
 
     def _peak(self, ev: _Event, record: dict[str, Any], score: float, window: Window) -> None:
-        ev.peak, ev.peak_at = score, record["t_start"]
+        ev.peak, ev.peak_at = score, (record["t_start"] + record["t_end"]) / 2
         per = record.get("modality", {}).get(ev.label, {})
         ev.modality = dict(per)
         present = {m: v for m, v in per.items() if v is not None}
@@ -234,16 +239,17 @@ class Alerts:
             out += self.end_source(source)
         return out
 
-    def _stem(self, ev: _Event) -> Path:
+    def _path(self, ev: _Event, ext: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ev.wall))
-        return self.dir / _slug(ev.source) / f"{stamp}-{_slug(ev.label)}-{ev.start:.1f}s"
+        path = self.dir / _slug(ev.source) / f"{stamp}-{_slug(ev.label)}-{ev.start:.1f}s{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _write_jpeg(self, ev: _Event, rgb: np.ndarray) -> str:
         import cv2
 
-        path = self._stem(ev).with_suffix(".jpg")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.jpg")
+        path = self._path(ev, ".jpg")
+        tmp = path.with_name(path.name + ".tmp.jpg")
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
             raise OSError(f"{tmp}: cannot write snapshot")
         tmp.replace(path)
@@ -253,9 +259,8 @@ class Alerts:
         audio = self.trails[ev.source].between(ev.start - rule.pre_roll, (ev.end or ev.start) + rule.post_roll)
         if len(audio) == 0:
             return None
-        path = self._stem(ev).with_suffix(".wav")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.wav")
+        path = self._path(ev, ".wav")
+        tmp = path.with_name(path.name + ".tmp.wav")
         with wave.open(str(tmp), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)

@@ -8,21 +8,49 @@ from .config import ConfigError, load_config
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .config import AlertRule
     from .pipeline import run
 
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
-        "fusion.head": args.head,
+        "fusion.head": args.head, "sources.realtime": args.realtime or None,
+        "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
+        "alerts.events_dir": args.events_dir,
     }.items() if v is not None}
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":") if ":" in args.mqtt else (args.mqtt, "", "")
+        overrides["sinks.mqtt.host"] = host
+        if port:
+            overrides["sinks.mqtt.port"] = port
     config = load_config(args.config, **overrides)
-    states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard)
+    if args.alert:
+        rules = [AlertRule(label=label, **({"min_score": float(score)} if score else {}))
+                 for label, _, score in (a.partition(":") for a in args.alert)]
+        config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
+    states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
+                 report=None if args.quiet else _progress)
     failed = False
     for st in states.values():
         if st.fatal:
             failed = True
             print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from .config import SqliteConfig
+    from .sinks.sqlite import format_events, query_events
+
+    db = args.db
+    if db is None and args.config:
+        store = load_config(args.config).sinks.sqlite
+        db = store.path if store is not None else None
+    db = db or SqliteConfig().path
+    rows = query_events(db, source=args.source, since=args.since, label=args.label, kind=args.type,
+                        limit=args.limit)
+    print(format_events(rows))
+    return 0
 
 
 def _progress(msg: str) -> None:
@@ -73,7 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--smoothing", type=float, help="EMA alpha across windows (1 = off)")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--head", help="trained head folder (streamclf train) instead of the category map")
+    run.add_argument("--realtime", action="store_true",
+                     help="pace files at real time, like a live feed (windows are dropped when behind)")
+    run.add_argument("--alert", action="append", metavar="LABEL[:SCORE]",
+                     help="raise alerts for this fused label (repeatable; rules in the config have more settings)")
+    run.add_argument("--events-dir", help="where alert snapshots and clips go (default: events)")
+    run.add_argument("--sqlite", metavar="PATH", help="also store alerts and status in this SQLite event store")
+    run.add_argument("--webhook", metavar="URL", help="also POST every record to this URL (spooled, retried)")
+    run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
+    run.add_argument("--quiet", action="store_true", help="no per-stage timing table at the end")
     run.set_defaults(func=_run)
+
+    ev = verbs.add_parser("events", help="list alerts (or status/label records) from the SQLite event store")
+    ev.add_argument("--db", help="event store (default: sinks.sqlite.path of --config, else streamclf-events.db)")
+    ev.add_argument("--config", help="YAML config whose sinks.sqlite.path to read")
+    ev.add_argument("--source", help="only this source")
+    ev.add_argument("--since", help="ISO date/time or an age like 30m, 2h, 7d")
+    ev.add_argument("--label", help="only this label")
+    ev.add_argument("--type", default="alert", choices=["alert", "status", "labels"], help="which records")
+    ev.add_argument("--limit", type=int, help="at most this many (newest last)")
+    ev.set_defaults(func=_events)
 
     tr = verbs.add_parser("train", help="train a fusion head from labeled clips (or 'avdigits')")
     tr.add_argument("data", help="folder with a sub-folder per class, a CSV of path,label, or 'avdigits'")

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -31,14 +33,32 @@ def _mix(record: dict[str, Any]) -> Text:
     return out
 
 
+def _health(st: Any) -> Text:
+    """State, input rate, processed rate, drops, reconnects and latency of one source."""
+    elapsed = max(time.monotonic() - st.started, 1e-6)
+    frames = st.stats.get("frames", 0)
+    dropped = sum(st.dropped.values())
+    lines = [f"{st.state}",
+             f"in {frames / elapsed:4.1f} fps  out {st.windows / elapsed:4.1f} win/s",
+             f"dropped {dropped}  reconnects {st.stats.get('reconnects', 0)}"]
+    p50, p95 = st.latency_ms(50), st.latency_ms(95)
+    if p50 is not None:
+        lines.append(f"latency {p50:.0f}/{p95:.0f} ms")
+    if st.stats.get("av_offset_ms") is not None:
+        lines.append(f"a/v offset {st.stats['av_offset_ms']:+.0f} ms")
+    style = {"live": "green", "ended": "dim", "error": "red"}.get(st.state, "yellow")
+    return Text("\n".join(lines), style=style)
+
+
 class Dashboard:
-    """Call with each record/status dict; renders one row per source."""
+    """Call with each record/status dict; renders one row per source and recent alerts."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.live: Live | None = None
         self.states: dict[str, Any] = {}
         self.started = time.monotonic()
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=8)
 
     def __enter__(self) -> "Dashboard":
         if self.console.is_terminal:
@@ -53,6 +73,10 @@ class Dashboard:
 
     def __call__(self, record: dict[str, Any], states: dict[str, Any]) -> None:
         self.states = states
+        if record.get("type") == "alert":
+            self.alerts.append(record)
+        if record.get("type") == "timings":
+            return
         if self.live is not None:
             self.live.update(self._render())
         else:
@@ -63,13 +87,16 @@ class Dashboard:
             msg = record.get("message", "")
             self.console.print(f"[{record['source']}] {record['state']} {msg}".rstrip(), markup=False)
             return
+        if record.get("type") == "alert":
+            self.console.print(_alert_line(record), markup=False, highlight=False)
+            return
         top = ", ".join(f"{e['label']} {e['score']:.2f}" for e in record["labels"][:3])
         self.console.print(f"[{record['source']}] {record['t_start']:7.2f}-{record['t_end']:7.2f}s  {top}",
                            markup=False, highlight=False)
 
     def _render(self) -> Group:
         table = Table(expand=True, title=f"streamclf  ·  {time.monotonic() - self.started:5.1f}s")
-        for col in ("source", "progress", "fused", "mix (A/V)", "audio", "video"):
+        for col in ("source", "health", "progress", "fused", "mix (A/V)", "audio", "video"):
             table.add_column(col)
         for st in self.states.values():
             rec = st.last.to_dict() if st.last is not None else None
@@ -80,8 +107,17 @@ class Dashboard:
             else:
                 progress = Text(f"{st.position:.1f}s  {st.state}")
             if rec is None:
-                table.add_row(st.name, progress, "", "", "", "")
+                table.add_row(st.name, _health(st), progress, "", "", "", "")
             else:
-                table.add_row(st.name, progress, _bars(rec["labels"]), _mix(rec),
+                table.add_row(st.name, _health(st), progress, _bars(rec["labels"]), _mix(rec),
                               _bars(rec["audio"]), _bars(rec["video"]))
-        return Group(table)
+        if not self.alerts:
+            return Group(table)
+        recent = Text("\n".join(_alert_line(a) for a in self.alerts), style="bold red")
+        return Group(table, Panel(recent, title="recent alerts"))
+
+
+def _alert_line(a: dict[str, Any]) -> str:
+    end = f"{a['end']:.1f}" if a.get("end") is not None else "…"
+    return (f"ALERT [{a['source']}] {a['label']} {a['state']} {a['start']:.1f}-{end}s "
+            f"peak {a['peak']:.2f} ({a.get('driver') or '?'})")

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,12 @@ class SourceState:
     fatal: bool = False
     last: Record | None = None
     stats: dict[str, Any] = field(default_factory=dict)  # decoder counters: reconnects, stalls, av_offset_ms ...
-    dropped: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # seconds, recent windows
+
+    def latency_ms(self, q: float) -> float | None:
+        return round(float(np.percentile(self.latencies, q)) * 1000.0, 1) if self.latencies else None
 
 
 _STOP = object()
@@ -367,7 +372,8 @@ class Pipeline:
         state.position = w.t_end
         latency = time.monotonic() - w.ready_at
         self.timings.add("latency", latency)
-        self.timings.add(f"latency {w.source}", latency)
+        state.latencies.append(latency)
+        state.dropped = self.dropped(w.source)
         extra = {"weights": s.fused.weights} if s.fused.weights else {}
         record = Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
                         modality, latency * 1000.0, extra)
@@ -401,9 +407,9 @@ class Pipeline:
             if self.alerts is not None:
                 for alert in self.alerts.end_source(item.source):
                     self._emit(alert)
-            latency = self.timings.summary().get(f"latency {item.source}", {})
-            extra = {"stats": {**item.stats, "dropped": self.dropped(item.source), "windows": state.windows,
-                               "latency_p50_ms": latency.get("p50_ms"), "latency_p95_ms": latency.get("p95_ms")}}
+            state.dropped = self.dropped(item.source)
+            extra = {"stats": {**item.stats, "dropped": state.dropped, "windows": state.windows,
+                               "latency_p50_ms": state.latency_ms(50), "latency_p95_ms": state.latency_ms(95)}}
         self._emit({"type": "status", "source": item.source,
                     "state": "error" if isinstance(item, SourceError) else state.state, **extra})
 
