@@ -290,6 +290,10 @@ class Pipeline:
                            lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live)
         self.worker = Worker(self.models, config, self._worker_inbox, self.results, self.timings)
         self.smoothing = EMA(config.fusion.smoothing)
+        unknown = sorted({r.label for r in config.alerts.rules} - set(self.models.names))
+        if unknown:
+            raise ValueError(f"alerts.rules: {', '.join(unknown)} not among the fused labels "
+                             f"({', '.join(self.models.names[:12])}, ...)")
         self.alerts = Alerts(config.alerts) if config.alerts.rules else None
         self.states: dict[str, SourceState] = {}
         self.run_id = uuid.uuid4().hex[:12]

@@ -33,3 +33,16 @@ def test_overrides_apply_on_top_of_the_file(tmp_path):
     cfg.write_text("window:\n  fps: 2\n")
     c = load_config(cfg, **{"window.hop": 1.0})
     assert (c.window.fps, c.window.hop, c.window.length) == (2.0, 1.0, 2.0)
+
+
+def test_surveillance_example_is_valid() -> None:
+    config = load_config(ROOT / "configs" / "surveillance.yaml")
+    assert {r.label for r in config.alerts.rules} == {"dog", "glass", "alarm"}
+    assert config.sinks.webhook is not None and config.sinks.webhook.events == "alerts"
+
+
+def test_webhook_url_scheme_is_checked(tmp_path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text("sinks:\n  webhook:\n    url: file:///etc/passwd\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: sinks.webhook.*http"):
+        load_config(bad)
