@@ -28,9 +28,11 @@ from .sources import SAMPLE_RATE, read_audio
 
 RECIPE = "avdigits-v1"  # bump when rendering, slotting or noise changes
 AUDIO_CONDITIONS = {"clean": None, "snr10": 10.0, "snr0": 0.0, "snr-5": -5.0}
-IMAGE_CONDITIONS = ("clean", "gauss", "occlude")
-GAUSS_SIGMA = 80.0  # grey levels (of 255): heavy sensor noise
-OCCLUDE_FRACTION = 0.4  # of the frame area, one grey square
+# Gaussian noise sigma in grey levels (of 255) and the occluded fraction of the frame: a mild and a
+# heavy level each (mild noise alone already halves what a frozen ImageNet encoder sees in a digit).
+IMAGE_CONDITIONS: dict[str, tuple[str, float] | None] = {
+    "clean": None, "gauss": ("gauss", 80.0), "occlude": ("occlude", 0.4),
+    "gauss10": ("gauss", 10.0), "occlude10": ("occlude", 0.1)}
 FOLDS = 4
 
 
@@ -195,10 +197,10 @@ def load_avdigits(data_dir: Path | None = None, device: str = "auto", progress: 
         frames = []
         for i, img in enumerate(digits.images):
             f = render_digit(img)
-            if cond == "gauss":
-                f = gaussian_noise(f, GAUSS_SIGMA, _rng(cond, i))
-            elif cond == "occlude":
-                f = occlude(f, OCCLUDE_FRACTION, _rng(cond, i))
+            corruption = IMAGE_CONDITIONS[cond]
+            if corruption is not None:
+                kind, level = corruption
+                f = (gaussian_noise if kind == "gauss" else occlude)(f, level, _rng(cond, i))
             frames.append(f)
         out = []
         for s in range(0, len(frames), batch):

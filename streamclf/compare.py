@@ -28,8 +28,10 @@ CONDITIONS = [
     ("audio snr10", "snr10", "clean", True, True),
     ("audio snr0", "snr0", "clean", True, True),
     ("audio snr-5", "snr-5", "clean", True, True),
-    ("video gauss", "clean", "gauss", True, True),
-    ("video occlude", "clean", "occlude", True, True),
+    ("video gauss σ10", "clean", "gauss10", True, True),
+    ("video gauss σ80", "clean", "gauss", True, True),
+    ("video occlude 10%", "clean", "occlude10", True, True),
+    ("video occlude 40%", "clean", "occlude", True, True),
     ("no audio", "clean", "clean", False, True),
     ("no video", "clean", "clean", True, False),
 ]
