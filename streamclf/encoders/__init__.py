@@ -56,7 +56,10 @@ class Encoder:
             return []
         batches = [self.transform(torch.from_numpy(np.ascontiguousarray(x))) for x in inputs]
         sizes = [len(b) for b in batches]
-        x = torch.cat(batches).to(self.device, non_blocking=True)
+        x = torch.cat(batches)
+        if self.device.type == "cuda":  # pinned host memory lets the copy overlap with the GPU's work
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True)
         emb, logits = self.model.embed(x)
         scores = self._activation(logits.float())
         emb, scores = emb.float().cpu().numpy(), scores.cpu().numpy()

@@ -1,0 +1,122 @@
+"""Network sources against real local servers: RTSP with a server crash and restart, HTTP MPEG-TS,
+a server that accepts and says nothing, and a refused connection. All on 127.0.0.1, all bounded."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamclf.config import load_config
+from streamclf.pipeline import Pipeline
+from streamclf.sources import SourceSpec
+from tests.conftest import shared
+from tests.servers import HttpServer, RtspServer, black_hole_server, free_port, make_ts
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Watch:
+    """Collects a pipeline's records from its thread and lets the test wait for conditions."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, record: dict[str, Any], states: object) -> None:
+        with self.cond:
+            self.records.append({**record, "_at": time.monotonic()})
+            self.cond.notify_all()
+
+    def wait(self, what: str, pred: Any, timeout: float) -> list[dict[str, Any]]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: pred(self.records), timeout):
+                states = [r.get("state") for r in self.records if r.get("type") == "status"]
+                pytest.fail(f"timed out waiting for {what}; status so far: {states}")
+            return list(self.records)
+
+
+def _start(config: Any, specs: list[SourceSpec], watch: Watch) -> tuple[Pipeline, threading.Thread]:
+    pipeline = Pipeline(config, on_event=watch)
+    thread = threading.Thread(target=pipeline.run, args=(specs,), daemon=True)
+    thread.start()
+    return pipeline, thread
+
+
+def _windows(records: list[dict[str, Any]], both: bool = False) -> list[dict[str, Any]]:
+    out = [r for r in records if "type" not in r]
+    return [r for r in out if r["audio"] is not None and r["video"] is not None] if both else out
+
+
+LIVE = {"window.fps": 2.0, "window.hop": 1.0, "sources.stall_timeout": 3.0, "sources.open_timeout": 3.0,
+        "sources.backoff_initial": 0.5, "sources.backoff_max": 2.0}
+
+
+def test_rtsp_survives_a_server_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    media = shared("media/bbb_360p_60s.mp4")
+    with RtspServer(media) as server:
+        watch = Watch()
+        pipeline, thread = _start(load_config(**LIVE), [SourceSpec.parse(f"cam={server.url}")], watch)
+        try:
+            watch.wait("3 windows with both modalities", lambda rs: len(_windows(rs, both=True)) >= 3, 60)
+            before = _windows(watch.records)[-1]["t_end"]
+            server.kill()
+            watch.wait("the watchdog to notice", lambda rs: any(r.get("state") == "reconnecting" for r in rs), 30)
+            server.restart()
+            restarted = time.monotonic()
+            lives = lambda rs: [r for r in rs if r.get("state") == "live"]
+            records = watch.wait("live again", lambda rs: len(lives(rs)) >= 2, 30)
+            recovered = lives(records)[1]["_at"] - restarted
+            records = watch.wait("2 windows after the reconnect",
+                                 lambda rs: len([w for w in _windows(rs, both=True) if w["t_start"] >= before]) >= 2, 60)
+        finally:
+            pipeline.stop()
+            thread.join(30)
+        assert not thread.is_alive(), "the pipeline did not drain after stop()"
+    states = [r["state"] for r in watch.records if r.get("type") == "status"]
+    assert states[:2] == ["connecting", "live"] and states[-1] == "ended"
+    assert "reconnecting" in states and states.count("live") >= 2
+    starts = [w["t_start"] for w in _windows(watch.records)]
+    assert starts == sorted(starts), "the timeline must keep going across the reconnect"
+    end = [r for r in watch.records if r.get("state") == "ended"][-1]
+    assert end["stats"]["reconnects"] >= 1 and end["stats"]["connects"] >= 2
+    with capsys.disabled():
+        print(f"\nRTSP reconnect: live again {recovered:.2f}s after the server came back "
+              f"(backoff up to {LIVE['sources.backoff_max']}s)")
+
+
+def test_http_mpegts_stream(tmp_path: Path) -> None:
+    ts = make_ts(shared("media/grid/bbaf2n.mpg"), tmp_path / "clip.ts")
+    with HttpServer(tmp_path) as http:
+        watch = Watch()
+        url = http.url("clip.ts")
+        pipeline, thread = _start(load_config(), [SourceSpec.parse(url)], watch)
+        thread.join(60)
+    assert not thread.is_alive()
+    states = [r["state"] for r in watch.records if r.get("type") == "status"]
+    assert states == ["connecting", "live", "ended"]  # the stream has a known duration: its end is the end
+    windows = _windows(watch.records, both=True)
+    assert windows and windows[-1]["t_end"] >= 2.5
+    assert ts.stat().st_size > 0
+
+
+def test_silent_server_and_refused_connection_give_up_with_one_line() -> None:
+    config = load_config(**{**LIVE, "sources.max_reconnects": 1, "sources.stall_timeout": 1.0,
+                            "sources.open_timeout": 1.0, "sources.backoff_initial": 0.1})
+    with black_hole_server() as port:
+        watch = Watch()
+        specs = [SourceSpec.parse(f"silent=rtsp://user:secret@127.0.0.1:{port}/x"),
+                 SourceSpec.parse(f"refused=rtsp://127.0.0.1:{free_port()}/x")]
+        t0 = time.monotonic()
+        pipeline, thread = _start(config, specs, watch)
+        thread.join(30)
+        elapsed = time.monotonic() - t0
+    assert not thread.is_alive() and elapsed < 20
+    for name in ("silent", "refused"):
+        st = pipeline.states[name]
+        assert st.fatal and st.state == "error"
+        assert "gave up after 1 reconnects" in st.errors[-1] and "\n" not in st.errors[-1]
+    text = repr(watch.records)
+    assert "secret" not in text  # credentials never reach records
