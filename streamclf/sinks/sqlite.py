@@ -152,9 +152,8 @@ def query_events(path: str | Path, source: str | None = None, since: str | None 
 def _span(start: Any, end: Any) -> str:
     if start is None and end is None:
         return "-"
-    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
-        return f"{start:.1f}-{end:.1f}s"
-    return f"{start}-{end}"
+    fmt = lambda t: f"{t:.1f}" if isinstance(t, (int, float)) else "…"  # an open event has no end yet
+    return f"{fmt(start)}-{fmt(end)}s"
 
 
 def format_events(rows: list[dict[str, Any]]) -> str:
@@ -167,7 +166,8 @@ def format_events(rows: list[dict[str, Any]]) -> str:
         if kind == "status":
             what, start, end, peak = r.get("state"), None, None, None
         elif kind == "alert":
-            what, start, end, peak = r.get("label"), r.get("start"), r.get("end"), r.get("peak")
+            what = f"{r.get('label')} {r.get('state') or ''}".strip()
+            start, end, peak = r.get("start"), r.get("end"), r.get("peak")
         else:
             top = (r.get("labels") or [{}])[0]
             what, start, end, peak = top.get("label"), r.get("t_start"), r.get("t_end"), top.get("score")
