@@ -84,3 +84,52 @@ def test_several_sources_one_broken(tmp_path: Path) -> None:
     assert set(ends) == {grid[0].name, "two", "bad"}
     assert ends["two"]["stats"]["windows"] == states["two"].windows > 0
     assert len({r["id"] for r in records}) == len(records)  # every record has its own id
+
+
+def _start_cli(tmp_path: Path, out: Path) -> "subprocess.Popen[str]":
+    import subprocess
+    import sys
+
+    clip = shared("media/bbb_360p_60s.mp4")
+    return subprocess.Popen([sys.executable, "-m", "streamclf", "run", f"cam={clip}", "--realtime", "--no-dashboard",
+                             "--out", str(out), "--quiet", "--fps", "2", "--hop", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def _wait_for_windows(out: Path, n: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.exists() and sum("\"type\"" not in line for line in out.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no {n} windows within {timeout}s")
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_drains_and_flushes_a_second_one_exits_at_once(tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "r.jsonl"
+    proc = _start_cli(tmp_path, out)
+    _wait_for_windows(out, 3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopping" in err
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line is whole
+    assert records[-1]["type"] == "timings"
+    assert [r["state"] for r in records if r.get("type") == "status"][-1] == "ended"
+
+    out2 = tmp_path / "r2.jsonl"
+    proc = _start_cli(tmp_path, out2)
+    _wait_for_windows(out2, 1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while line and "stopping" not in line:  # wait until the first one was handled: drain has begun
+        line = proc.stderr.readline()
+    assert line, "the process ended without starting to drain"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
