@@ -39,8 +39,8 @@ class Feed(queue.Queue):
                 self._put(item)
                 self.unfinished_tasks += 1
                 self.not_empty.notify()
-        if victim is not None:
-            self.dropped[(victim.source, type(victim).__name__.lower())] += 1
+            if victim is not None:  # counted under the lock: several decoders share a feed
+                self.dropped[(victim.source, type(victim).__name__.lower())] += 1
 
 
 class Timings:
