@@ -133,3 +133,24 @@ def test_sigterm_drains_and_flushes_a_second_one_exits_at_once(tmp_path: Path) -
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_a_live_feed_drops_oldest_windows_when_the_worker_falls_behind() -> None:
+    from streamclf.pipeline import Models, Pipeline
+
+    class SlowModels(Models):
+        def process(self, windows, timings=None):  # a worker slower than the feed
+            time.sleep(0.4)
+            return super().process(windows, timings)
+
+    config = load_config(**{"sources.realtime": True, "queue_size": 3, "batch_windows": 1,
+                            "window.length": 1.0, "window.hop": 0.25})
+    pipeline = Pipeline(config, models=SlowModels(config))
+    t0 = time.monotonic()
+    states = pipeline.run([SourceSpec.parse(str(shared("media/grid/bbaf2n.mpg")))])
+    elapsed = time.monotonic() - t0
+    st = states["bbaf2n.mpg"]
+    assert st.dropped["windows"] > 0 and st.windows > 0
+    assert st.windows + st.dropped["windows"] >= 9  # ~3 s / 0.25 s hop windows existed; each was used or counted
+    # The decoder never waited for the worker: the run lasts the clip plus what was still queued.
+    assert elapsed < 3.0 + (config.queue_size + 2) * 0.4 + 3.0
