@@ -240,7 +240,7 @@ class Windowing(threading.Thread):
                  live: set[str] | None = None) -> None:
         super().__init__(name="windower", daemon=True)
         self.spec, self.inbox, self.outbox, self.remaining = spec, inbox, outbox, sources
-        self.live = live or set()
+        self.live = live if live is not None else set()  # shared with the pipeline: feeds read it
         self.windowers: dict[str, Windower] = {}
 
     def run(self) -> None:
@@ -249,6 +249,8 @@ class Windowing(threading.Thread):
             if item is _STOP:
                 break
             w = self.windowers.setdefault(item.source, Windower(item.source, self.spec))
+            if isinstance(item, SourceInfo):  # the decoder knows best whether this source may drop
+                (self.live.add if item.live else self.live.discard)(item.source)
             if isinstance(item, (SourceInfo, SourceError, SourceStatus)):
                 self.outbox.put(item)
             for window in w.push(item):
@@ -393,7 +395,7 @@ class Pipeline:
         state = self.states[item.source]
         extra: dict[str, Any] = {}
         if isinstance(item, SourceInfo):
-            state.state, state.duration = "live", item.duration
+            state.state, state.duration, state.live = "live", item.duration, item.live
             extra = {"duration": item.duration, "has_audio": item.has_audio, "has_video": item.has_video}
         elif isinstance(item, SourceStatus):
             state.state = item.state

@@ -245,6 +245,8 @@ class Decoder(threading.Thread):
             return "failed", "no audio or video stream"
         start = container.start_time / av.time_base if container.start_time is not None else 0.0
         duration = container.duration / av.time_base if container.duration else None
+        if duration and self.spec.url.lower().startswith(("http://", "https://")) and not self.settings.realtime:
+            self.drops = False  # a file on a web server (it has a duration): read it like a file, lose nothing
         if self._last_t is not None:  # a reconnect: continue the timeline after the outage
             self._shift = self._last_t + (time.monotonic() - self._last_wall) - start
         self._send(SourceInfo(name, start + self._shift, duration, audio is not None, video is not None,

@@ -99,6 +99,7 @@ def test_http_mpegts_stream(tmp_path: Path) -> None:
     assert states == ["connecting", "live", "ended"]  # the stream has a known duration: its end is the end
     windows = _windows(watch.records, both=True)
     assert windows and windows[-1]["t_end"] >= 2.5
+    assert not pipeline.states[url].live  # a file on a web server is read like a file: nothing dropped
     assert ts.stat().st_size > 0
 
 
