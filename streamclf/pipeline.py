@@ -13,10 +13,10 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
