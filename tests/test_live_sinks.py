@@ -5,13 +5,14 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from streamclf.config import AlertRule, AlertsConfig, SqliteConfig, WebhookConfig, load_config
 from tests.conftest import shared
-from tests.test_sinks import Receiver, free_port, serve, stop
+from tests.test_sinks import Receiver, Subscriber, broker, free_port, mosquitto, serve, stop  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +67,25 @@ def test_run_loses_nothing_across_a_webhook_outage(tmp_path: Path, ffmpeg: str, 
     assert cli.returncode == 0, cli.stderr
     lines = [line for line in cli.stdout.splitlines() if "dog" in line]
     assert len(lines) == 2 and "yard.mp4" in lines[0]  # started and ended
+
+
+@pytest.mark.timeout(120)
+def test_cli_publishes_to_mqtt(broker, tmp_path: Path) -> None:
+    """`streamclf run --mqtt` against a real mosquitto: labels, status and availability topics."""
+    watcher = Subscriber(broker.port, "streamclf/#")
+    try:
+        clip = shared("media/grid/bbaf2n.mpg")
+        cli = subprocess.run([sys.executable, "-m", "streamclf", "run", f"talk={clip}", "--no-dashboard", "--quiet",
+                              "--mqtt", f"127.0.0.1:{broker.port}"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=90)
+        assert cli.returncode == 0, cli.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "offline" not in watcher.on("streamclf/availability"):
+            time.sleep(0.1)
+        labels = [json.loads(m) for m in watcher.on("streamclf/talk/labels")]
+        states = [json.loads(m)["state"] for m in watcher.on("streamclf/talk/status")]
+        assert labels and all(r["source"] == "talk" for r in labels)
+        assert states[0] == "connecting" and states[-1] == "ended"
+        assert watcher.on("streamclf/availability")[-1] == "offline"
+    finally:
+        watcher.close()
