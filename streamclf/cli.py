@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
                  for label, _, score in (a.partition(":") for a in args.alert)]
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
-                 report=None if args.quiet else _progress)
+                 report=_progress if args.timings else None)
     failed = False
     for st in states.values():
         if st.fatal:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sqlite", metavar="PATH", help="also store alerts and status in this SQLite event store")
     run.add_argument("--webhook", metavar="URL", help="also POST every record to this URL (spooled, retried)")
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
-    run.add_argument("--quiet", action="store_true", help="no per-stage timing table at the end")
+    run.add_argument("--timings", action="store_true", help="print per-stage p50/p95 timings at the end")
     run.set_defaults(func=_run)
 
     ev = verbs.add_parser("events", help="list alerts (or status/label records) from the SQLite event store")

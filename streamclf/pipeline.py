@@ -270,6 +270,39 @@ def labels_of(scores: np.ndarray, names: list[str], k: int) -> list[dict[str, An
     return [{"label": names[j], "score": round(float(scores[j]), 4)} for j in top]
 
 
+class Recorder:
+    """Scored windows to records: smoothing across windows, top-k labels, per-modality scores.
+
+    Shared by the live router and the batch labeler, so a file gives the
+    same labels whichever way it is run.
+    """
+
+    def __init__(self, models: Models, config: Config) -> None:
+        self.models, self.k = models, config.fusion.top_k
+        self.smoothing = EMA(config.fusion.smoothing)
+        self.index = {c: j for j, c in enumerate(models.names)}
+
+    def __call__(self, s: Scored, latency: float = 0.0) -> Record:
+        w, k = s.window, self.k
+        labels = labels_of(self.smoothing(w.source, s.fused.scores), self.models.names, k)
+        native = {}
+        for m, enc in self.models.encoders.items():
+            sc = s.embeddings.scores.get(m)
+            native[m] = labels_of(sc, enc.meta["categories"], k) if sc is not None else None
+        per, sees = s.fused.per_modality, self.models.fusion.sees
+        modality = {}
+        for entry in labels:
+            j = self.index[entry["label"]]
+            modality[entry["label"]] = {
+                m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
+        extra = {"weights": s.fused.weights} if s.fused.weights else {}
+        return Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
+                      modality, latency * 1000.0, extra)
+
+    def reset(self, source: str) -> None:
+        self.smoothing.reset(source)
+
+
 class Pipeline:
     """Run sources through the stages and hand records to sinks.
 
@@ -291,7 +324,7 @@ class Pipeline:
         self._items = Feed(config.queue_size,
                            lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live)
         self.worker = Worker(self.models, config, self._worker_inbox, self.results, self.timings)
-        self.smoothing = EMA(config.fusion.smoothing)
+        self.recorder = Recorder(self.models, config)
         unknown = sorted({r.label for r in config.alerts.rules} - set(self.models.names))
         if unknown:
             raise ValueError(f"alerts.rules: {', '.join(unknown)} not among the fused labels "
@@ -341,8 +374,6 @@ class Pipeline:
         return self.states
 
     def _route(self) -> None:
-        categories = self.models.names
-        k = self.config.fusion.top_k
         while True:
             item = self.results.get()
             if item is _STOP:
@@ -350,7 +381,7 @@ class Pipeline:
             if isinstance(item, Scored):
                 if self.on_scored is not None:
                     self.on_scored(item)
-                record = self._record(item, categories, k).to_dict()
+                record = self._record(item).to_dict()
                 self._emit(record)
                 if self.alerts is not None:
                     for alert in self.alerts.update(record, item.window):
@@ -358,21 +389,8 @@ class Pipeline:
             else:
                 self._status(item)
 
-    def _record(self, s: Scored, categories: list[str], k: int) -> Record:
+    def _record(self, s: Scored) -> Record:
         w = s.window
-        fused = self.smoothing(w.source, s.fused.scores)
-        labels = labels_of(fused, categories, k)
-        index = {c: j for j, c in enumerate(categories)}
-        native = {}
-        for m, enc in self.models.encoders.items():
-            sc = s.embeddings.scores.get(m)
-            native[m] = labels_of(sc, enc.meta["categories"], k) if sc is not None else None
-        per, sees = s.fused.per_modality, self.models.fusion.sees
-        modality = {}
-        for entry in labels:
-            j = index[entry["label"]]
-            modality[entry["label"]] = {
-                m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
         state = self.states[w.source]
         state.windows += 1
         state.position = w.t_end
@@ -380,10 +398,7 @@ class Pipeline:
         self.timings.add("latency", latency)
         state.latencies.append(latency)
         state.dropped = self.dropped(w.source)
-        extra = {"weights": s.fused.weights} if s.fused.weights else {}
-        record = Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
-                        modality, latency * 1000.0, extra)
-        state.last = record
+        state.last = record = self.recorder(s, latency)
         return record
 
     def dropped(self, source: str) -> dict[str, int]:
@@ -409,7 +424,7 @@ class Pipeline:
                 state.state = "error"
         else:
             state.state = "error" if state.fatal else "ended"
-            self.smoothing.reset(item.source)
+            self.recorder.reset(item.source)
             if self.alerts is not None:
                 for alert in self.alerts.end_source(item.source):
                     self._emit(alert)

@@ -65,7 +65,7 @@ def test_cooldown_suppresses_a_second_event(tmp_path: Path) -> None:
 
 def test_loudness_gate_and_source_override(tmp_path: Path) -> None:
     scores = [0.9] * 4 + [0.0] * 4
-    quiet = 0.001  # about -63 dBFS
+    quiet = 0.001  # -60 dBFS
     assert dbfs(np.full(100, quiet, np.float32)) == pytest.approx(-60.0, abs=0.1)
     assert _feed(_rules(tmp_path, loudness_dbfs=-40), scores, loud=quiet) == []
     assert len(_feed(_rules(tmp_path, loudness_dbfs=-40), scores, loud=0.5)) == 2

@@ -92,7 +92,7 @@ def _start_cli(tmp_path: Path, out: Path) -> "subprocess.Popen[str]":
 
     clip = shared("media/bbb_360p_60s.mp4")
     return subprocess.Popen([sys.executable, "-m", "streamclf", "run", f"cam={clip}", "--realtime", "--no-dashboard",
-                             "--out", str(out), "--quiet", "--fps", "2", "--hop", "1"],
+                             "--out", str(out), "--fps", "2", "--hop", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
 

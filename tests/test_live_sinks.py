@@ -75,7 +75,7 @@ def test_cli_publishes_to_mqtt(broker, tmp_path: Path) -> None:
     watcher = Subscriber(broker.port, "streamclf/#")
     try:
         clip = shared("media/grid/bbaf2n.mpg")
-        cli = subprocess.run([sys.executable, "-m", "streamclf", "run", f"talk={clip}", "--no-dashboard", "--quiet",
+        cli = subprocess.run([sys.executable, "-m", "streamclf", "run", f"talk={clip}", "--no-dashboard",
                               "--mqtt", f"127.0.0.1:{broker.port}"], capture_output=True, text=True, cwd=ROOT,
                              timeout=90)
         assert cli.returncode == 0, cli.stderr
