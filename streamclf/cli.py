@@ -38,6 +38,21 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    from .batch import label_files
+
+    overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device}.items() if v is not None}
+    config = load_config(args.config, **overrides)
+    rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude, force=args.force,
+                       workers=args.workers, plots=args.plots, threshold=args.threshold,
+                       progress=not args.no_progress)
+    ok = sum(r.status == "ok" for r in rows)
+    resumed = sum(r.resumed for r in rows)
+    print(f"labeled {ok - resumed} file(s), {resumed} already done, {len(rows) - ok} failed; "
+          f"summary in {args.out}/summary.csv", file=sys.stderr)
+    return 0 if ok == len(rows) else 1
+
+
 def _events(args: argparse.Namespace) -> int:
     from .config import SqliteConfig
     from .sinks.sqlite import format_events, query_events
@@ -111,6 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
     run.add_argument("--timings", action="store_true", help="print per-stage p50/p95 timings at the end")
     run.set_defaults(func=_run)
+
+    lb = verbs.add_parser("label", help="label files and folders of media into timelines, segments and subtitles")
+    lb.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (recursive) or globs")
+    lb.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
+    lb.add_argument("--include", action="append", metavar="PATTERN",
+                    help="only file names matching this (repeatable; default: known media extensions)")
+    lb.add_argument("--exclude", action="append", metavar="PATTERN", help="skip file names matching this (repeatable)")
+    lb.add_argument("--force", action="store_true", help="relabel files already done")
+    lb.add_argument("--workers", type=int, help="decode processes (default: cores - 1, at most 4)")
+    lb.add_argument("--plots", action="store_true", help="also a PNG timeline per file")
+    lb.add_argument("--threshold", type=float, default=0.3, help="minimum fused score for a segment")
+    lb.add_argument("--config", help="YAML config (window, encoders, fusion)")
+    lb.add_argument("--head", help="trained head folder instead of the category map")
+    lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    lb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lb.set_defaults(func=_label)
 
     ev = verbs.add_parser("events", help="list alerts (or status/label records) from the SQLite event store")
     ev.add_argument("--db", help="event store (default: sinks.sqlite.path of --config, else streamclf-events.db)")

@@ -1,0 +1,476 @@
+"""Label archives: files, folders and globs to per-file timelines, segments and subtitles.
+
+Every file goes through the same models and ``Recorder`` as a live run, one
+file at a time in fixed-size chunks of windows, so the same file, head and
+config give the same records whatever else the job holds. Decoding runs
+ahead in worker processes; inference stays in this one (one copy of the
+models). Outputs are written to a scratch folder and renamed into place,
+the segments file last: it marks the file done, keyed by path, size, mtime
+and the model/config identity, so a killed job resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import glob
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__
+from .config import Config, load_config
+from .sources import Decoder, SourceSpec
+from .stages import Feed
+from .types import SourceEnd, SourceError, SourceInfo, Window
+from .windows import Windower, WindowSpec
+
+MEDIA_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".m2ts", ".m4v", ".flv",
+                    ".wmv", ".3gp", ".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"}
+CHUNK = 16  # windows per inference batch: fixed, so results never depend on timing
+SCRATCH = ".partial"  # unfinished outputs; emptied at the start of every run
+DROP = ("id", "time", "latency_ms")  # live-run fields; batch records are deterministic without them
+
+
+@dataclass
+class Job:
+    """One input file and where its outputs go (``rel`` mirrors the input tree)."""
+
+    path: Path
+    rel: str
+    size: int = 0
+    mtime_ns: int = 0
+
+    def key(self, identity: str) -> str:
+        raw = json.dumps([str(self.path.resolve()), self.size, self.mtime_ns, identity])
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+
+@dataclass
+class FileResult:
+    """One row of the run summary."""
+
+    path: str
+    rel: str
+    status: str  # ok, error
+    duration: float | None = None
+    windows: int = 0
+    top: list[dict[str, Any]] = field(default_factory=list)  # [{label, seconds}], longest first
+    error: str | None = None
+    warnings: int = 0
+    resumed: bool = False
+
+
+def find_inputs(paths: list[str], include: list[str] | None = None,
+                exclude: list[str] | None = None) -> list[Job]:
+    """Files, folders (recursive) and globs, in a stable order.
+
+    Folder and glob matches are kept when their name matches ``include``
+    (default: known media extensions) and no ``exclude`` pattern; a file
+    named on the command line is always tried (and fails clearly if it is
+    not media). Outputs mirror the tree under each folder argument.
+    """
+    def wanted(p: Path) -> bool:
+        ok = any(fnmatch.fnmatch(p.name, pat) for pat in include) if include else p.suffix.lower() in MEDIA_EXTENSIONS
+        return ok and not any(fnmatch.fnmatch(p.name, pat) for pat in exclude or ())
+
+    jobs: dict[str, Job] = {}
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            found = [(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*")) if f.is_file() and wanted(f)]
+            found = [(f, r) for f, r in found if not r.startswith(SCRATCH + "/")]
+        elif p.is_file():
+            found = [(p, p.name)] if not any(fnmatch.fnmatch(p.name, pat) for pat in exclude or ()) else []
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True)) if Path(m).is_file()]
+            if not matches:
+                raise FileNotFoundError(f"{arg}: no such file or folder, and no file matches it")
+            base = Path(os.path.commonpath([m.parent for m in matches]))
+            found = [(m, m.relative_to(base).as_posix()) for m in matches if wanted(m)]
+        for f, rel in found:
+            if rel in jobs and jobs[rel].path.resolve() != f.resolve():
+                raise ValueError(f"{f}: would write the same outputs as {jobs[rel].path} ({rel}); label them apart")
+            st = f.stat()
+            jobs[rel] = Job(f, rel, st.st_size, st.st_mtime_ns)
+    return list(jobs.values())
+
+
+def identity(config: Config) -> str:
+    """What makes labels differ besides the file: config, encoder weights and the head."""
+    from .encoders import MODELS
+
+    parts = [config.model_dump_json(exclude={"sinks", "alerts", "sources", "device", "queue_size",
+                                             "batch_windows", "batch_timeout"})]
+    parts += [MODELS[getattr(config, m).encoder].weights.id for m in ("audio", "video")]
+    if config.fusion.head:
+        head = Path(config.fusion.head)
+        parts += [hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(head.glob("*")) if p.is_file()]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+def file_windows(path: str | Path, name: str, config: Config, chunk: int = CHUNK
+                 ) -> Iterator[tuple[list[Window], SourceInfo | None, list[str], bool]]:
+    """Decode one file into chunks of windows: yields (windows, info, errors so far, fatal)."""
+    w = config.window
+    feed = Feed(256, droppable=lambda item: False)
+    decoder = Decoder(SourceSpec(url=str(path), name=name), feed, fps=w.fps, max_side=w.max_side,
+                      settings=config.sources.model_copy(update={"realtime": False}))
+    windower = Windower(name, WindowSpec(w.length, w.hop, w.min_audio))
+    decoder.start()
+    info, errors, fatal, pending = None, [], False, []
+    try:
+        while True:
+            item = feed.get()
+            if isinstance(item, SourceInfo):
+                info = item
+            elif isinstance(item, SourceError):
+                errors.append(item.message)
+                fatal |= item.fatal
+            pending += windower.push(item)
+            while len(pending) >= chunk:
+                yield pending[:chunk], info, errors, fatal
+                pending = pending[chunk:]
+            if isinstance(item, SourceEnd):
+                break
+        yield pending, info, errors, fatal
+    finally:
+        decoder.stop()
+
+
+def _decode_worker(tasks: Any, results: Any, config_json: str) -> None:
+    """A decode process: files from ``tasks``, chunks of windows to ``results``, one ``end`` per file."""
+    config = Config.model_validate_json(config_json)
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        index, path, name = task
+        info, errors, fatal = None, [], False
+        try:
+            for windows, info, errors, fatal in file_windows(path, name, config):
+                if windows:
+                    results.put((index, "windows", windows))
+        except Exception as e:  # one bad file never stops the batch
+            errors, fatal = [*errors, f"{path}: {e}"], True
+        results.put((index, "end", {"duration": info.duration if info else None, "errors": errors,
+                                    "fatal": fatal}))
+
+
+class _Writer:
+    """Atomic per-file outputs: scratch folder first, then renamed into place, segments last."""
+
+    def __init__(self, out: Path, plots: bool, threshold: float, hop: float) -> None:
+        self.out, self.plots, self.threshold, self.hop = out, plots, threshold, hop
+        self.scratch = out / SCRATCH
+        shutil.rmtree(self.scratch, ignore_errors=True)  # whatever a killed run left half-written
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    def done(self, job: Job, key: str) -> dict[str, Any] | None:
+        path = self.out / (job.rel + ".segments.json")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if data.get("key") == key else None
+
+    def write(self, job: Job, key: str, records: list[dict[str, Any]], duration: float | None,
+              warnings: list[str]) -> dict[str, Any]:
+        segments = merge_segments(records, self.threshold, self.hop, duration)
+        summary = {"source": job.rel, "path": str(job.path), "key": key, "duration": duration,
+                   "windows": len(records), "threshold": self.threshold, "segments": segments,
+                   "warnings": warnings}
+        outputs = {".jsonl": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                   ".vtt": webvtt(segments)}
+        if self.plots:
+            outputs[".png"] = None
+        outputs[".segments.json"] = json.dumps(summary, indent=1, ensure_ascii=False) + "\n"  # last: marks done
+        for ext, text in outputs.items():
+            final = self.out / (job.rel + ext)
+            tmp = self.scratch / (hashlib.sha1(job.rel.encode()).hexdigest()[:16] + ext)
+            if text is None:
+                plot_timeline(records, tmp, title=job.rel)
+            else:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        return summary
+
+
+def merge_segments(records: list[dict[str, Any]], threshold: float, hop: float,
+                   duration: float | None = None) -> list[dict[str, Any]]:
+    """Consecutive windows whose top fused label is the same (and >= threshold) become one segment.
+
+    A window stands for its centre +- hop/2, so segments tile the timeline
+    without the overlap of the windows themselves; the first and last
+    windows also cover the file's start and end.
+    """
+    out: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for i, r in enumerate(records):
+        top = r["labels"][0] if r["labels"] else None
+        centre = (r["t_start"] + r["t_end"]) / 2
+        label = top["label"] if top and top["score"] >= threshold else None
+        start = r["t_start"] if i == 0 else max(0.0, centre - hop / 2)
+        end = r["t_end"] if i == len(records) - 1 else centre + hop / 2
+        if duration:
+            end = min(end, duration)
+        if cur is not None and (label != cur["label"] or start > cur["end"] + 1e-6):
+            out.append(cur)
+            cur = None
+        if label is None:
+            continue
+        if cur is None:
+            cur = {"label": label, "start": start, "end": end, "scores": []}
+        cur["end"] = end
+        cur["scores"].append(top["score"])
+    if cur is not None:
+        out.append(cur)
+    return [{"label": s["label"], "start": round(s["start"], 3), "end": round(s["end"], 3),
+             "peak": round(max(s["scores"]), 4), "mean": round(sum(s["scores"]) / len(s["scores"]), 4)}
+            for s in out]
+
+
+def _vtt_time(t: float) -> str:
+    ms = int(round(t * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def webvtt(segments: list[dict[str, Any]]) -> str:
+    """Segments as WebVTT cues, so the labels show as subtitles in any player."""
+    cues = [f"{i}\n{_vtt_time(s['start'])} --> {_vtt_time(s['end'])}\n{s['label']} ({s['peak']:.2f})\n"
+            for i, s in enumerate(segments, 1) if s["end"] > s["start"]]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def plot_timeline(records: list[dict[str, Any]], path: Path, title: str = "", n: int = 5) -> None:
+    """Per-class scores over time for audio, video and fused: one panel each, the n strongest classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [(r["t_start"] + r["t_end"]) / 2 for r in records]
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+    for ax, key in zip(axes, ("audio", "video", "labels")):
+        series: dict[str, list[float]] = {}
+        for i, r in enumerate(records):
+            for e in r.get(key) or []:
+                series.setdefault(e["label"], [0.0] * len(records))[i] = e["score"]
+        for label in sorted(series, key=lambda k: -max(series[k]))[:n]:
+            ax.plot(t, series[label], label=label[:30])
+        ax.set_ylabel("fused" if key == "labels" else key)
+        ax.set_ylim(0, 1)
+        if series:
+            ax.legend(loc="upper right", fontsize=7)
+    axes[-1].set_xlabel("seconds")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=80)
+    plt.close(fig)
+
+
+def _top(segments: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
+    total: dict[str, float] = {}
+    for s in segments:
+        total[s["label"]] = total.get(s["label"], 0.0) + s["end"] - s["start"]
+    return [{"label": k, "seconds": round(v, 2)} for k, v in sorted(total.items(), key=lambda kv: -kv[1])[:n]]
+
+
+def _probe_duration(path: Path) -> float | None:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return c.duration / av.time_base if c.duration else None
+    except Exception:  # the decoder will say what is wrong with it
+        return None
+
+
+def default_workers() -> int:
+    """Decode processes: leave a core for inference."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class _Progress:
+    """Files done, hours of media, media-seconds per wall-second and ETA (rich; plain lines off a terminal)."""
+
+    def __init__(self, total_files: int, total_media: float, show: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.started = time.monotonic()
+        self.media = 0.0
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
+                                 TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
+                                 console=self.console, disable=not show or not self.console.is_terminal)
+        self.task = self.progress.add_task("labeling", total=max(total_media, 1e-6),
+                                           files=f"0/{total_files} files", speed="")
+        self.total_files, self.files = total_files, 0
+
+    def __enter__(self) -> "_Progress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def advance(self, media_seconds: float) -> None:
+        self.media += media_seconds
+        rate = self.media / max(time.monotonic() - self.started, 1e-6)
+        self.progress.update(self.task, advance=media_seconds,
+                             speed=f"{self.media / 3600:.2f} h media, {rate:.1f}x")
+
+    def file_done(self) -> None:
+        self.files += 1
+        self.progress.update(self.task, files=f"{self.files}/{self.total_files} files")
+
+
+def label_files(paths: list[str], out: str | Path, config: Config | None = None, *,
+                include: list[str] | None = None, exclude: list[str] | None = None, force: bool = False,
+                workers: int | None = None, plots: bool = False, threshold: float = 0.3,
+                progress: bool = True, on_error: Callable[[str], None] | None = None) -> list[FileResult]:
+    """Label every media file under ``paths`` into ``out``; returns one result per file.
+
+    Resumes by default (files already labeled with the same models and
+    config are skipped); ``force`` relabels. A bad file gives one line to
+    ``on_error`` and an ``error`` row; it never stops the others.
+    """
+    from .pipeline import Models
+
+    config = config or load_config()
+    out = Path(out)
+    jobs = find_inputs(paths, include, exclude)
+    models = Models(config)
+    config = models.config
+    ident = identity(config)
+    writer = _Writer(out, plots, threshold, config.window.hop)
+    on_error = on_error or (lambda msg: print(f"streamclf: error: {msg}", file=sys.stderr, flush=True))
+    results: dict[int, FileResult] = {}
+    todo = []
+    for i, job in enumerate(jobs):
+        done = None if force else writer.done(job, job.key(ident))
+        if done is not None:
+            results[i] = FileResult(str(job.path), job.rel, "ok", done.get("duration"), done.get("windows", 0),
+                                    _top(done["segments"]), None, len(done.get("warnings", [])), resumed=True)
+        else:
+            todo.append(i)
+    started = time.time()
+    durations = {i: _probe_duration(jobs[i].path) for i in todo}
+    with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
+        for i, records, end in _run_local(jobs, todo, models, config, workers or default_workers(), ident):
+            job = jobs[i]
+            if end["fatal"]:
+                message = end["errors"][-1] if end["errors"] else f"{job.path}: cannot label"
+                on_error(message)
+                results[i] = FileResult(str(job.path), job.rel, "error", end["duration"], error=message)
+            else:
+                summary = writer.write(job, job.key(ident), records, end["duration"], end["errors"])
+                results[i] = FileResult(str(job.path), job.rel, "ok", end["duration"], len(records),
+                                        _top(summary["segments"]), None, len(end["errors"]))
+            bar.advance(durations.get(i) or end["duration"] or 0.0)
+            bar.file_done()
+    ordered = [results[i] for i in sorted(results)]
+    _write_summary(out, ordered, {"started": started, "finished": time.time(), "inputs": list(paths),
+                                  "identity": ident, "config": json.loads(config.model_dump_json()),
+                                  "engine": "local", "threshold": threshold})
+    return ordered
+
+
+def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, workers: int, ident: str
+               ) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+    """Decode in ``workers`` processes, infer here; yields (job index, records, end info) per file."""
+    from .pipeline import Recorder
+
+    if not todo:
+        return
+    ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
+    tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * workers)
+    procs = [ctx.Process(target=_decode_worker, args=(tasks, results, config.model_dump_json()), daemon=True)
+             for _ in range(min(workers, len(todo)))]
+    for i in todo:
+        tasks.put((i, str(jobs[i].path), jobs[i].rel))
+    for _ in procs:
+        tasks.put(None)
+    for p in procs:
+        p.start()
+    recorder = Recorder(models, config)
+    records: dict[int, list[dict[str, Any]]] = {i: [] for i in todo}
+    remaining = set(todo)
+    try:
+        while remaining:
+            try:
+                index, kind, payload = results.get(timeout=5.0)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    for i in sorted(remaining):  # a decode process died (e.g. killed): say so, go on
+                        remaining.discard(i)
+                        yield i, [], {"duration": None, "fatal": True,
+                                      "errors": [f"{jobs[i].path}: the decoding process died"]}
+                continue
+            if kind == "windows":
+                key = jobs[index].key(ident)[:12]
+                for scored in models.process(payload):
+                    record = {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
+                    record["id"] = f"{key}-{len(records[index]):06d}"
+                    records[index].append(record)
+                continue
+            remaining.discard(index)
+            recorder.reset(jobs[index].rel)
+            models.forget(jobs[index].rel)
+            yield index, records.pop(index), payload
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(5)
+
+
+def iter_records(path: str | Path, config: Config | None = None, models: Any = None) -> Iterator[dict[str, Any]]:
+    """Window records of one file, in order, as they are computed (clip mode; no files written)."""
+    from .pipeline import Models, Recorder
+
+    models = models or Models(config or load_config())
+    config = models.config
+    name = Path(path).name
+    recorder = Recorder(models, config)
+    fatal_error = None
+    for windows, _, errors, fatal in file_windows(path, name, config):
+        for scored in models.process(windows):
+            yield {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
+        fatal_error = errors[-1] if fatal and errors else None
+    models.forget(name)
+    if fatal_error:
+        raise ValueError(fatal_error)
+
+
+def _write_summary(out: Path, rows: list[FileResult], manifest: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / SCRATCH
+    tmp.mkdir(exist_ok=True)
+    with open(tmp / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "output", "duration", "status", "windows", "top_labels", "warnings", "resumed", "error"])
+        for r in rows:
+            top = "; ".join(f"{t['label']} {t['seconds']:.1f}s" for t in r.top)
+            w.writerow([r.path, r.rel, "" if r.duration is None else round(r.duration, 3), r.status, r.windows,
+                        top, r.warnings, r.resumed, r.error or ""])
+    (tmp / "summary.json").write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "error")}
+    manifest = {**manifest, "files": len(rows), **counts, "resumed": sum(r.resumed for r in rows),
+                "streamclf": __version__}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    for name in ("summary.csv", "summary.json", "manifest.json"):
+        os.replace(tmp / name, out / name)
+    shutil.rmtree(tmp, ignore_errors=True)
