@@ -160,3 +160,14 @@ def test_segments_tile_the_timeline_and_vtt_round_trips() -> None:
     assert [(s["label"], s["start"], s["end"], s["peak"]) for s in segs] == [
         ("dog", 0.0, 1.75, 0.9), ("speech", 1.75, 2.25, 0.8), ("speech", 2.75, 4.0, 0.6)]
     assert [c[2] for c in parse_vtt(webvtt(segs))] == ["dog (0.90)", "speech (0.80)", "speech (0.60)"]
+
+
+def test_clip_mode_iterator_gives_the_batch_records(archive: Path, reference) -> None:
+    import streamclf
+
+    out, _ = reference
+    expected = [json.loads(line) for line in (out / "a.mpg.jsonl").read_text().splitlines()]
+    got = list(streamclf.iter_records(archive / "a.mpg"))
+    assert got == [{k: v for k, v in r.items() if k != "id"} for r in expected]
+    with pytest.raises(ValueError, match="notes.mp4: cannot open"):
+        list(streamclf.iter_records(archive / "sub" / "notes.mp4"))
