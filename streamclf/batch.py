@@ -340,13 +340,18 @@ class _Progress:
 def label_files(paths: list[str], out: str | Path, config: Config | None = None, *,
                 include: list[str] | None = None, exclude: list[str] | None = None, force: bool = False,
                 workers: int | None = None, plots: bool = False, threshold: float = 0.3,
-                progress: bool = True, on_error: Callable[[str], None] | None = None) -> list[FileResult]:
+                progress: bool = True, on_error: Callable[[str], None] | None = None,
+                engine: str = "local", ray_address: str | None = None) -> list[FileResult]:
     """Label every media file under ``paths`` into ``out``; returns one result per file.
 
     Resumes by default (files already labeled with the same models and
     config are skipped); ``force`` relabels. A bad file gives one line to
     ``on_error`` and an ``error`` row; it never stops the others.
+    ``engine="ray"`` decodes and infers on a Ray cluster (``ray_address``,
+    or a local Ray) and writes the same outputs here.
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
     from .pipeline import Models
 
     config = config or load_config()
@@ -369,7 +374,13 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
     started = time.time()
     durations = {i: _probe_duration(jobs[i].path) for i in todo}
     with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
-        for i, records, end in _run_local(jobs, todo, models, config, workers or default_workers(), ident):
+        if engine == "ray":
+            from .batch_ray import run_ray
+
+            stream = run_ray(jobs, todo, config, ident, address=ray_address)
+        else:
+            stream = _run_local(jobs, todo, models, config, workers or default_workers(), ident)
+        for i, records, end in stream:
             job = jobs[i]
             if end["fatal"]:
                 message = end["errors"][-1] if end["errors"] else f"{job.path}: cannot label"
@@ -384,7 +395,7 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
     ordered = [results[i] for i in sorted(results)]
     _write_summary(out, ordered, {"started": started, "finished": time.time(), "inputs": list(paths),
                                   "identity": ident, "config": json.loads(config.model_dump_json()),
-                                  "engine": "local", "threshold": threshold})
+                                  "engine": engine, "threshold": threshold})
     return ordered
 
 

@@ -45,7 +45,7 @@ def _label(args: argparse.Namespace) -> int:
     config = load_config(args.config, **overrides)
     rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude, force=args.force,
                        workers=args.workers, plots=args.plots, threshold=args.threshold,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address)
     ok = sum(r.status == "ok" for r in rows)
     resumed = sum(r.resumed for r in rows)
     print(f"labeled {ok - resumed} file(s), {resumed} already done, {len(rows) - ok} failed; "
@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     lb.add_argument("--head", help="trained head folder instead of the category map")
     lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     lb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lb.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="ray: decode and infer on a Ray cluster (pip install 'streamclf[ray]')")
+    lb.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, ray://head:10001); default: a local Ray")
     lb.set_defaults(func=_label)
 
     ev = verbs.add_parser("events", help="list alerts (or status/label records) from the SQLite event store")
