@@ -352,6 +352,10 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"unknown engine {engine!r}; choose local or ray")
+    if engine == "ray":
+        from .batch_ray import require_ray
+
+        require_ray()  # before the models load: a missing Ray is said at once
     from .pipeline import Models
 
     config = config or load_config()
@@ -377,7 +381,7 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
         if engine == "ray":
             from .batch_ray import run_ray
 
-            stream = run_ray(jobs, todo, config, ident, address=ray_address)
+            stream = run_ray(jobs, todo, config, ident, address=ray_address, num_cpus=workers)
         else:
             stream = _run_local(jobs, todo, models, config, workers or default_workers(), ident)
         for i, records, end in stream:

@@ -40,12 +40,20 @@ def _run(args: argparse.Namespace) -> int:
 
 def _label(args: argparse.Namespace) -> int:
     from .batch import label_files
+    from .batch_ray import RayMissing
 
+    if args.ray_address and args.engine != "ray":
+        print("streamclf: error: --ray-address needs --engine ray", file=sys.stderr)
+        return 2
     overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device}.items() if v is not None}
     config = load_config(args.config, **overrides)
-    rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude, force=args.force,
-                       workers=args.workers, plots=args.plots, threshold=args.threshold,
-                       progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address)
+    try:
+        rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude,
+                           force=args.force, workers=args.workers, plots=args.plots, threshold=args.threshold,
+                           progress=not args.no_progress, engine=args.engine, ray_address=args.ray_address)
+    except RayMissing as e:
+        print(f"streamclf: error: {e}", file=sys.stderr)
+        return 2
     ok = sum(r.status == "ok" for r in rows)
     resumed = sum(r.resumed for r in rows)
     print(f"labeled {ok - resumed} file(s), {resumed} already done, {len(rows) - ok} failed; "
@@ -134,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only file names matching this (repeatable; default: known media extensions)")
     lb.add_argument("--exclude", action="append", metavar="PATTERN", help="skip file names matching this (repeatable)")
     lb.add_argument("--force", action="store_true", help="relabel files already done")
-    lb.add_argument("--workers", type=int, help="decode processes (default: cores - 1, at most 4)")
+    lb.add_argument("--workers", type=int, help="decode processes (default: cores - 1, at most 4); with --engine "
+                    "ray and no --ray-address, the CPUs of the local Ray it starts (default: all)")
     lb.add_argument("--plots", action="store_true", help="also a PNG timeline per file")
     lb.add_argument("--threshold", type=float, default=0.3, help="minimum fused score for a segment")
     lb.add_argument("--config", help="YAML config (window, encoders, fusion)")

