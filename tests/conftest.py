@@ -30,3 +30,16 @@ def ffmpeg() -> str:
 def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Converted weights go to the user's cache unless STREAMCLF_CACHE is set; keep tests hermetic-ish."""
     os.environ.setdefault("STREAMCLF_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def bark_clip(ffmpeg: str, out: Path, at: float = 5.0, seconds: float = 12.0) -> Path:
+    """A grey video whose audio is silence with one real dog bark (shared sounds) at ``at`` seconds."""
+    import subprocess
+
+    bark = shared("sounds/scratch/Animal/Dog1.wav")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c=gray:s=320x240:r=10:d={seconds}",
+                    "-i", str(bark), "-filter_complex",
+                    f"[1:a]aresample=16000,adelay={int(at * 1000)},apad,atrim=0:{seconds}[a]",
+                    "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    "-shortest", str(out)], check=True)
+    return out

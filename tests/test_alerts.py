@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import wave
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from streamclf.alerts import Alerts, dbfs
 from streamclf.config import AlertRule, AlertsConfig, load_config
 from streamclf.types import Frame, Window
-from tests.conftest import shared
+from tests.conftest import bark_clip
 
 SR = 16000
 
@@ -78,12 +77,7 @@ def test_a_real_bark_raises_one_dog_alert(tmp_path: Path, ffmpeg: str) -> None:
     """A dog bark from the shared sounds mixed into a 12 s clip at 5 s: one alert near 5 s, with evidence."""
     import streamclf
 
-    bark = shared("sounds/scratch/Animal/Dog1.wav")
-    clip = tmp_path / "yard.mp4"
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=10:d=12",
-                    "-i", str(bark), "-filter_complex", "[1:a]aresample=16000,adelay=5000,apad,atrim=0:12[a]",
-                    "-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                    "-shortest", str(clip)], check=True)
+    clip = bark_clip(ffmpeg, tmp_path / "yard.mp4")
     config = load_config(**{"alerts.events_dir": str(tmp_path / "events")})
     # The grey picture shows no dog, so the fused score is audio-driven: about 0.4 at the bark, 0.06 elsewhere.
     config.alerts = AlertsConfig(rules=[AlertRule(label="dog", min_score=0.3)], events_dir=str(tmp_path / "events"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamclf.config import AlertRule, AlertsConfig, SqliteConfig, WebhookConfig, load_config
-from tests.conftest import shared
+from tests.conftest import bark_clip, shared
 from tests.test_sinks import Receiver, Subscriber, broker, free_port, mosquitto, serve, stop  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,11 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_run_loses_nothing_across_a_webhook_outage(tmp_path: Path, ffmpeg: str, capsys: pytest.CaptureFixture[str]) -> None:
     import streamclf
 
-    clip = tmp_path / "yard.mp4"
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x240:r=10:d=12",
-                    "-i", str(shared("sounds/scratch/Animal/Dog1.wav")), "-filter_complex",
-                    "[1:a]aresample=16000,adelay=5000,apad,atrim=0:12[a]", "-map", "0:v", "-map", "[a]",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip)], check=True)
+    clip = bark_clip(ffmpeg, tmp_path / "yard.mp4")
     receiver, port = Receiver(), free_port()
     server = serve(receiver, port)
     config = load_config(**{"sources.realtime": True})
