@@ -179,7 +179,11 @@ class _Writer:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return data if data.get("key") == key else None
+        if data.get("key") != key or data.get("threshold") != self.threshold:
+            return None
+        if self.plots and not (self.out / (job.rel + ".png")).exists():
+            return None  # asked for plots this time
+        return data
 
     def write(self, job: Job, key: str, records: list[dict[str, Any]], duration: float | None,
               warnings: list[str]) -> dict[str, Any]:
