@@ -24,9 +24,14 @@ def _run(args: argparse.Namespace) -> int:
         if port:
             overrides["sinks.mqtt.port"] = port
     config = load_config(args.config, **overrides)
-    if args.alert:
-        rules = [AlertRule(label=label, **({"min_score": float(score)} if score else {}))
-                 for label, _, score in (a.partition(":") for a in args.alert)]
+    rules = []
+    for text in args.alert or []:
+        label, _, score = text.partition(":")
+        try:
+            rules.append(AlertRule(label=label, **({"min_score": float(score)} if score else {})))
+        except ValueError:
+            raise ConfigError(f"--alert {text}: expected LABEL or LABEL:SCORE with SCORE in [0, 1]") from None
+    if rules:
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)

@@ -96,3 +96,14 @@ def test_a_real_bark_raises_one_dog_alert(tmp_path: Path, ffmpeg: str) -> None:
         assert w.getframerate() == SR
     peak_at = np.argmax(np.abs(audio)) / SR + ended["start"] - 2.0  # clip starts pre_roll before the event
     assert abs(peak_at - 5.08) < 0.5  # the loudest sample of the clip is the bark
+
+
+def test_bad_alert_flags_give_one_line() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    bad = subprocess.run([sys.executable, "-m", "streamclf", "run", "x.mp4", "--alert", "dog:7"],
+                         capture_output=True, text=True, cwd=root, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "streamclf: error: --alert dog:7: expected LABEL or LABEL:SCORE with SCORE in [0, 1]"]
