@@ -145,6 +145,18 @@ def file_windows(path: str | Path, name: str, config: Config, chunk: int = CHUNK
         decoder.stop()
 
 
+def decode_chunks(path: str, name: str, config: Config, end: dict[str, Any]) -> Iterator[list[Window]]:
+    """A file's non-empty chunks of windows; then ``end`` holds duration, errors and fatal."""
+    info, errors, fatal = None, [], False
+    try:
+        for windows, info, errors, fatal in file_windows(path, name, config):
+            if windows:
+                yield windows
+    except Exception as e:  # one bad file never stops the batch
+        errors, fatal = [*errors, f"{path}: {e}"], True
+    end.update(duration=info.duration if info else None, errors=list(errors), fatal=fatal)
+
+
 def _decode_worker(tasks: Any, results: Any, config_json: str) -> None:
     """A decode process: files from ``tasks``, chunks of windows to ``results``, one ``end`` per file."""
     config = Config.model_validate_json(config_json)
@@ -153,15 +165,10 @@ def _decode_worker(tasks: Any, results: Any, config_json: str) -> None:
         if task is None:
             return
         index, path, name = task
-        info, errors, fatal = None, [], False
-        try:
-            for windows, info, errors, fatal in file_windows(path, name, config):
-                if windows:
-                    results.put((index, "windows", windows))
-        except Exception as e:  # one bad file never stops the batch
-            errors, fatal = [*errors, f"{path}: {e}"], True
-        results.put((index, "end", {"duration": info.duration if info else None, "errors": errors,
-                                    "fatal": fatal}))
+        end: dict[str, Any] = {}
+        for windows in decode_chunks(path, name, config, end):
+            results.put((index, "windows", windows))
+        results.put((index, "end", end))
 
 
 class _Writer:

@@ -35,7 +35,7 @@ import pickle
 import warnings
 from typing import Any, Iterable, Iterator
 
-from .batch import CHUNK, DROP, Job, file_windows
+from .batch import DROP, Job, decode_chunks
 from .config import Config
 from .types import Window
 
@@ -59,18 +59,6 @@ def plan(resources: dict[str, float]) -> dict[str, Any]:
     return {"actors": actors, "actor_cpus": actor_cpus, "actor_gpus": 1 if gpus else 0, "decode_cpus": decode_cpus}
 
 
-def _decode_chunks(path: str, name: str, config: Config, end: dict[str, Any]) -> Iterator[list[Window]]:
-    """A file's non-empty chunks of windows; ``end`` gets duration, errors, fatal (as ``_decode_worker``)."""
-    info, errors, fatal = None, [], False
-    try:
-        for windows, info, errors, fatal in file_windows(path, name, config, CHUNK):
-            if windows:
-                yield windows
-    except Exception as e:  # one bad file never stops the batch
-        errors, fatal = [*errors, f"{path}: {e}"], True
-    end.update(duration=info.duration if info else None, errors=list(errors), fatal=fatal)
-
-
 def _table(rows: list[dict[str, Any]], binary: str) -> Any:
     import pyarrow as pa
 
@@ -87,7 +75,7 @@ def _decode_stage(batch: Any, config_json: str, row_bytes: int) -> Any:
         end: dict[str, Any] = {}
         chunks, size, deferred = [], 0, False
         seen: set[int] = set()
-        gen = _decode_chunks(row["path"], row["name"], config, end)
+        gen = decode_chunks(row["path"], row["name"], config, end)
         for windows in gen:
             chunks.append(windows)
             for w in windows:  # windows share frames: count each frame once, as pickle stores it once
@@ -123,7 +111,7 @@ class _Infer:
             try:
                 if row["deferred"]:
                     records = self._label(row["name"], row["key"],
-                                          _decode_chunks(row["path"], row["name"], self.config, end))
+                                          decode_chunks(row["path"], row["name"], self.config, end))
                 else:
                     records = self._label(row["name"], row["key"], pickle.loads(row["chunks"]) if row["chunks"] else [])
             except Exception as e:  # inference failing on one file never fails the dataset
