@@ -106,7 +106,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     data = load_avdigits(Path(args.data) if args.data else None)
     hyper = {"epochs": args.epochs} if args.epochs else {}
-    result = compare(data, args.methods, seeds=args.seeds, folds=args.folds, hyper=hyper, progress=_progress)
+    result = compare(data, args.methods, seeds=args.seeds, folds=args.folds, hyper=hyper, workers=args.workers,
+                     progress=_progress)
     paths = write(result, Path(args.out), args.command_line)
     print(table(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--seeds", type=int, default=1, help="training seeds per fold")
     cmp.add_argument("--folds", type=int, help="use only the first N speaker folds")
     cmp.add_argument("--epochs", type=int, help="training epochs for neural heads")
+    cmp.add_argument("--workers", type=int, help="processes training folds side by side (default: one per core)")
     cmp.add_argument("--data", help="shared data folder (default: ../shared/data or STREAMCLF_SHARED_DATA)")
     cmp.add_argument("--out", default="benchmarks/results", help="folder for fusion_avdigits.{md,json,png}")
     cmp.set_defaults(func=_compare)

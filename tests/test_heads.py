@@ -95,3 +95,37 @@ def test_weights_explain_modalities(fitted: dict) -> None:
         assert np.allclose(total, 1.0, atol=1e-4), method
         only_audio = fitted[method].explain(x, {"audio": np.ones(20, bool), "video": np.zeros(20, bool)})
         assert np.allclose(only_audio["video"], 0.0), method
+
+
+def test_a_reused_fit_is_the_fit_it_replaces() -> None:
+    """Decision heads inside a comparison reuse the baselines' fits; the result must not change."""
+    from streamclf.fusion import heads
+
+    x, present, y = _data(200, 5)
+    classes = [f"c{i}" for i in range(C)]
+    alone = build_head("audio", ("audio", "video"), classes, DIMS, seed=3, epochs=5).fit(x, present, y)
+    with heads.reuse_fits():
+        build_head("audio", ("audio", "video"), classes, DIMS, seed=3, epochs=5).fit(x, present, y)
+        vote = build_head("soft_vote", ("audio", "video"), classes, DIMS, seed=3, epochs=5).fit(x, present, y)
+        assert len(heads._fits) == 2  # the audio fit once, the video fit once
+    assert heads._fits is None
+    for k, v in alone.arrays().items():
+        assert np.array_equal(vote.unimodal["audio"].arrays()[k], v), k
+
+
+def test_compare_gives_the_same_table_in_one_or_two_processes() -> None:
+    from streamclf.avdigits import AUDIO_CONDITIONS, IMAGE_CONDITIONS, AVDigits
+    from streamclf.compare import compare
+
+    x, _, y = _data(240, 6)
+    speakers = ["s0", "s1", "s2"]
+    data = AVDigits({c: x["audio"] for c in AUDIO_CONDITIONS}, y, np.array(speakers * 80), [f"{i}.wav" for i in range(240)],
+                    {c: x["video"] for c in IMAGE_CONDITIONS}, y, np.arange(240) % 3, speakers)
+    methods = ["audio", "video", "soft_vote", "hybrid"]
+    one = compare(data, methods, hyper={"epochs": 4}, workers=1)
+    two = compare(data, methods, hyper={"epochs": 4}, workers=2)
+    for m in methods:
+        assert [r["fold"] for r in two["runs"][m]] == [0, 1, 2]
+        for a, b in zip(one["runs"][m], two["runs"][m]):
+            assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1 / 80), m
+    assert one["summary"]["hybrid"]["accuracy"]["clean"][0] > 0.5  # four classes: chance is 0.25
