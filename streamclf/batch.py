@@ -121,7 +121,7 @@ def file_windows(path: str | Path, name: str, config: Config, chunk: int = CHUNK
     """Decode one file into chunks of windows: yields (windows, info, errors so far, fatal)."""
     w = config.window
     feed = Feed(256, droppable=lambda item: False)
-    decoder = Decoder(SourceSpec(url=str(path), name=name), feed, fps=w.fps, max_side=w.max_side,
+    decoder = Decoder(SourceSpec(url=str(path), name=name), feed, fps=w.fps, max_side=w.max_side, short_side=w.short_side,
                       settings=config.sources.model_copy(update={"realtime": False}))
     windower = Windower(name, WindowSpec(w.length, w.hop, w.min_audio))
     decoder.start()

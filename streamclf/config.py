@@ -18,6 +18,8 @@ class WindowConfig(_Strict):
     fps: float = Field(4.0, gt=0, le=120, description="video frames sampled per second (by PTS)")
     min_audio: float = Field(0.48, ge=0, description="seconds of audio a window needs to count as having audio")
     max_side: int = Field(640, ge=32, description="decoded frames are scaled so the long side is at most this")
+    short_side: int | None = Field(None, ge=32, description="decoded frames are scaled so the short side is at most "
+                                   "this; none: the side the video encoder reads (256 for EfficientNet-Lite0)")
 
     @model_validator(mode="after")
     def _hop_fits(self) -> "WindowConfig":
@@ -141,6 +143,10 @@ class Config(_Strict):
     sinks: SinksConfig = SinksConfig()
     alerts: AlertsConfig = AlertsConfig()
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
+        "and changes some top-1 labels")
+    compile: bool = Field(False, description="torch.compile the encoders (tens of seconds once, then faster)")
     queue_size: int = Field(64, ge=1, description="items per stage queue")
     batch_windows: int = Field(8, ge=1, description="windows per worker batch, across sources")
     batch_timeout: float = Field(0.02, ge=0, description="seconds the worker waits to fill a batch")

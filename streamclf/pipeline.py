@@ -85,7 +85,7 @@ class Models:
     def __init__(self, config: Config) -> None:
         self.config = config
         device = pick_device(config.device)
-        self.encoders = {m: Encoder(getattr(config, m).encoder, device)
+        self.encoders = {m: Encoder(getattr(config, m).encoder, device, config.precision, config.compile)
                          for m in MODALITIES if getattr(config, m).enabled}
         for m, enc in self.encoders.items():
             if enc.modality != m:
@@ -105,6 +105,10 @@ class Models:
             self.fusion = ZeroShotFusion(categories, spaces, {m: getattr(config, m).weight for m in self.encoders})
         self.names: list[str] = self.fusion.names
         self.config = self.adapt(config)
+        side = getattr(self.encoders["video"].transform, "resize", None) if "video" in self.encoders else None
+        if self.config.window.short_side is None and side:  # FFmpeg's scaler in the decoder thread does the resize
+            window = self.config.window.model_copy(update={"short_side": side})
+            self.config = self.config.model_copy(update={"window": window})
         self._frame_cache: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
 
     def adapt(self, config: Config) -> Config:
@@ -350,7 +354,7 @@ class Pipeline:
         c, w = self.config, self.config.window
         self._live = {s.name for s in specs if s.live or c.sources.realtime}
         self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
-                                  timings=self.timings) for s in specs]
+                                  timings=self.timings, short_side=w.short_side) for s in specs]
         windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox,
                               len(specs), self._live)
         self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stats=d.stats)

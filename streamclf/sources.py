@@ -102,8 +102,9 @@ def redact(url: str) -> str:
     return f"{scheme}://{rest.split('@', 1)[1]}"
 
 
-def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height))
+def _scaled_size(width: int, height: int, max_side: int, short_side: int | None = None) -> tuple[int, int]:
+    """Even sides, long side at most ``max_side``, short side at most ``short_side``; never upscaled."""
+    scale = min(1.0, max_side / max(width, height), (short_side or math.inf) / min(width, height))
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
@@ -122,11 +123,12 @@ class Decoder(threading.Thread):
     """
 
     def __init__(self, spec: SourceSpec, out: Feed, fps: float = 4.0, max_side: int = 640,
-                 settings: SourcesConfig | None = None, timings: Timings | None = None) -> None:
+                 settings: SourcesConfig | None = None, timings: Timings | None = None,
+                 short_side: int | None = None) -> None:
         super().__init__(name=f"decoder:{spec.name}", daemon=True)
         from .config import SourcesConfig
 
-        self.spec, self.out, self.fps, self.max_side = spec, out, fps, max_side
+        self.spec, self.out, self.fps, self.max_side, self.short_side = spec, out, fps, max_side, short_side
         self.settings = settings or SourcesConfig()
         self.timings = timings or Timings()
         self.realtime = self.settings.realtime and not spec.live
@@ -243,6 +245,8 @@ class Decoder(threading.Thread):
                 self._send(SourceError(name, f"{self.spec.display}: no audio or video stream", fatal=True))
                 return "ended", "no audio or video stream"
             return "failed", "no audio or video stream"
+        if video is not None and float(video.average_rate or 0) >= 2 * self.fps:
+            video.codec_context.skip_frame = "NONREF"  # frames nothing refers to would mostly be dropped unseen
         start = container.start_time / av.time_base if container.start_time is not None else 0.0
         duration = container.duration / av.time_base if container.duration else None
         if duration and self.spec.url.lower().startswith(("http://", "https://")) and not self.settings.realtime:
@@ -292,7 +296,7 @@ class Decoder(threading.Thread):
                     continue
                 last_slot = slot
                 if size is None:
-                    size = _scaled_size(frame.width, frame.height, self.max_side)
+                    size = _scaled_size(frame.width, frame.height, self.max_side, self.short_side)
                 image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
                 self.timings.since("decode", t0)
                 self.stats["frames"] += 1

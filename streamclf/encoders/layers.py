@@ -21,6 +21,14 @@ class SameConv2d(nn.Conv2d):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads.append((total // 2, total - total // 2))
         (top, bottom), (left, right) = pads
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
+        if top == bottom and left == right:  # symmetric: the convolution pads by itself, no copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[nn.Conv2d, nn.Module]:
+    """An inference-only conv with the batch norm folded in, and the identity that replaces the norm."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    return fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()

@@ -1,0 +1,160 @@
+"""File throughput against the decode limit, the compute limit and a naive peer (media-seconds per wall-second).
+
+    .venv/bin/python benchmarks/throughput.py [--files bbb_360p_60s.mp4 bbb_720p_30s.mp4] [--quick]
+
+For each file, in one run, each measurement (the fastest of --repeats) in a fresh process (so no run inherits another's warm caches or
+allocator settings), with the models loaded before the clock starts:
+- streamclf: `iter_records` at default settings (decoder thread and inference overlap);
+- decode limit: PyAV decoding every video frame and the audio of the file, nothing else;
+- compute limit: `Models.process` alone on the file's windows, decoded beforehand and held in memory;
+- naive peer: what a user would write without streamclf: OpenCV VideoCapture reading every frame,
+  the same encoders called per sampled frame in eager fp32, the audio loaded with librosa and the
+  audio encoder run on every window, no threads.
+Prints a table and writes benchmarks/results/throughput.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MODES = ("streamclf", "decode", "compute", "naive")
+
+
+def _decode(path: Path) -> None:
+    import av
+
+    with av.open(str(path)) as container:
+        streams = [s for s in (*container.streams.video[:1], *container.streams.audio[:1])]
+        for packet in container.demux(streams):
+            for _ in packet.decode():
+                pass
+
+
+def _naive(path: Path, config: object) -> None:
+    import cv2
+    import librosa
+    import numpy as np
+    import torch
+
+    from streamclf.encoders import MODELS
+
+    w = config.window  # type: ignore[attr-defined]
+    image, audio = MODELS["efficientnet_lite0"], MODELS["yamnet"]
+    img_model, img_t = image.builder(weights=image.weights).eval(), image.weights.transforms()
+    aud_model, aud_t = audio.builder(weights=audio.weights).eval(), audio.weights.transforms()
+    cap = cv2.VideoCapture(str(path))
+    every = max(1, round(cap.get(cv2.CAP_PROP_FPS) / w.fps))
+    i = 0
+    with torch.no_grad():
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                img_model.embed(img_t(torch.from_numpy(rgb[None])))
+            i += 1
+        cap.release()
+        y, sr = librosa.load(str(path), sr=16000, mono=True)
+        n, hop = int(w.length * sr), int(w.hop * sr)
+        for s in range(0, max(1, len(y) - n + 1), hop):
+            aud_model.embed(aud_t(torch.from_numpy(np.ascontiguousarray(y[s:s + n]))))
+
+
+def child(mode: str, path: Path) -> dict:
+    """One measurement in this process: wall seconds with the models already loaded."""
+    from streamclf import load_config
+    from streamclf.batch import file_windows, iter_records
+    from streamclf.pipeline import Models
+
+    config = load_config()
+    models = Models(config) if mode in ("streamclf", "compute") else None
+    windows = []
+    if mode == "compute":
+        for chunk, *_ in file_windows(path, path.name, models.config):
+            windows += chunk
+    t0 = time.perf_counter()
+    if mode == "streamclf":
+        n = sum(1 for _ in iter_records(path, models=models))
+    elif mode == "compute":
+        n = sum(len(models.process(windows[s:s + 8])) for s in range(0, len(windows), 8))
+    elif mode == "decode":
+        _decode(path)
+        n = 0
+    else:
+        _naive(path, config)
+        n = 0
+    return {"wall_s": time.perf_counter() - t0, "windows": n}
+
+
+def measure(mode: str, path: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(path)], capture_output=True, text=True,
+                         cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"throughput: {mode} on {path.name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", nargs="+", default=["bbb_360p_60s.mp4", "bbb_720p_30s.mp4"],
+                    help="names under shared/data/media, or paths")
+    ap.add_argument("--quick", action="store_true", help="a 6 s cut of the first file: checks the script")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts (noisy machines)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput.json"))
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], Path(args.child[1]))))
+        return
+    from streamclf.batch import _probe_duration
+
+    files = [Path(f) if Path(f).exists() else DATA / "media" / f for f in args.files]
+    for f in files:
+        if not f.exists():
+            raise SystemExit(f"throughput: {f} is absent (set STREAMCLF_SHARED_DATA)")
+    if args.quick:
+        import tempfile
+
+        cut = Path(tempfile.mkdtemp()) / "cut.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-t", "6", "-i", str(files[0]), "-c", "copy", str(cut)], check=True)
+        files = [cut]
+    rows = []
+    for f in files:
+        media = _probe_duration(f) or 0.0
+        row: dict = {"file": f.name, "media_s": round(media, 1)}
+        for mode in MODES:
+            r = min((measure(mode, f) for _ in range(1 if args.quick else args.repeats)), key=lambda r: r["wall_s"])
+            row[mode] = {"wall_s": round(r["wall_s"], 2), "media_s_per_wall_s": round(media / r["wall_s"], 2)}
+            print(f"{f.name:22s} {mode:10s} {r['wall_s']:7.2f} s  {media / r['wall_s']:6.2f} media-s/s", flush=True)
+        speed = {m: row[m]["media_s_per_wall_s"] for m in MODES}
+        limit = min(speed["decode"], speed["compute"])
+        row["ratios"] = {"vs_limit": round(speed["streamclf"] / limit, 2),
+                         "vs_decode": round(speed["streamclf"] / speed["decode"], 2),
+                         "vs_compute": round(speed["streamclf"] / speed["compute"], 2),
+                         "vs_naive": round(speed["streamclf"] / speed["naive"], 2)}
+        rows.append(row)
+    print()
+    print("| file | media s | streamclf | decode limit | compute limit | naive peer | vs min(limits) (target >= 0.8) | vs naive (target >= 3) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = {m: r[m]["media_s_per_wall_s"] for m in MODES}
+        print(f"| {r['file']} | {r['media_s']} | {s['streamclf']} | {s['decode']} | {s['compute']} | {s['naive']} "
+              f"| {r['ratios']['vs_limit']} | {r['ratios']['vs_naive']} |")
+    doc = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+           "unit": "media-seconds per wall-second", "quick": args.quick, "runs": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

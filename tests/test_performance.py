@@ -1,0 +1,86 @@
+"""The optimised encoder paths agree with eager fp32 on real inputs, and the benchmarks run (--quick).
+
+Nothing here is timed: speed is for benchmarks/, these check correctness and that the scripts work.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamclf import load_config
+from streamclf.batch import file_windows
+from streamclf.encoders import MODELS, Encoder
+from streamclf.sources import read_audio
+
+from .conftest import shared
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _plain_scores(name: str, inputs: list[np.ndarray]) -> np.ndarray:
+    entry = MODELS[name]
+    model, transform = entry.builder(weights=entry.weights).eval(), entry.weights.transforms()
+    with torch.inference_mode():
+        logits = torch.cat([model(transform(torch.from_numpy(np.ascontiguousarray(x)))) for x in inputs])
+    return (logits.sigmoid() if entry.weights.meta["activation"] == "sigmoid" else logits.softmax(-1)).numpy()
+
+
+@pytest.fixture(scope="module")
+def real_inputs() -> dict[str, list[np.ndarray]]:
+    """Frames the pipeline samples from a real clip (decoder-side scaling included) and real sounds."""
+    clip = shared("media/bbb_360p_60s.mp4")
+    config = load_config(**{"window.short_side": 256})
+    frames = []
+    for chunk, *_ in file_windows(clip, "bbb", config):
+        frames += [f.image for w in chunk for f in w.frames[-2:]]
+        if len(frames) >= 100:
+            break
+    sounds = sorted(shared("sounds").rglob("*.wav"))[:25]
+    waves = [read_audio(p)[:32000] for p in sounds]
+    return {"efficientnet_lite0": [np.stack(frames[i:i + 4]) for i in range(0, 100, 4)],
+            "yamnet": [w for w in waves if len(w) >= 16000]}
+
+
+def _agreement(name: str, inputs: list[np.ndarray], precision: str) -> tuple[float, float]:
+    ref = _plain_scores(name, inputs)
+    got = np.concatenate([s for _, s in Encoder(name, torch.device("cpu"), precision).embed(inputs)])
+    assert len(got) == len(ref) >= 20
+    return float((got.argmax(1) == ref.argmax(1)).mean()), float(np.abs(got - ref).max())
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "yamnet"])
+def test_optimised_path_agrees_with_eager_fp32(real_inputs: dict, name: str) -> None:
+    """Folded batch norms, padding inside the convolution and bounded passes keep >= 99 % of top-1 labels."""
+    agreement, diff = _agreement(name, real_inputs[name], "fp32")
+    assert agreement >= 0.99 and diff < 1e-3, (agreement, diff)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "yamnet"])
+def test_bf16_is_really_bf16_and_close(real_inputs: dict, name: str) -> None:
+    """bf16 (opt-in) computes in bf16: scores move, most labels stay (measured 82-97 %)."""
+    agreement, diff = _agreement(name, real_inputs[name], "bf16")
+    assert diff > 1e-4 and agreement >= 0.75, (agreement, diff)
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown precision"):
+        Encoder("yamnet", torch.device("cpu"), "fp8")
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "encoders.py", "live_latency.py"])
+def test_benchmark_quick_mode_writes_json(script: str, tmp_path: Path) -> None:
+    shared("media/bbb_360p_60s.mp4")
+    out = tmp_path / "result.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=280)
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["cpus"] >= 1
+    rows = doc.get("runs") or doc.get("rows")
+    assert rows and all(isinstance(r, dict) for r in rows)
