@@ -119,7 +119,9 @@ def test_joining_a_cluster_whose_actors_decode_the_files_gives_the_same_records(
 
     ref = local[0]
     jobs = find_inputs([str(folder)])
-    config = load_config()  # no trained head: what label_files runs with
+    from streamclf.pipeline import Models
+
+    config = Models(load_config()).config  # what label_files runs with: the models settle the frame size
     got = {jobs[i].rel: (records, end) for i, records, end in
            run_ray(jobs, list(range(len(jobs))), config, identity(config), address=cluster, row_bytes=0)}
     assert not ray.is_initialized()  # disconnected from the cluster (which the fixture checks is still up)
