@@ -7,6 +7,7 @@ allocator settings), with the models loaded before the clock starts:
 - streamclf: `iter_records` at default settings (decoder thread and inference overlap);
 - decode limit: PyAV decoding every video frame and the audio of the file, nothing else;
 - compute limit: `Models.process` alone on the file's windows, decoded beforehand and held in memory;
+- compiled (with --compile): streamclf with `compile: true`, compiled before the clock;
 - naive peer: what a user would write without streamclf: OpenCV VideoCapture reading every frame,
   the same encoders called per sampled frame in eager fp32, the audio loaded with librosa and the
   audio encoder run on every window, no threads.
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -41,7 +44,6 @@ def _decode(path: Path) -> None:
 def _naive(path: Path, config: object) -> None:
     import cv2
     import librosa
-    import numpy as np
     import torch
 
     from streamclf.encoders import MODELS
@@ -75,14 +77,19 @@ def child(mode: str, path: Path) -> dict:
     from streamclf.batch import file_windows, iter_records
     from streamclf.pipeline import Models
 
-    config = load_config()
-    models = Models(config) if mode in ("streamclf", "compute") else None
+    config = load_config(compile=mode == "compiled")
+    models = Models(config) if mode in ("streamclf", "compiled", "compute") else None
     windows = []
     if mode == "compute":
         for chunk, *_ in file_windows(path, path.name, models.config):
             windows += chunk
+    if mode == "compiled":  # compile before the clock: every batch size goes through one dynamic graph
+        for m, enc in models.encoders.items():
+            one = np.zeros((256, 256, 3), np.uint8) if m == "video" else np.zeros(16000, np.float32)
+            for n in (4, 2, 3):
+                enc.embed([np.stack([one] * n)] if m == "video" else [np.tile(one, n)])
     t0 = time.perf_counter()
-    if mode == "streamclf":
+    if mode in ("streamclf", "compiled"):
         n = sum(1 for _ in iter_records(path, models=models))
     elif mode == "compute":
         n = sum(len(models.process(windows[s:s + 8])) for s in range(0, len(windows), 8))
@@ -108,6 +115,8 @@ def main() -> None:
     ap.add_argument("--files", nargs="+", default=["bbb_360p_60s.mp4", "bbb_720p_30s.mp4"],
                     help="names under shared/data/media, or paths")
     ap.add_argument("--quick", action="store_true", help="a 6 s cut of the first file: checks the script")
+    ap.add_argument("--compile", action="store_true",
+                    help="also streamclf with compile: true (compiled before the clock, about a minute each run)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts (noisy machines)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput.json"))
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -131,7 +140,7 @@ def main() -> None:
     for f in files:
         media = _probe_duration(f) or 0.0
         row: dict = {"file": f.name, "media_s": round(media, 1)}
-        for mode in MODES:
+        for mode in MODES + (("compiled",) if args.compile else ()):
             r = min((measure(mode, f) for _ in range(1 if args.quick else args.repeats)), key=lambda r: r["wall_s"])
             row[mode] = {"wall_s": round(r["wall_s"], 2), "media_s_per_wall_s": round(media / r["wall_s"], 2)}
             print(f"{f.name:22s} {mode:10s} {r['wall_s']:7.2f} s  {media / r['wall_s']:6.2f} media-s/s", flush=True)
@@ -141,6 +150,8 @@ def main() -> None:
                          "vs_decode": round(speed["streamclf"] / speed["decode"], 2),
                          "vs_compute": round(speed["streamclf"] / speed["compute"], 2),
                          "vs_naive": round(speed["streamclf"] / speed["naive"], 2)}
+        if args.compile:
+            row["ratios"]["compiled_vs_naive"] = round(row["compiled"]["media_s_per_wall_s"] / speed["naive"], 2)
         rows.append(row)
     print()
     print("| file | media s | streamclf | decode limit | compute limit | naive peer | vs min(limits) (target >= 0.8) | vs naive (target >= 3) |")

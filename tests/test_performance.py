@@ -48,6 +48,7 @@ def real_inputs() -> dict[str, list[np.ndarray]]:
 
 
 def _agreement(name: str, inputs: list[np.ndarray], precision: str) -> tuple[float, float]:
+    """Top-1 agreement and the largest score difference with the plain model."""
     ref = _plain_scores(name, inputs)
     got = np.concatenate([s for _, s in Encoder(name, torch.device("cpu"), precision).embed(inputs)])
     assert len(got) == len(ref) >= 20
@@ -68,12 +69,21 @@ def test_bf16_is_really_bf16_and_close(real_inputs: dict, name: str) -> None:
     assert diff > 1e-4 and agreement >= 0.75, (agreement, diff)
 
 
+@pytest.mark.slow
+def test_compiled_encoder_agrees_with_eager_fp32(real_inputs: dict) -> None:
+    """compile: true (a minute of torch.compile on 2 cores, hence slow) changes nothing but speed."""
+    inputs = real_inputs["efficientnet_lite0"][:6]
+    ref = _plain_scores("efficientnet_lite0", inputs)
+    got = np.concatenate([s for _, s in Encoder("efficientnet_lite0", torch.device("cpu"), compile=True).embed(inputs)])
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99 and np.abs(got - ref).max() < 1e-3
+
+
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown precision"):
         Encoder("yamnet", torch.device("cpu"), "fp8")
 
 
-@pytest.mark.parametrize("script", ["throughput.py", "encoders.py", "live_latency.py"])
+@pytest.mark.parametrize("script", ["throughput.py", "encoders.py", "live_latency.py", "memory.py"])
 def test_benchmark_quick_mode_writes_json(script: str, tmp_path: Path) -> None:
     shared("media/bbb_360p_60s.mp4")
     out = tmp_path / "result.json"
