@@ -152,7 +152,9 @@ def compare(data: AVDigits, methods: list[str] | None = None, seeds: int = 1, fo
     """Train and score every method on every fold and seed; returns per-run and summary results.
 
     Folds run in ``workers`` processes (default: one per core, at most one
-    per fold), each on one thread; the numbers do not depend on it.
+    per fold), each on one thread; the numbers do not depend on it beyond
+    float rounding. The workers are spawned, so a script calling this with
+    more than one worker needs the ``if __name__ == "__main__":`` guard.
     """
     methods = methods or list(METHODS)
     for m in methods:
