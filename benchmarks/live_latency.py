@@ -1,6 +1,6 @@
 """Live latency with N sources paced at real time on this machine.
 
-    .venv/bin/python benchmarks/live_latency.py [--sources 4] [--seconds 45] [--quick]
+    .venv/bin/python benchmarks/live_latency.py [--sources 4] [--seconds 45] [--hop 0.5] [--media F] [--quick]
 
 Each source is the shared Big Buck Bunny clip (H.264 360p + AAC) played at real time, as a camera
 would deliver it. Latency is from the moment a window's last sample arrived (the window became
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def measure(n: int, seconds: float, media: Path) -> dict:
-    config = load_config(**{"sources.realtime": True})
+def measure(n: int, seconds: float, media: Path, hop: float = 0.5) -> dict:
+    config = load_config(**{"sources.realtime": True, "window.hop": hop})
     latencies: list[float] = []
     pipeline = Pipeline(config, on_event=lambda r, s: latencies.append(r["latency_ms"]) if "type" not in r else None)
     specs = [SourceSpec.parse(f"cam{i + 1}={media}") for i in range(n)]
@@ -51,20 +51,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", type=int, nargs="+", default=[4])
     ap.add_argument("--seconds", type=float, default=45.0, help="media seconds per run")
+    ap.add_argument("--hop", type=float, default=0.5, help="seconds between windows")
+    ap.add_argument("--media", default="bbb_360p_60s.mp4", help="clip under shared/data/media (e.g. bbb_720p_30s.mp4)")
     ap.add_argument("--quick", action="store_true", help="1 source, 8 s: checks the script, not the machine")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "live_latency.json"))
     args = ap.parse_args()
-    media = DATA / "media" / "bbb_360p_60s.mp4"
+    media = DATA / "media" / args.media
     if not media.exists():
         raise SystemExit(f"live_latency: {media} is absent (set STREAMCLF_SHARED_DATA)")
     counts, seconds = ([1], 8.0) if args.quick else (args.sources, args.seconds)
-    rows = [measure(n, seconds, media) for n in counts]
+    rows = [measure(n, seconds, media, args.hop) for n in counts]
     print(f"{'sources':>7} {'windows':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'dropped win':>11}")
     for r in rows:
         print(f"{r['sources']:>7} {r['windows']:>8} {r['latency_p50_ms']:>8.1f} {r['latency_p95_ms']:>8.1f} "
               f"{r['latency_p99_ms']:>8.1f} {r['dropped']['windows']:>11}")
     result = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-              "media": media.name, "seconds": seconds, "runs": rows}
+              "media": media.name, "seconds": seconds, "hop_s": args.hop, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
