@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/throughput.py [--files bbb_360p_60s.mp4 bbb_720p_30s.mp4] [--quick]
 
-For each file, in one run, each measurement (the fastest of --repeats) in a fresh process (so no run inherits another's warm caches or
-allocator settings), with the models loaded before the clock starts:
+For each file, in one run, each measurement (the fastest of --repeats) in a fresh process (so no
+run inherits another's warm caches or allocator settings), models loaded before the clock starts:
 - streamclf: `iter_records` at default settings (decoder thread and inference overlap);
 - decode limit: PyAV decoding every video frame and the audio of the file, nothing else;
 - compute limit: `Models.process` alone on the file's windows, decoded beforehand and held in memory;
@@ -35,7 +35,7 @@ def _decode(path: Path) -> None:
     import av
 
     with av.open(str(path)) as container:
-        streams = [s for s in (*container.streams.video[:1], *container.streams.audio[:1])]
+        streams = [*container.streams.video[:1], *container.streams.audio[:1]]
         for packet in container.demux(streams):
             for _ in packet.decode():
                 pass
