@@ -397,8 +397,9 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
             stream = _run_local(jobs, todo, models, config, workers or default_workers(), ident)
         for i, records, end in stream:
             job = jobs[i]
-            if end["fatal"]:
-                message = end["errors"][-1] if end["errors"] else f"{job.path}: cannot label"
+            if end["fatal"] or not records:
+                message = (end["errors"][-1] if end["fatal"] and end["errors"]
+                           else f"{job.path}: no windows: too little decodable media")
                 on_error(message)
                 results[i] = FileResult(str(job.path), job.rel, "error", end["duration"], error=message)
             else:

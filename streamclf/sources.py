@@ -37,7 +37,7 @@ def audio_resampler() -> av.AudioResampler:
 def read_audio(path: str | Path) -> np.ndarray:
     """A whole file's first audio track as the live decoder would deliver it (float32 mono 16 kHz)."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise ValueError(f"{path}: no audio stream")
             resampler = audio_resampler()
@@ -219,7 +219,7 @@ class Decoder(threading.Thread):
         s, name, where = self.settings, self.spec.name, self.spec.display
         try:
             container = av.open(self.spec.url, format=self.spec.format, options=self.spec.options(s),
-                                timeout=(s.open_timeout, s.stall_timeout))
+                                timeout=(s.open_timeout, s.stall_timeout), metadata_errors="replace")
         except Exception as e:  # FFmpeg raises many kinds; all mean "cannot open"
             message = f"cannot open: {_describe(e)}"
             if not self.spec.live:
@@ -227,23 +227,29 @@ class Decoder(threading.Thread):
             return ("stalled" if _is_timeout(e) else "failed"), message
         self.stats["connects"] += 1
         try:
-            return self._demux(container)
+            outcome = self._demux(container)
         except Exception as e:
             message = "no data" if isinstance(e, _Stalled) else _describe(e)
-            if not self.spec.live:
-                self._send(SourceError(name, f"{where}: {message}", fatal=True))
+            if not self.spec.live:  # a damaged file keeps what was decoded before the damage
+                decoded = self._decoded()
+                stop = f" (stopped at {self._last_t:.1f}s)" if decoded and self._last_t is not None else ""
+                self._send(SourceError(name, f"{where}: {message}{stop}", fatal=not decoded))
             return ("stalled" if isinstance(e, _Stalled) or _is_timeout(e) else "failed"), message
         finally:
             container.close()
+        if not self.spec.live and not self._decoded():
+            why = outcome[1] if outcome[0] == "failed" else "no audio or video could be decoded"
+            self._send(SourceError(name, f"{where}: {why}", fatal=True))
+        return outcome
+
+    def _decoded(self) -> bool:
+        return self.stats["frames"] > 0 or self.stats["audio_s"] > 0
 
     def _demux(self, container: av.container.InputContainer) -> tuple[str, str]:
         name = self.spec.name
         video = next(iter(container.streams.video), None)
         audio = next(iter(container.streams.audio), None)
         if video is None and audio is None:
-            if not self.spec.live:
-                self._send(SourceError(name, f"{self.spec.display}: no audio or video stream", fatal=True))
-                return "ended", "no audio or video stream"
             return "failed", "no audio or video stream"
         if video is not None and float(video.average_rate or 0) >= 2 * self.fps:
             video.codec_context.skip_frame = "NONREF"  # frames nothing refers to would mostly be dropped unseen
