@@ -16,8 +16,8 @@ import glob
 import hashlib
 import json
 import multiprocessing as mp
+import multiprocessing.connection
 import os
-import queue
 import shutil
 import sys
 import time
@@ -75,7 +75,7 @@ def find_inputs(paths: list[str], include: list[str] | None = None,
     Folder and glob matches are kept when their name matches ``include``
     (default: known media extensions) and no ``exclude`` pattern; a file
     named on the command line is always tried (and fails clearly if it is
-    not media). Outputs mirror the tree under each folder argument.
+    not media; named pipes too). Outputs mirror the tree under each folder argument.
     """
     def wanted(p: Path) -> bool:
         ok = any(fnmatch.fnmatch(p.name, pat) for pat in include) if include else p.suffix.lower() in MEDIA_EXTENSIONS
@@ -87,7 +87,7 @@ def find_inputs(paths: list[str], include: list[str] | None = None,
         if p.is_dir():
             found = [(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*")) if f.is_file() and wanted(f)]
             found = [(f, r) for f, r in found if not r.startswith(SCRATCH + "/")]
-        elif p.is_file():
+        elif p.exists():  # a file, or a named pipe something writes media into
             found = [(p, p.name)] if not any(fnmatch.fnmatch(p.name, pat) for pat in exclude or ()) else []
         else:
             matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True)) if Path(m).is_file()]
@@ -157,18 +157,15 @@ def decode_chunks(path: str, name: str, config: Config, end: dict[str, Any]) -> 
     end.update(duration=info.duration if info else None, errors=list(errors), fatal=fatal)
 
 
-def _decode_worker(tasks: Any, results: Any, config_json: str) -> None:
-    """A decode process: files from ``tasks``, chunks of windows to ``results``, one ``end`` per file."""
+def _decode_worker(conn: Any, config_json: str) -> None:
+    """A decode process: a file from ``conn``, its chunks of windows back, then ``end``; until told to stop."""
     config = Config.model_validate_json(config_json)
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
+    while (task := conn.recv()) is not None:
         index, path, name = task
         end: dict[str, Any] = {}
         for windows in decode_chunks(path, name, config, end):
-            results.put((index, "windows", windows))
-        results.put((index, "end", end))
+            conn.send((index, "windows", windows))
+        conn.send((index, "end", end))
 
 
 class _Writer:
@@ -301,8 +298,10 @@ def _top(segments: list[dict[str, Any]], n: int = 3) -> list[dict[str, Any]]:
 def _probe_duration(path: Path) -> float | None:
     import av
 
+    if not path.is_file():  # a named pipe would block here, and give its data to the wrong reader
+        return None
     try:
-        with av.open(str(path)) as c:
+        with av.open(str(path), timeout=10.0, metadata_errors="replace") as c:
             return c.duration / av.time_base if c.duration else None
     except Exception:  # the decoder will say what is wrong with it
         return None
@@ -423,45 +422,99 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
     if not todo:
         return
     ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
-    tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * workers)
-    procs = [ctx.Process(target=_decode_worker, args=(tasks, results, config.model_dump_json()), daemon=True)
-             for _ in range(min(workers, len(todo)))]
-    for i in todo:
-        tasks.put((i, str(jobs[i].path), jobs[i].rel))
-    for _ in procs:
-        tasks.put(None)
-    for p in procs:
-        p.start()
+    config_json = config.model_dump_json()
+    queued = list(todo)
     recorder = Recorder(models, config)
     records: dict[int, list[dict[str, Any]]] = {i: [] for i in todo}
     remaining = set(todo)
+    limit = config.sources.file_timeout
+    # One pipe per decode process, no shared queue or lock: a process that dies or is killed
+    # mid-message costs its own file, never the others.
+    decoders: list[_DecodeProcess] = []
+
+    def hand_out(d: _DecodeProcess) -> None:
+        d.index, d.since = (queued.pop(0) if queued else None), time.monotonic()
+        d.conn.send(None if d.index is None else (d.index, str(jobs[d.index].path), jobs[d.index].rel))
+
+    def failed(index: int, why: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+        remaining.discard(index)
+        records.pop(index, None)
+        return index, [], {"duration": None, "fatal": True, "errors": [f"{jobs[index].path}: {why}"]}
+
     try:
+        for _ in range(min(workers, len(todo))):
+            decoders.append(_DecodeProcess.start(ctx, config_json))
+            hand_out(decoders[-1])
         while remaining:
-            try:
-                index, kind, payload = results.get(timeout=5.0)
-            except queue.Empty:
-                if not any(p.is_alive() for p in procs):
-                    for i in sorted(remaining):  # a decode process died (e.g. killed): say so, go on
-                        remaining.discard(i)
-                        yield i, [], {"duration": None, "fatal": True,
-                                      "errors": [f"{jobs[i].path}: the decoding process died"]}
-                continue
-            if kind == "windows":
-                key = jobs[index].key(ident)[:12]
-                for scored in models.process(payload):
-                    record = {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
-                    record["id"] = f"{key}-{len(records[index]):06d}"
-                    records[index].append(record)
-                continue
-            remaining.discard(index)
-            recorder.reset(jobs[index].rel)
-            models.forget(jobs[index].rel)
-            yield index, records.pop(index), payload
+            busy = [d for d in decoders if d.index is not None]
+            ready = mp.connection.wait([d.conn for d in busy], timeout=min(5.0, limit / 4))
+            now = time.monotonic()
+            for d in busy:
+                index = d.index
+                if d.conn in ready:
+                    try:
+                        _, kind, payload = d.conn.recv()
+                    except (EOFError, OSError):
+                        d.stop()
+                        yield failed(index, f"the decoding process died (exit code {d.process.exitcode})")
+                    else:
+                        d.since = now
+                        if kind == "windows":
+                            key = jobs[index].key(ident)[:12]
+                            for scored in models.process(payload):
+                                record = {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
+                                record["id"] = f"{key}-{len(records[index]):06d}"
+                                records[index].append(record)
+                            continue
+                        remaining.discard(index)
+                        recorder.reset(jobs[index].rel)
+                        models.forget(jobs[index].rel)
+                        yield index, records.pop(index), payload
+                        hand_out(d)
+                        continue
+                elif now - d.since > limit:  # the watchdog: stuck in FFmpeg (a hung mount, a pipe with no writer)
+                    d.stop()
+                    yield failed(index, f"decoding made no progress for {limit:g}s")
+                else:
+                    continue
+                if queued:
+                    decoders[decoders.index(d)] = replacement = _DecodeProcess.start(ctx, config_json)
+                    hand_out(replacement)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join(5)
+        for d in decoders:
+            d.stop(wait=True)
+
+
+@dataclass
+class _DecodeProcess:
+    """A spawned decode process, its end of the pipe, and the file it is on."""
+
+    process: Any
+    conn: Any
+    index: int | None = None
+    since: float = 0.0
+
+    @classmethod
+    def start(cls, ctx: Any, config_json: str) -> "_DecodeProcess":
+        ours, theirs = ctx.Pipe()
+        process = ctx.Process(target=_decode_worker, args=(theirs, config_json), daemon=True)
+        process.start()
+        theirs.close()  # so its death reads as end-of-file here
+        return cls(process, ours)
+
+    def stop(self, wait: bool = False) -> None:
+        """Ask politely when idle (``wait``), else kill; either way reap it."""
+        if wait and self.index is None and self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+        self.index = None
 
 
 def iter_records(path: str | Path, config: Config | None = None, models: Any = None) -> Iterator[dict[str, Any]]:

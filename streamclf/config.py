@@ -63,6 +63,8 @@ class SourcesConfig(_Strict):
     max_reconnects: int | None = Field(None, ge=0, description="give up after this many reconnects in a row; null = never")
     realtime: bool = Field(False, description="pace files at real time and treat them like live feeds (drop when behind)")
     status_interval: float = Field(10.0, gt=0, description="seconds between status records with counters for live sources")
+    file_timeout: float = Field(120.0, gt=0, description="label: seconds a file may decode without yielding anything "
+                                "before its decoding counts as hung (the file fails, the batch goes on)")
 
 
 class WebhookConfig(_Strict):
