@@ -108,7 +108,7 @@ def identity(config: Config) -> str:
     from .encoders import MODELS
 
     parts = [config.model_dump_json(exclude={"sinks", "alerts", "sources", "device", "queue_size",
-                                             "batch_windows", "batch_timeout"})]
+                                             "batch_windows", "batch_timeout", "output_dir"})]
     parts += [MODELS[getattr(config, m).encoder].weights.id for m in ("audio", "video")]
     if config.fusion.head:
         head = Path(config.fusion.head)

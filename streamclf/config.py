@@ -144,6 +144,8 @@ class Config(_Strict):
     sources: SourcesConfig = SourcesConfig()
     sinks: SinksConfig = SinksConfig()
     alerts: AlertsConfig = AlertsConfig()
+    output_dir: str = Field(".", description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
+                            "sinks.webhook.spool, alerts.events_dir) are relative to; they may not leave it")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
@@ -176,9 +178,36 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             node = node.setdefault(key, {})
         node[leaf] = value
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{where}: {key}: {first['msg']}{more}") from e
+    return _contain_outputs(config, where, given=set(overrides))
+
+
+OUTPUT_PATHS = ("sinks.jsonl", "sinks.sqlite.path", "sinks.webhook.spool", "alerts.events_dir")
+
+
+def _contain_outputs(config: Config, where: str, given: set[str]) -> Config:
+    """Put the config's output paths under ``output_dir``; a config file may not write outside it.
+
+    A shared or downloaded config must not be able to write to ``../../.bashrc``.
+    Paths given on the command line (``given``) are the user's own and used as they are.
+    """
+    root = Path(config.output_dir).resolve()
+    for dotted in OUTPUT_PATHS:
+        *parents, leaf = dotted.split(".")
+        node: Any = config
+        for key in parents:
+            node = getattr(node, key)
+        value = getattr(node, leaf) if node is not None else None
+        if value is None or value == "-" or dotted in given:
+            continue
+        path = (root / value).resolve()
+        if not path.is_relative_to(root):
+            raise ConfigError(f"{where}: {dotted}: {value!r} is outside the output folder {str(root)!r} "
+                              "(set output_dir to write there)")
+        object.__setattr__(node, leaf, str(Path(config.output_dir) / value) if config.output_dir != "." else value)
+    return config

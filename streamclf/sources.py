@@ -50,7 +50,13 @@ def read_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+PROTOCOLS = {  # what FFmpeg may open for each kind of source, and nothing else
+    "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https", "rtsps": "rtsps,rtp,srtp,udp,tcp,tls",
+    "rtmp": "rtmp,rtmpt,tcp", "rtmps": "rtmps,rtmpts,tcp,tls", "http": "http,https,tcp,tls,crypto",
+    "https": "https,tcp,tls,crypto", "udp": "udp,rtp", "tcp": "tcp", "srt": "srt", "rtp": "rtp,udp",
+    "file": "file,crypto",
+}
+NETWORK_SCHEMES = tuple(s for s in PROTOCOLS if s != "file")
 
 
 @dataclass
@@ -74,6 +80,9 @@ class SourceSpec:
         elif url.startswith("/dev/video"):
             fmt = "v4l2"
         scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme and scheme not in PROTOCOLS:
+            raise ValueError(f"{redact(url)}: unsupported scheme {scheme}://; use a file path, /dev/videoN, "
+                             f"a camera index or one of {', '.join(s + '://' for s in PROTOCOLS)}")
         live = fmt == "v4l2" or scheme in NETWORK_SCHEMES
         return cls(url=url, name=name or _default_name(url), format=fmt, live=live)
 
@@ -82,10 +91,21 @@ class SourceSpec:
         """The URL or path as it may be shown: credentials removed."""
         return redact(self.url)
 
+    @property
+    def target(self) -> str:
+        """What FFmpeg opens: a path always as a file (``concat:...`` or ``subfile:...`` are names, not protocols)."""
+        if self.format == "v4l2" or "://" in self.url:
+            return self.url
+        return "file:" + self.url
+
     def options(self, settings: SourcesConfig) -> dict[str, str]:
-        if self.url.lower().startswith(("rtsp://", "rtsps://")):
-            return {"rtsp_transport": settings.rtsp_transport}
-        return {}
+        if self.format == "v4l2":
+            return {}
+        scheme = self.url.partition("://")[0].lower() if "://" in self.url else "file"
+        options = {"protocol_whitelist": PROTOCOLS[scheme]}
+        if scheme in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = settings.rtsp_transport
+        return options
 
 
 def _default_name(url: str) -> str:
@@ -218,7 +238,7 @@ class Decoder(threading.Thread):
         """One connection: ("ended" | "stalled" | "failed", why)."""
         s, name, where = self.settings, self.spec.name, self.spec.display
         try:
-            container = av.open(self.spec.url, format=self.spec.format, options=self.spec.options(s),
+            container = av.open(self.spec.target, format=self.spec.format, options=self.spec.options(s),
                                 timeout=(s.open_timeout, s.stall_timeout), metadata_errors="replace")
         except Exception as e:  # FFmpeg raises many kinds; all mean "cannot open"
             message = f"cannot open: {_describe(e)}"
