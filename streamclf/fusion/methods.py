@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 import yaml
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from .decision import DecisionHead, HybridHead, StackingHead
@@ -66,7 +67,7 @@ def load_head(path: str | Path) -> tuple[Head, dict[str, Any]]:
         arrays = load_file(str(path / WEIGHTS))
     except FileNotFoundError as e:
         raise ValueError(f"{path}: not a head folder (needs {CARD} and {WEIGHTS}): {e.filename} is missing") from e
-    except (KeyError, TypeError, yaml.YAMLError, OSError) as e:
+    except (KeyError, TypeError, yaml.YAMLError, OSError, SafetensorError) as e:
         raise ValueError(f"{path}: unreadable head card or weights: {e}") from e
     method = spec.pop("method")
     head = build_head(method, spec.pop("modalities"), spec.pop("classes"), spec.pop("dims"), **spec)
