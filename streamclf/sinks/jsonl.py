@@ -4,29 +4,96 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections import deque
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+MAX_PENDING = 100_000  # records held in memory while the disk is full (about 100 MB)
 
 
 class JsonlSink:
-    """Appends to ``path`` (``-`` is stdout); every line is flushed and fsync'd."""
+    """Appends to ``path`` (``-`` is stdout); every line is written whole and fsync'd.
 
-    def __init__(self, path: str | Path, fsync: bool = True) -> None:
-        self.path = str(path)
+    When the disk is full (or the write fails otherwise) the records wait in
+    memory, in order, and go out with the next record once space is back;
+    a half-written line is cut off again, so the file only ever holds whole
+    lines (a line a crash left half-written is cut at open).
+    """
+
+    def __init__(self, path: str | Path, fsync: bool = True, drain_timeout: float = 5.0) -> None:
+        self.path, self.fsync, self.drain_timeout = str(path), fsync, drain_timeout
+        self._pending: deque[bytes] = deque()
+        self.written = self.lost = 0
+        self._failing: str | None = None
+        self._fd: int | None = None
         if self.path == "-":
-            self._f: IO[str] = sys.stdout
-            self.fsync = False
-        else:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a", encoding="utf-8")
-            self.fsync = fsync
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._good = self._whole_lines()
+
+    def _whole_lines(self) -> int:
+        """Size of the file up to its last complete line; anything after it is cut off."""
+        size = end = os.fstat(self._fd).st_size
+        if size == 0 or os.pread(self._fd, 1, size - 1) == b"\n":
+            return size
+        good = 0
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            cut = os.pread(self._fd, end - start, start).rfind(b"\n")
+            if cut >= 0:
+                good = start + cut + 1
+                break
+            end = start
+        os.ftruncate(self._fd, good)
+        return good
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
-        if self.fsync:
-            os.fsync(self._f.fileno())
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        if self._fd is None:
+            sys.stdout.write(line.decode())
+            sys.stdout.flush()
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self.lost += 1
+        self._pending.append(line)
+        self._drain()
+
+    def _drain(self) -> bool:
+        """Write what waits, in order; False (and the rest kept) at the first failure."""
+        while self._pending:
+            line = self._pending[0]
+            try:
+                done = os.write(self._fd, line)
+                if done != len(line):
+                    raise OSError(28, "short write")
+                if self.fsync:
+                    os.fsync(self._fd)
+            except OSError as e:
+                os.ftruncate(self._fd, self._good)  # never leave half a line behind
+                if self._failing is None:
+                    print(f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
+                          "and retrying with the next one", file=sys.stderr, flush=True)
+                self._failing = e.strerror or str(e)
+                return False
+            self._good += len(line)
+            self._pending.popleft()
+            self.written += 1
+            if self._failing is not None:
+                print(f"jsonl: {self.path}: writing again", file=sys.stderr, flush=True)
+                self._failing = None
+        return True
 
     def close(self) -> None:
-        if self._f is not sys.stdout:
-            self._f.close()
+        if self._fd is None:
+            return
+        deadline = time.monotonic() + self.drain_timeout
+        while not self._drain() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._pending or self.lost:
+            print(f"jsonl: {self.path}: {len(self._pending) + self.lost} records could not be written "
+                  f"({self._failing or 'too many waiting'})", file=sys.stderr, flush=True)
+        os.close(self._fd)
+        self._fd = None
