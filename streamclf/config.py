@@ -167,8 +167,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     if path:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{where}: cannot read: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: {_yaml_problem(e)}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: top level must be a mapping")
     for dotted, value in overrides.items():
@@ -185,6 +187,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{where}: {key}: {first['msg']}{more}") from e
     return _contain_outputs(config, where, given=set(overrides))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """YAML's several-line report as one line: where, then what."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"not valid YAML: {where}{what}"
 
 
 OUTPUT_PATHS = ("sinks.jsonl", "sinks.sqlite.path", "sinks.webhook.spool", "alerts.events_dir")
