@@ -1,5 +1,6 @@
 """Network sources against real local servers: RTSP with a server crash and restart, HTTP MPEG-TS,
-a server that accepts and says nothing, and a refused connection. All on 127.0.0.1, all bounded."""
+a server that accepts and says nothing, one that sends garbage, a refused connection and a name
+that cannot resolve. All on 127.0.0.1 (the name fails in the resolver itself), all bounded."""
 from __future__ import annotations
 
 import threading
@@ -13,7 +14,7 @@ from streamclf.config import load_config
 from streamclf.pipeline import Pipeline
 from streamclf.sources import SourceSpec
 from tests.conftest import shared
-from tests.servers import HttpServer, RtspServer, black_hole_server, free_port, make_ts
+from tests.servers import HttpServer, RtspServer, black_hole_server, free_port, garbage_server, make_ts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,3 +122,27 @@ def test_silent_server_and_refused_connection_give_up_with_one_line() -> None:
         assert "gave up after 1 reconnects" in st.errors[-1] and "\n" not in st.errors[-1]
     text = repr(watch.records)
     assert "secret" not in text  # credentials never reach records
+
+
+UNRESOLVABLE = "a" * 64 + ".example"  # a DNS label over 63 characters: the resolver refuses it without a query
+
+
+def test_garbage_and_unresolvable_sources_leave_the_others_alone() -> None:
+    clip = shared("media/grid/bbaf2n.mpg")
+    config = load_config(**{**LIVE, "sources.max_reconnects": 2, "sources.backoff_initial": 0.1,
+                            "sources.realtime": True})
+    with garbage_server() as port:
+        watch = Watch()
+        specs = [SourceSpec.parse(f"good={clip}"), SourceSpec.parse(f"garbage=http://127.0.0.1:{port}/live.ts"),
+                 SourceSpec.parse(f"nodns=rtsp://user:secret@{UNRESOLVABLE}:554/x")]
+        pipeline, thread = _start(config, specs, watch)
+        thread.join(60)
+    assert not thread.is_alive()
+    for name in ("garbage", "nodns"):
+        st = pipeline.states[name]
+        assert st.fatal and "gave up after 2 reconnects" in st.errors[-1] and "\n" not in st.errors[-1]
+    good = pipeline.states["good"]
+    assert not good.fatal and sum(good.dropped.values()) == 0
+    windows = [r for r in _windows(watch.records) if r["source"] == "good"]
+    assert windows and windows[-1]["t_end"] >= 2.5  # the whole 3 s clip, at real time, beside the failures
+    assert "secret" not in repr(watch.records)
