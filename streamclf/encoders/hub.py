@@ -26,10 +26,10 @@ from torchvision.models import get_model_builder, get_weight
 from .efficientnet_lite import imagenet_labels
 from .weights import Weights, WeightsEnum, WeightsUnavailable
 
-_IMAGENET_TERMS = ("code BSD-3-Clause (torchvision); weights trained on ImageNet-1k, whose terms may apply "
-                   "(torchvision's note on pre-trained weights)")
-_KINETICS_TERMS = ("code BSD-3-Clause (torchvision); weights trained on Kinetics-400 (YouTube clips), whose terms "
-                   "may apply (torchvision's note on pre-trained weights)")
+_IMAGENET_TERMS = ("BSD-3-Clause code + ImageNet-1k terms (torchvision; its note on pre-trained weights: "
+                   "the training data's terms may apply)")
+_KINETICS_TERMS = ("BSD-3-Clause code + Kinetics-400 terms (torchvision; its note on pre-trained weights: "
+                   "the training data's terms (YouTube clips) may apply)")
 
 
 def hub_checkpoints() -> Path:
@@ -131,13 +131,13 @@ def _weights(arch: str, torchvision_weights: str, embedding_dim: int, clip: tupl
     }
     if clip is None:
         meta.update(label_space="imagenet-1k", categories=imagenet_labels(), license=_IMAGENET_TERMS,
-                    input=f"RGB frame -> resize {resize}, centre crop {crop}, ImageNet mean/std")
+                    input=f"RGB frame -> resize {resize}, crop {crop}, ImageNet mean/std")
     else:
         frames, fps = clip
         meta.update(label_space="kinetics-400", categories=list(tv.meta["categories"]), license=_KINETICS_TERMS,
                     clip={"frames": frames, "fps": fps},
-                    input=f"clip of {frames} frames at {fps:g} fps -> resize {tf.resize_size}, centre crop {crop}, "
-                          f"Kinetics mean/std")
+                    input=f"clip of {frames} frames at {fps:g} fps -> resize {'x'.join(map(str, tf.resize_size))}, "
+                          f"crop {crop}")
     return Weights(id=f"{arch}-{torchvision_weights.split('.')[-1].lower()}-{Path(tv.url).stem.split('-')[-1]}",
                    load=functools.partial(_load, arch, torchvision_weights),
                    transforms=functools.partial(TorchvisionTransform, torchvision_weights, clip and clip[0]),

