@@ -66,11 +66,12 @@ def head_info(path: Path) -> ModelInfo:
     model_card = yaml.safe_load(model_card_path.read_text()) if model_card_path.exists() else {}
     head = card["head"]
     window = card.get("window") or {}
-    encoders = ", ".join(f"{m}: {wid}" for m, wid in card.get("encoders", {}).items())
+    names = {entry.weights.id: name for name, entry in MODELS.items()}
+    encoders = " + ".join(names.get(wid, wid) for wid in card.get("encoders", {}).values())
     weights = path / "head.safetensors"
     return ModelInfo(path.name, "head", "+".join(head["modalities"]),
                      model_card.get("label_space", "own classes"), len(head["classes"]),
-                     f"{head['method']} head over embeddings ({encoders}); window {window.get('length', '?')} s",
+                     f"{head['method']} head on {encoders} embeddings, {window.get('length', '?')} s windows",
                      card.get("params"), round(weights.stat().st_size / 1e6, 1) if weights.exists() else None,
                      model_card.get("license", "see the head's data"),
                      "shipped" if weights.exists() else "missing", str(weights), weights.exists())
@@ -87,28 +88,22 @@ def sample_inputs(path: Path = SAMPLE, seconds: float = 4.0) -> tuple[np.ndarray
     """Real frames (15 fps, RGB, short side 256) and 16 kHz mono audio from the start of a clip."""
     import av
 
-    frames, audio = [], []
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    from .sources import SAMPLE_RATE, read_audio
+
+    frames: list[np.ndarray] = []
     with av.open(str(path)) as container:
-        next_t = 0.0
         for frame in container.decode(video=0):
-            if frame.time is not None and frame.time >= seconds:
+            if frame.time is None or frame.time >= seconds:
                 break
-            if frame.time is None or frame.time >= next_t:
+            if frame.time >= len(frames) / 15:
                 scale = 256 / min(frame.width, frame.height)
                 frames.append(frame.to_ndarray(format="rgb24", width=round(frame.width * scale),
                                                height=round(frame.height * scale)))
-                next_t += 1 / 15
-        container.seek(0)
-        for frame in container.decode(audio=0):
-            if frame.time is not None and frame.time >= seconds:
-                break
-            audio += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
-    return np.stack(frames), np.concatenate(audio).astype(np.float32)
+    return np.stack(frames), read_audio(path)[:int(seconds * SAMPLE_RATE)]
 
 
-def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto", repeats: int = 3) -> str:
-    """Speed of one encoder on real inputs, best of ``repeats`` after a warm-up pass."""
+def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto", repeats: int = 5) -> str:
+    """Speed of one encoder on real inputs, best of ``repeats`` after a warm-up pass (the cores may be shared)."""
     enc = Encoder(name, pick_device(device))
     clip = enc.meta.get("clip")
     if enc.modality in ("audio", "speech"):
@@ -117,7 +112,7 @@ def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto"
     elif clip:
         unit, count, inputs = "clips/s", 2, [frames[:clip["frames"]], frames[-clip["frames"]:]]
     else:
-        unit, count, inputs = "images/s", 8, [frames[:8]]
+        unit, count, inputs = "images/s", 16, [frames[:16]]
     enc.embed(inputs)
     best = min(_timed(lambda: enc.embed(inputs)) for _ in range(repeats))
     return f"{count / best:.1f} {unit}"

@@ -159,7 +159,8 @@ def torchvision_model(arch: str, *, weights: Torchvision_Weights | None = None) 
     """Build torchvision's ``arch`` split for ``embed``; ``weights=None`` gives a random network."""
     spec = weights or next(w for w in Torchvision_Weights if w.meta["arch"] == arch)
     num_classes = len(spec.meta["categories"])
+    state = weights.get_state_dict() if weights is not None else None  # before building: fail fast offline
     model = get_model_builder(arch)(weights=None, num_classes=num_classes)
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict())
+    if state is not None:
+        model.load_state_dict(state)
     return TorchvisionClassifier(model.eval(), num_classes).eval()
