@@ -11,7 +11,6 @@ and a sigmoid per chunk; it matches the TorchScript model to 1e-6.
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir
+from .weights import Weights, WeightsEnum, WeightsUnavailable, converted
 
 SAMPLE_RATE = 16000
 CHUNK = 512  # 32 ms: the step silero-vad scores at 16 kHz
@@ -109,14 +108,7 @@ def _state_dict_from_jit(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load() -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file, save_file
-
-    cached = cache_dir() / f"{SileroVAD_Weights.V6_16K.id}.safetensors"
-    if not cached.exists():
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
-        save_file(_state_dict_from_jit(silero_file()), str(tmp))
-        tmp.replace(cached)
-    return load_file(str(cached))
+    return converted(SileroVAD_Weights.V6_16K.id, lambda: _state_dict_from_jit(silero_file()))
 
 
 class SileroVAD_Weights(WeightsEnum):

