@@ -8,6 +8,18 @@ from .config import ConfigError, load_config
 from .encoders.weights import WeightsUnavailable
 
 
+def _encoder_flags(parser: argparse.ArgumentParser) -> None:
+    """The same encoder choice on every verb that runs the pipeline."""
+    parser.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
+    parser.add_argument("--audio-encoder", help="audio encoder by name (see streamclf models; default yamnet)")
+    parser.add_argument("--speech", action="store_true", help="add each window's speech probability (silero-vad)")
+
+
+def _encoders(args: argparse.Namespace) -> dict[str, object]:
+    return {"video.encoder": args.video_encoder, "audio.encoder": args.audio_encoder,
+            "speech.enabled": args.speech or None}
+
+
 def _run(args: argparse.Namespace) -> int:
     from .config import AlertRule
     from .pipeline import run
@@ -16,8 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "sources.realtime": args.realtime or None,
-        "video.encoder": args.video_encoder, "audio.encoder": args.audio_encoder, "speech.enabled": args.speech or None,
-        "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
+        **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
         "alerts.events_dir": args.events_dir,
     }.items() if v is not None}
     if args.mqtt:
@@ -52,9 +63,8 @@ def _label(args: argparse.Namespace) -> int:
     if args.ray_address and args.engine != "ray":
         print("streamclf: error: --ray-address needs --engine ray", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device, "video.encoder": args.video_encoder,
-                                   "audio.encoder": args.audio_encoder, "speech.enabled": args.speech or None,
-                                   }.items() if v is not None}
+    overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device, **_encoders(args)}.items()
+                 if v is not None}
     config = load_config(args.config, **overrides)
     try:
         rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude,
@@ -163,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--webhook", metavar="URL", help="also POST every record to this URL (spooled, retried)")
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
     run.add_argument("--timings", action="store_true", help="print per-stage p50/p95 timings at the end")
-    run.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
-    run.add_argument("--audio-encoder", help="audio encoder by name (see streamclf models; default yamnet)")
-    run.add_argument("--speech", action="store_true", help="add each window's speech probability (silero-vad)")
+    _encoder_flags(run)
     run.set_defaults(func=_run)
 
     lb = verbs.add_parser("label", help="label files and folders of media into timelines, segments and subtitles")
@@ -183,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     lb.add_argument("--head", help="trained head folder instead of the category map")
     lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     lb.add_argument("--no-progress", action="store_true", help="no progress bar")
-    lb.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
-    lb.add_argument("--audio-encoder", help="audio encoder by name (see streamclf models; default yamnet)")
-    lb.add_argument("--speech", action="store_true", help="add each window's speech probability (silero-vad)")
+    _encoder_flags(lb)
     lb.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: decode and infer on a Ray cluster (pip install 'streamclf[ray]')")
     lb.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, ray://head:10001); default: a local Ray")

@@ -155,16 +155,15 @@ class Models:
             t0 = time.monotonic()
             self._video(windows, results)
             timings.since("encode video", t0)
+        audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
         if "audio" in self.encoders:
             t0 = time.monotonic()
-            audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
             outs = self.encoders["audio"].embed([w.audio for _, w in audio_windows])
             for (i, _), (emb, scores) in zip(audio_windows, outs):
                 self._pool(results[i], "audio", emb, scores)
             timings.since("encode audio", t0)
         if self.speech is not None:
             t0 = time.monotonic()
-            audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
             for (i, _), (_, prob) in zip(audio_windows, self.speech.embed([w.audio for _, w in audio_windows])):
                 results[i].features["speech"] = float(prob[0, 0])
             timings.since("speech", t0)
