@@ -37,19 +37,16 @@ def hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def hub_file(weights: WeightsEnum) -> str:
-    return weights.meta["hub"]["file"]
-
-
 def is_cached(weights: WeightsEnum) -> bool:
-    return (hub_checkpoints() / hub_file(weights)).exists()
+    return (hub_checkpoints() / weights.meta["hub"]["file"]).exists()
 
 
 def _load(arch: str, torchvision_weights: str) -> dict[str, torch.Tensor]:
     tv = get_weight(torchvision_weights)
     file = Path(tv.url).name
     try:
-        return tv.get_state_dict(progress=False, check_hash=False)  # torch.load(weights_only=True) underneath
+        # a download is checked against the hash in its file name; torch.load(weights_only=True) underneath
+        return tv.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
         raise WeightsUnavailable(
