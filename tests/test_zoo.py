@@ -191,3 +191,20 @@ def test_run_with_a_clip_model_adapts_the_window(torch_home, tmp_path, capsys):
     assert records and all(r["t_end"] - r["t_start"] == pytest.approx(1.067) for r in records)
     kinetics = set(Torchvision_Weights.R2PLUS1D_18.meta["categories"])
     assert all(r["video"] and {e["label"] for e in r["video"]} <= kinetics for r in records)
+
+
+def test_a_head_on_clip_model_embeddings_runs(torch_home, tmp_path):
+    """Heads see embeddings, not label spaces: one trained on a Kinetics clip model's 512-d features runs live."""
+    from streamclf.fusion import build_head, save_head
+
+    write_random_weights("r2plus1d_18")
+    rng = np.random.default_rng(0)
+    x, y = {"video": rng.normal(size=(40, 512)).astype(np.float32)}, np.arange(40) % 2
+    head = build_head("video", ("video",), ["pancake", "other"], {"video": 512}, epochs=2)
+    save_head(head.fit(x, {"video": np.ones(40, bool)}, y), tmp_path / "head",
+              {"encoders": {"video": Torchvision_Weights.R2PLUS1D_18.id}})
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(shared("media/grid/bbaf2n.mpg")), "--no-dashboard", "--out", str(out),
+                 "--video-encoder", "r2plus1d_18", "--head", str(tmp_path / "head"), "--hop", "1"]) == 0
+    records = [r for r in map(json.loads, out.read_text().splitlines()) if "type" not in r]
+    assert records and all({e["label"] for e in r["labels"]} == {"pancake", "other"} for r in records)
