@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import SameConv2d, fold_batchnorm
-from .weights import Weights, WeightsEnum, WeightsUnavailable
+from .weights import Weights, WeightsEnum, WeightsUnavailable, loaded
 
 _BN = dict(momentum=0.01, eps=1e-3)
 # (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
@@ -183,10 +183,7 @@ class EfficientNet_Lite2_Weights(WeightsEnum):
 
 def _build(variant: int, weights: WeightsEnum | None) -> EfficientNetLite:
     width, depth = _VARIANTS[variant][:2]
-    model = EfficientNetLite(width, depth)
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict())
-    return model.eval()
+    return loaded(EfficientNetLite(width, depth), weights)
 
 
 def efficientnet_lite0(*, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import Weights, WeightsEnum, WeightsUnavailable, converted
+from .weights import Weights, WeightsEnum, WeightsUnavailable, converted, loaded
 
 SAMPLE_RATE = 16000
 CHUNK = 512  # 32 ms: the step silero-vad scores at 16 kHz
@@ -134,7 +134,4 @@ class SileroVAD_Weights(WeightsEnum):
 
 def silero_vad(*, weights: SileroVAD_Weights | None = SileroVAD_Weights.DEFAULT) -> SileroVAD:
     """Build the speech gate; ``weights=None`` gives a random network."""
-    model = SileroVAD()
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict())
-    return model.eval()
+    return loaded(SileroVAD(), weights)

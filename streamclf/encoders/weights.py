@@ -10,7 +10,7 @@ import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -49,6 +49,16 @@ class WeightsEnum(enum.Enum):
 
     def get_state_dict(self) -> dict[str, torch.Tensor]:
         return self.value.load()
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def loaded(model: M, weights: WeightsEnum | None) -> M:
+    """What every builder ends with: the weights' parameters (none: random), in eval mode."""
+    if weights is not None:
+        model.load_state_dict(weights.get_state_dict())
+    return model.eval()
 
 
 class WeightsUnavailable(RuntimeError):

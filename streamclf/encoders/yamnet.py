@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .layers import SameConv2d
-from .weights import Weights, WeightsEnum, WeightsUnavailable, converted
+from .weights import Weights, WeightsEnum, WeightsUnavailable, converted, loaded
 
 SAMPLE_RATE = 16000
 PATCH_FRAMES = 96  # 0.96 s of 10 ms frames
@@ -189,8 +189,5 @@ class YAMNet_Weights(WeightsEnum):
 
 def yamnet(*, weights: YAMNet_Weights | None = YAMNet_Weights.DEFAULT) -> YAMNet:
     """Build YAMNet; ``weights=None`` gives a randomly initialised network."""
-    model = YAMNet(num_classes=len(weights.meta["categories"]) if weights else 521)
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict())
-    return model.eval()
+    return loaded(YAMNet(num_classes=len(weights.meta["categories"]) if weights else 521), weights)
 
