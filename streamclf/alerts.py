@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import AlertRule, AlertsConfig
+from .config import AlertRule, AlertsConfig, SpeechGate
 from .types import Window
 
 SAMPLE_RATE = 16000
@@ -50,6 +50,7 @@ class _Rule:
     end_windows: int
     cooldown: float
     loudness_dbfs: float | None
+    speech: SpeechGate | None
     pre_roll: float
     post_roll: float
 
@@ -62,7 +63,7 @@ class _Rule:
         min_score = pick("min_score")
         end_score = rule.end_score if rule.end_score is not None else 0.8 * min_score
         return cls(rule.label, min_score, pick("min_windows"), min(end_score, min_score), rule.end_windows,
-                   pick("cooldown"), pick("loudness_dbfs"), rule.pre_roll, rule.post_roll)
+                   pick("cooldown"), pick("loudness_dbfs"), rule.speech, rule.pre_roll, rule.post_roll)
 
 
 @dataclass
@@ -170,10 +171,11 @@ class Alerts:
     def _step(self, track: _Track, record: dict[str, Any], window: Window, score: float,
               loudness: float) -> list[dict[str, Any]]:
         rule, centre = track.rule, (record["t_start"] + record["t_end"]) / 2
-        loud = rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs
+        admitted = ((rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs)
+                    and (rule.speech is None or rule.speech.admits(record.get("speech"))))
         ev = track.event
         if ev is None:
-            if score >= rule.min_score and loud:
+            if score >= rule.min_score and admitted:
                 if track.above == 0:
                     track.first_above = centre
                 track.above += 1

@@ -5,6 +5,19 @@ import argparse
 import sys
 
 from .config import ConfigError, load_config
+from .encoders.weights import WeightsUnavailable
+
+
+def _encoder_flags(parser: argparse.ArgumentParser) -> None:
+    """The same encoder choice on every verb that runs the pipeline."""
+    parser.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
+    parser.add_argument("--audio-encoder", help="audio encoder by name (see streamclf models; default yamnet)")
+    parser.add_argument("--speech", action="store_true", help="add each window's speech probability (silero-vad)")
+
+
+def _encoders(args: argparse.Namespace) -> dict[str, object]:
+    return {"video.encoder": args.video_encoder, "audio.encoder": args.audio_encoder,
+            "speech.enabled": args.speech or None}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -15,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "sources.realtime": args.realtime or None,
-        "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
+        **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
         "alerts.events_dir": args.events_dir,
     }.items() if v is not None}
     if args.mqtt:
@@ -50,7 +63,8 @@ def _label(args: argparse.Namespace) -> int:
     if args.ray_address and args.engine != "ray":
         print("streamclf: error: --ray-address needs --engine ray", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device}.items() if v is not None}
+    overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device, **_encoders(args)}.items()
+                 if v is not None}
     config = load_config(args.config, **overrides)
     try:
         rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude,
@@ -78,6 +92,26 @@ def _events(args: argparse.Namespace) -> int:
     rows = query_events(db, source=args.source, since=args.since, label=args.label, kind=args.type,
                         limit=args.limit)
     print(format_events(rows))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from .zoo import as_dicts, bench_all, list_models, render
+
+    rows = list_models()
+    if args.bench:
+        bench_all(rows, args.device or "auto", progress=_progress)
+    if args.json:
+        print(json.dumps(as_dicts(rows), indent=1))
+    else:
+        console = Console()
+        if not console.is_terminal:  # a pipe or file: wide enough that rows stay readable
+            console = Console(width=220)
+        console.print(render(rows))
     return 0
 
 
@@ -139,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--webhook", metavar="URL", help="also POST every record to this URL (spooled, retried)")
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
     run.add_argument("--timings", action="store_true", help="print per-stage p50/p95 timings at the end")
+    _encoder_flags(run)
     run.set_defaults(func=_run)
 
     lb = verbs.add_parser("label", help="label files and folders of media into timelines, segments and subtitles")
@@ -156,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     lb.add_argument("--head", help="trained head folder instead of the category map")
     lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     lb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _encoder_flags(lb)
     lb.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: decode and infer on a Ray cluster (pip install 'streamclf[ray]')")
     lb.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, ray://head:10001); default: a local Ray")
@@ -182,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--hold-out", default="yweweler", help="avdigits: speaker kept out of training")
     tr.set_defaults(func=_train)
 
+    md = verbs.add_parser("models", help="list encoders and heads: labels, input, size, license, weights here or not")
+    md.add_argument("--bench", action="store_true", help="also measure each available encoder's speed on this machine")
+    md.add_argument("--json", action="store_true", help="JSON instead of a table")
+    md.add_argument("--device", help="device for --bench: auto, cpu, cuda, cuda:N")
+    md.set_defaults(func=_models)
+
     cmp = verbs.add_parser("compare", help="compare every fusion method on AV-digits")
     cmp.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
     cmp.add_argument("--seeds", type=int, default=1, help="training seeds per fold")
@@ -199,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"streamclf: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, WeightsUnavailable) as e:
         print(f"streamclf: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

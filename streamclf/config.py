@@ -20,6 +20,8 @@ class WindowConfig(_Strict):
     max_side: int = Field(640, ge=32, description="decoded frames are scaled so the long side is at most this")
     short_side: int | None = Field(None, ge=32, description="decoded frames are scaled so the short side is at most "
                                    "this; none: the side the video encoder reads (256 for EfficientNet-Lite0)")
+    adapt: bool = Field(True, description="a clip video encoder (r2plus1d_18 ...) sets fps and length to the clip "
+                        "it reads (16 frames at 15 fps: 1.067 s); false keeps these settings")
 
     @model_validator(mode="after")
     def _hop_fits(self) -> "WindowConfig":
@@ -43,6 +45,14 @@ class AudioConfig(ModalityConfig):
 class VideoConfig(ModalityConfig):
     encoder: str = "efficientnet_lite0"
     pool: Literal["mean", "max"] = "mean"
+
+
+class SpeechConfig(_Strict):
+    """The speech gate: speech probability per window, in records and alert rules."""
+
+    enabled: bool = Field(False, description="add each window's speech probability (field 'speech'); "
+                          "on by itself when an alert rule has a speech gate")
+    encoder: str = "silero_vad"
 
 
 class FusionConfig(_Strict):
@@ -118,6 +128,18 @@ class AlertOverride(_Strict):
     enabled: bool = True
 
 
+class SpeechGate(_Strict):
+    """Bounds on a window's speech probability for it to count towards an alert."""
+
+    min: float | None = Field(None, ge=0, le=1, description="only windows with at least this speech probability")
+    max: float | None = Field(None, ge=0, le=1, description="only windows with at most this speech probability")
+
+    def admits(self, speech: float | None) -> bool:
+        """A window without audio has no speech (0)."""
+        p = speech or 0.0
+        return (self.min is None or p >= self.min) and (self.max is None or p <= self.max)
+
+
 class AlertRule(_Strict):
     label: str = Field(description="fused label that raises the alert")
     min_score: float = Field(0.5, ge=0, le=1, description="score a window needs to count towards the alert")
@@ -126,6 +148,7 @@ class AlertRule(_Strict):
     end_windows: int = Field(2, ge=1, description="consecutive windows below end_score to end the event")
     cooldown: float = Field(30.0, ge=0, description="seconds after an event ends before the rule may fire again")
     loudness_dbfs: float | None = Field(None, le=0, description="only windows whose audio is at least this loud (dBFS) count")
+    speech: SpeechGate | None = Field(None, description="speech gate, e.g. {max: 0.5}: a scream that is not speech")
     pre_roll: float = Field(2.0, ge=0, description="seconds of audio before the event in its WAV clip")
     post_roll: float = Field(2.0, ge=0, description="seconds of audio after the event in its WAV clip")
     sources: dict[str, AlertOverride] = Field(default_factory=dict, description="per-source overrides, by source name")
@@ -140,6 +163,7 @@ class Config(_Strict):
     window: WindowConfig = WindowConfig()
     audio: AudioConfig = AudioConfig()
     video: VideoConfig = VideoConfig()
+    speech: SpeechConfig = SpeechConfig()
     fusion: FusionConfig = FusionConfig()
     sources: SourcesConfig = SourcesConfig()
     sinks: SinksConfig = SinksConfig()

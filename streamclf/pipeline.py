@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from .config import Config, WindowConfig
-from .encoders import Encoder, pick_device
+from .encoders import MODELS, Encoder, pick_device
 from .fusion import EMA, CategoryMap, ZeroShotFusion
 from .fusion.trained import HeadFusion
 from .fusion.zeroshot import Fused
@@ -87,8 +87,11 @@ class Models:
         device = pick_device(config.device)
         self.encoders = {m: Encoder(getattr(config, m).encoder, device, config.precision, config.compile)
                          for m in MODALITIES if getattr(config, m).enabled}
-        for m, enc in self.encoders.items():
-            if enc.modality != m:
+        self.speech: Encoder | None = None
+        if config.speech.enabled or any(r.speech for r in config.alerts.rules):
+            self.speech = Encoder(config.speech.encoder, device, config.precision, config.compile)
+        for m, enc in [*self.encoders.items(), ("speech", self.speech)]:
+            if enc is not None and enc.modality != m:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")
         self.fusion: ZeroShotFusion | HeadFusion
         if config.fusion.head:
@@ -99,13 +102,14 @@ class Models:
             self.fusion.check_encoders({m: e.weights.id for m, e in self.encoders.items()})
         else:
             labels = {enc.meta["label_space"]: enc.meta["categories"] for enc in self.encoders.values()}
-            categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels)
+            known = {entry.weights.meta["label_space"] for entry in MODELS.values()}
+            categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels, known)
             spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
                       for m, e in self.encoders.items()}
             self.fusion = ZeroShotFusion(categories, spaces, {m: getattr(config, m).weight for m in self.encoders})
         self.names: list[str] = self.fusion.names
-        self.config = self.adapt(config)
-        side = getattr(self.encoders["video"].transform, "resize", None) if "video" in self.encoders else None
+        self.config = self.fit_clip(self.adapt(config))
+        side = self.encoders["video"].meta.get("resize") if "video" in self.encoders else None
         if self.config.window.short_side is None and side:  # FFmpeg's scaler in the decoder thread does the resize
             window = self.config.window.model_copy(update={"short_side": side})
             self.config = self.config.model_copy(update={"window": window})
@@ -123,6 +127,22 @@ class Models:
             update[m] = getattr(config, m).model_copy(update={"pool": pool})
         return config.model_copy(update=update)
 
+    def fit_clip(self, config: Config) -> Config:
+        """A clip video encoder reads T frames at its own rate: the window becomes that clip, and says so."""
+        clip = self.encoders["video"].meta.get("clip") if "video" in self.encoders else None
+        w = config.window
+        if clip is None or not w.adapt:
+            return config
+        length = round(clip["frames"] / clip["fps"], 3)
+        update = {k: v for k, v in {"fps": clip["fps"], "length": length, "hop": min(w.hop, length)}.items()
+                  if getattr(w, k) != v}
+        if not update:
+            return config
+        changes = ", ".join(f"{k} {getattr(w, k):g} -> {v:g}" for k, v in update.items())
+        print(f"streamclf: {self.encoders['video'].name} reads clips of {clip['frames']} frames at {clip['fps']:g} fps: "
+              f"window {changes} (window.adapt: false keeps yours)", file=sys.stderr, flush=True)
+        return config.model_copy(update={"window": w.model_copy(update=update)})
+
     def forget(self, source: str) -> None:
         for key in [k for k in self._frame_cache if k[0] == source]:
             del self._frame_cache[key]
@@ -135,19 +155,31 @@ class Models:
             t0 = time.monotonic()
             self._video(windows, results)
             timings.since("encode video", t0)
+        audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
         if "audio" in self.encoders:
             t0 = time.monotonic()
-            audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
             outs = self.encoders["audio"].embed([w.audio for _, w in audio_windows])
             for (i, _), (emb, scores) in zip(audio_windows, outs):
                 self._pool(results[i], "audio", emb, scores)
             timings.since("encode audio", t0)
+        if self.speech is not None:
+            t0 = time.monotonic()
+            for (i, _), (_, prob) in zip(audio_windows, self.speech.embed([w.audio for _, w in audio_windows])):
+                results[i].features["speech"] = float(prob[0, 0])
+            timings.since("speech", t0)
         t0 = time.monotonic()
         fused = self.fusion.fuse(results)
         timings.since("fuse", t0)
         return [Scored(w, emb, f) for w, emb, f in zip(windows, results, fused)]
 
     def _video(self, windows: list[Window], results: list[Embeddings]) -> None:
+        encoder = self.encoders["video"]
+        if encoder.meta.get("clip"):  # one clip per window: its transform picks the frames
+            todo = [(i, w) for i, w in enumerate(windows) if w.frames]
+            for (i, _), (emb, scores) in zip(todo, encoder.embed([np.stack([f.image for f in w.frames])
+                                                                  for _, w in todo])):
+                results[i].embedding["video"], results[i].scores["video"] = emb[0], scores[0]
+            return
         cache = self._frame_cache
         todo: dict[tuple[str, float], np.ndarray] = {}
         for w in windows:
@@ -160,7 +192,7 @@ class Models:
             for key, image in todo.items():
                 by_shape.setdefault(image.shape, []).append(key)
             groups = list(by_shape.values())
-            outs = self.encoders["video"].embed([np.stack([todo[k] for k in keys]) for keys in groups])
+            outs = encoder.embed([np.stack([todo[k] for k in keys]) for keys in groups])
             for keys, (emb, scores) in zip(groups, outs):
                 for j, key in enumerate(keys):
                     cache[key] = (emb[j], scores[j])
@@ -299,7 +331,10 @@ class Recorder:
             j = self.index[entry["label"]]
             modality[entry["label"]] = {
                 m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
-        extra = {"weights": s.fused.weights} if s.fused.weights else {}
+        extra: dict[str, Any] = {"weights": s.fused.weights} if s.fused.weights else {}
+        if self.models.speech is not None:  # null: the window had no audio
+            speech = s.embeddings.features.get("speech")
+            extra["speech"] = None if speech is None else round(speech, 4)
         return Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
                       modality, latency * 1000.0, extra)
 

@@ -84,10 +84,14 @@ class Window:
 
 @dataclass
 class Embeddings:
-    """Per modality: pooled embedding and native class scores; absent ones missing."""
+    """Per modality: pooled embedding and native class scores; absent ones missing.
+
+    ``features`` are per-window scalars beside the modalities (``speech``: the speech gate's probability).
+    """
 
     embedding: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
 
     @property
     def present(self) -> dict[str, bool]:

