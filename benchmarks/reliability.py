@@ -67,23 +67,6 @@ def _pipeline(config: Any, specs: list[str], sinks: list[Any], on_event: Callabl
     return pipeline, thread
 
 
-class Events:
-    """Records (with arrival time) seen by a pipeline, for waiting on conditions."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, record: dict[str, Any], states: object) -> None:
-        with self.cond:
-            self.records.append({**record, "_at": time.monotonic()})
-            self.cond.notify_all()
-
-    def wait(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: pred(self.records), timeout)
-
-
 # ------------------------------------------------------------------ media
 
 def part_media(quick: bool, tmp: Path) -> dict[str, Any]:
@@ -165,29 +148,30 @@ def part_fuzz(quick: bool, seconds: int, tmp: Path) -> dict[str, Any]:
 def part_network(quick: bool, tmp: Path) -> dict[str, Any]:
     from streamclf.config import load_config
     from tests.servers import RtspServer, black_hole_server, free_port, garbage_server
+    from tests.test_network import Watch
 
     restarts = 2 if quick else 5
     live = {"window.fps": 2.0, "window.hop": 1.0, "sources.stall_timeout": 3.0, "sources.open_timeout": 3.0,
             "sources.backoff_initial": 0.5, "sources.backoff_max": 2.0}
     other = DATA / "media/flipping_a_pancake.mkv"
-    events = Events()
+    events = Watch()
     lives = lambda rs: [r for r in rs if r.get("source") == "cam" and r.get("state") == "live"]  # noqa: E731
     recover: list[float] = []
     with RtspServer(DATA / "media/bbb_360p_60s.mp4", loop=True) as server:
         config = load_config(**live, **{"sources.realtime": True, "sources.status_interval": 1.0})
         pipeline, thread = _pipeline(config, [f"cam={server.url}", *(f"file{i}={other}" for i in range(1))], [],
                                      events)
-        events.wait(lambda rs: len(lives(rs)) >= 1, 60)
+        events.until(lambda rs: len(lives(rs)) >= 1, 60)
         for _ in range(restarts):
             time.sleep(4.0)
             server.kill()
-            events.wait(lambda rs: any(r.get("state") == "reconnecting" and r.get("source") == "cam"
+            events.until(lambda rs: any(r.get("state") == "reconnecting" and r.get("source") == "cam"
                                        and r["_at"] > time.monotonic() - 30 for r in rs), 30)
             time.sleep(1.0)
             n = len(lives(events.records))
             server.restart()
             back = time.monotonic()
-            if events.wait(lambda rs: len(lives(rs)) > n, 30):
+            if events.until(lambda rs: len(lives(rs)) > n, 30):
                 recover.append(lives(events.records)[n]["_at"] - back)
         time.sleep(3.0)
         alive = thread.is_alive()

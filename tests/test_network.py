@@ -31,11 +31,16 @@ class Watch:
             self.records.append({**record, "_at": time.monotonic()})
             self.cond.notify_all()
 
-    def wait(self, what: str, pred: Any, timeout: float) -> list[dict[str, Any]]:
+    def until(self, pred: Any, timeout: float) -> bool:
+        """Whether ``pred(records)`` came true within ``timeout`` seconds."""
         with self.cond:
-            if not self.cond.wait_for(lambda: pred(self.records), timeout):
-                states = [r.get("state") for r in self.records if r.get("type") == "status"]
-                pytest.fail(f"timed out waiting for {what}; status so far: {states}")
+            return self.cond.wait_for(lambda: pred(self.records), timeout)
+
+    def wait(self, what: str, pred: Any, timeout: float) -> list[dict[str, Any]]:
+        if not self.until(pred, timeout):
+            states = [r.get("state") for r in self.records if r.get("type") == "status"]
+            pytest.fail(f"timed out waiting for {what}; status so far: {states}")
+        with self.cond:
             return list(self.records)
 
 
