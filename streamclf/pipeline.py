@@ -355,6 +355,7 @@ class Pipeline:
         self.models = models or Models(config)
         self.config = config = self.models.config
         self.sinks = list(sinks)
+        self.sink_failures: dict[str, int] = {}
         self.on_event, self.on_scored = on_event, on_scored
         self.timings = Timings()
         self._live: set[str] = set()
@@ -407,7 +408,10 @@ class Pipeline:
         finally:
             self.stop()
             for sink in self.sinks:
-                sink.close()
+                try:
+                    sink.close()
+                except Exception as e:
+                    self._sink_failed(sink, e)
         if self.worker.error is not None:
             raise self.worker.error
         return self.states
@@ -473,6 +477,13 @@ class Pipeline:
         self._emit({"type": "status", "source": item.source,
                     "state": "error" if isinstance(item, SourceError) else state.state, **extra})
 
+    def _sink_failed(self, sink: Sink, e: Exception) -> None:
+        name = type(sink).__name__
+        n = self.sink_failures[name] = self.sink_failures.get(name, 0) + 1
+        if n == 1 or n % 1000 == 0:
+            print(f"streamclf: error: {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                  f"{n} record(s) it could not take so far (the other sinks go on)", file=sys.stderr, flush=True)
+
     def _emit(self, record: dict[str, Any]) -> None:
         """Every record gets an id (the sinks' idempotency key) and the wall-clock time."""
         t0 = time.monotonic()
@@ -480,7 +491,10 @@ class Pipeline:
         record["id"] = f"{self.run_id}-{self._seq:07d}"
         record["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for sink in self.sinks:
-            sink.write(record)
+            try:
+                sink.write(record)
+            except Exception as e:  # one broken sink (a full disk under SQLite ...) must not stop the others
+                self._sink_failed(sink, e)
         if self.on_event is not None:
             self.on_event(record, self.states)
         self.timings.since("sink", t0)

@@ -129,3 +129,38 @@ def test_webhook_slow_receiver_gets_everything_in_order_duplicates_only_under_on
     assert [json.loads(b)["id"] for b in seen.values()] == [r["id"] for r in records]  # all, in order
     assert len(rec.accepted()) > len(records)  # the timed-out requests did arrive: duplicates happened
     assert sink.stats()["pending"] == 0 and sink.stats()["retries"] >= 3
+
+
+class _Broken:
+    def write(self, record: dict) -> None:
+        raise OSError(errno.ENOSPC, "database or disk is full")
+
+    def close(self) -> None:
+        raise OSError(errno.ENOSPC, "database or disk is full")
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def write(self, record: dict) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_sink_does_not_stop_the_run_or_the_other_sinks(capfd) -> None:
+    from streamclf.config import load_config
+    from streamclf.pipeline import Pipeline
+    from streamclf.sources import SourceSpec
+    from tests.conftest import shared
+
+    good = _Collect()
+    pipeline = Pipeline(load_config(), [_Broken(), good])
+    states = pipeline.run([SourceSpec.parse(str(shared("media/grid/bbaf2n.mpg")))])
+    assert not any(st.fatal for st in states.values())
+    assert [r for r in good.records if "type" not in r] and good.records[-1]["type"] == "timings"
+    assert pipeline.sink_failures == {"_Broken": len(good.records) + 1}  # every record, and the close
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if "_Broken" in ln]
+    assert len(lines) == 1 and "database or disk is full" in lines[0]
