@@ -363,7 +363,7 @@ def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
         time.sleep(at)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
-        text = out.read_text()
+        text = out.read_text() if out.exists() else ""
         records = [json.loads(line) for line in text.splitlines()]
         windows = [r for r in records if "type" not in r]
         timings = [r for r in records if r.get("type") == "timings"]
@@ -371,7 +371,8 @@ def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
         gaps = round((starts[-1] - starts[0]) / 0.5) + 1 - len(starts) if starts else None  # default hop 0.5 s
         rows.append({"kill": "SIGTERM run", "at_s": round(at, 1), "exit_code": proc.returncode,
                      "whole_lines": text.endswith("\n"), "windows_written": len(windows),
-                     "drained": bool(timings) and records[-2].get("state") == "ended", "records_lost": gaps})
+                     "drained": bool(timings) and len(records) > 1 and records[-2].get("state") == "ended",
+                     "records_lost": gaps})
     print(f"\nkills (clean label run of {len(files)} files: {clean_s:.1f}s)")
     table(rows, ["kill", "at_s", "files", "done_before_kill", "labeled_on_resume", "labeled_twice", "exactly_once",
                  "identical_to_clean_run", "partial_outputs_left", "exit_code", "whole_lines", "windows_written",
@@ -427,11 +428,12 @@ def main() -> None:
     ap.add_argument("--soak-minutes", type=float, default=30.0)
     ap.add_argument("--fuzz-seconds", type=int, default=120)
     ap.add_argument("--quick", action="store_true", help="every part scaled down: checks the script")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"),
+                    help="results (--quick writes to the temp folder instead)")
     args = ap.parse_args()
     if not (DATA / "media/bbb_360p_60s.mp4").exists():
         raise SystemExit(f"reliability: shared media under {DATA} is absent (set STREAMCLF_SHARED_DATA)")
-    out = Path(args.out)
+    out = Path(tempfile.gettempdir()) / "reliability_quick.json" if args.quick else Path(args.out)
     machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
     for part in args.parts:
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, SourcesConfig, load_config
 from .sources import Decoder, SourceSpec
 from .stages import Feed
 from .types import SourceEnd, SourceError, SourceInfo, Window
@@ -300,8 +300,9 @@ def _probe_duration(path: Path) -> float | None:
 
     if not path.is_file():  # a named pipe would block here, and give its data to the wrong reader
         return None
+    spec = SourceSpec(url=str(path), name=path.name)
     try:
-        with av.open(str(path), timeout=10.0, metadata_errors="replace") as c:
+        with av.open(spec.target, options=spec.options(SourcesConfig()), timeout=10.0, metadata_errors="replace") as c:
             return c.duration / av.time_base if c.duration else None
     except Exception:  # the decoder will say what is wrong with it
         return None
@@ -432,13 +433,23 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
     # mid-message costs its own file, never the others.
     decoders: list[_DecodeProcess] = []
 
-    def hand_out(d: _DecodeProcess) -> None:
+    def hand_out(d: _DecodeProcess, tries: int = 3) -> None:
         d.index, d.since = (queued.pop(0) if queued else None), time.monotonic()
-        d.conn.send(None if d.index is None else (d.index, str(jobs[d.index].path), jobs[d.index].rel))
+        try:
+            d.conn.send(None if d.index is None else (d.index, str(jobs[d.index].path), jobs[d.index].rel))
+        except OSError:  # it died between files: a new one takes the file
+            if d.index is not None:
+                queued.insert(0, d.index)
+            d.stop()
+            if queued and tries > 1:
+                decoders[decoders.index(d)] = replacement = _DecodeProcess.start(ctx, config_json)
+                hand_out(replacement, tries - 1)
 
     def failed(index: int, why: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
         remaining.discard(index)
         records.pop(index, None)
+        recorder.reset(jobs[index].rel)
+        models.forget(jobs[index].rel)
         return index, [], {"duration": None, "fatal": True, "errors": [f"{jobs[index].path}: {why}"]}
 
     try:
@@ -447,8 +458,11 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
             hand_out(decoders[-1])
         while remaining:
             busy = [d for d in decoders if d.index is not None]
+            if not busy:  # every decoder died and none could be started: say so for what is left
+                for i in sorted(remaining):
+                    yield failed(i, "no decoding process could be started")
+                break
             ready = mp.connection.wait([d.conn for d in busy], timeout=min(5.0, limit / 4))
-            now = time.monotonic()
             for d in busy:
                 index = d.index
                 if d.conn in ready:
@@ -458,13 +472,13 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
                         d.stop()
                         yield failed(index, f"the decoding process died (exit code {d.process.exitcode})")
                     else:
-                        d.since = now
                         if kind == "windows":
                             key = jobs[index].key(ident)[:12]
                             for scored in models.process(payload):
                                 record = {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
                                 record["id"] = f"{key}-{len(records[index]):06d}"
                                 records[index].append(record)
+                            d.since = time.monotonic()  # after the inference, which may be long
                             continue
                         remaining.discard(index)
                         recorder.reset(jobs[index].rel)
@@ -472,7 +486,7 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
                         yield index, records.pop(index), payload
                         hand_out(d)
                         continue
-                elif now - d.since > limit:  # the watchdog: stuck in FFmpeg (a hung mount, a pipe with no writer)
+                elif time.monotonic() - d.since > limit:  # the watchdog: stuck in FFmpeg (a hung mount, a pipe with no writer)
                     d.stop()
                     yield failed(index, f"decoding made no progress for {limit:g}s")
                 else:

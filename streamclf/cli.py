@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "sources.realtime": args.realtime or None,
         **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
-        "alerts.events_dir": args.events_dir,
+        "alerts.events_dir": args.events_dir, "output_dir": args.output_dir,
     }.items() if v is not None}
     if args.mqtt:
         host, _, port = args.mqtt.rpartition(":") if ":" in args.mqtt else (args.mqtt, "", "")
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--alert", action="append", metavar="LABEL[:SCORE]",
                      help="raise alerts for this fused label (repeatable; rules in the config have more settings)")
     run.add_argument("--events-dir", help="where alert snapshots and clips go (default: events)")
+    run.add_argument("--output-dir", help="folder the config's output paths are relative to and may not leave "
+                     "(default: the current folder)")
     run.add_argument("--sqlite", metavar="PATH", help="also store alerts and status in this SQLite event store")
     run.add_argument("--webhook", metavar="URL", help="also POST every record to this URL (spooled, retried)")
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")

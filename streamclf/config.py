@@ -190,11 +190,15 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     data: dict[str, Any] = {}
     if path:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as e:
             raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: {_yaml_problem(e)}") from e
+        except RecursionError as e:
+            raise ConfigError(f"{where}: nested too deeply") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: top level must be a mapping")
     for dotted, value in overrides.items():
@@ -227,21 +231,36 @@ OUTPUT_PATHS = ("sinks.jsonl", "sinks.sqlite.path", "sinks.webhook.spool", "aler
 def _contain_outputs(config: Config, where: str, given: set[str]) -> Config:
     """Put the config's output paths under ``output_dir``; a config file may not write outside it.
 
-    A shared or downloaded config must not be able to write to ``../../.bashrc``.
-    Paths given on the command line (``given``) are the user's own and used as they are.
+    A shared or downloaded config must not be able to write to ``../../.bashrc``, so
+    its own ``output_dir`` must stay inside the current folder too. Values given on
+    the command line (``given``: ``--out-dir``, ``--sqlite`` ...) are the user's own.
     """
-    root = Path(config.output_dir).resolve()
-    for dotted in OUTPUT_PATHS:
-        *parents, leaf = dotted.split(".")
-        node: Any = config
-        for key in parents:
-            node = getattr(node, key)
-        value = getattr(node, leaf) if node is not None else None
-        if value is None or value == "-" or dotted in given:
-            continue
-        path = (root / value).resolve()
-        if not path.is_relative_to(root):
-            raise ConfigError(f"{where}: {dotted}: {value!r} is outside the output folder {str(root)!r} "
-                              "(set output_dir to write there)")
-        object.__setattr__(node, leaf, str(Path(config.output_dir) / value) if config.output_dir != "." else value)
+    cwd = Path.cwd().resolve()
+    try:
+        root = Path(config.output_dir).resolve()
+        if "output_dir" not in given and not root.is_relative_to(cwd):
+            raise ConfigError(f"{where}: output_dir: {config.output_dir!r} is outside the current folder; "
+                              "a config file may only write below it (give --output-dir on the command line)")
+        for dotted in OUTPUT_PATHS:
+            _contain(config, dotted, root, where, given)
+    except ValueError as e:  # a NUL byte in a path
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: output paths: {e}") from e
     return config
+
+
+def _contain(config: Config, dotted: str, root: Path, where: str, given: set[str]) -> None:
+    """One output path: under ``root``, or refused."""
+    *parents, leaf = dotted.split(".")
+    node: Any = config
+    for key in parents:
+        node = getattr(node, key)
+    value = getattr(node, leaf) if node is not None else None
+    if value is None or value == "-" or dotted in given:
+        return
+    path = (root / value).resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(f"{where}: {dotted}: {value!r} is outside the output folder {str(root)!r} "
+                          "(set output_dir to write there)")
+    object.__setattr__(node, leaf, str(Path(config.output_dir) / value) if config.output_dir != "." else value)

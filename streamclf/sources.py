@@ -37,7 +37,8 @@ def audio_resampler() -> av.AudioResampler:
 def read_audio(path: str | Path) -> np.ndarray:
     """A whole file's first audio track as the live decoder would deliver it (float32 mono 16 kHz)."""
     try:
-        with av.open(str(path), metadata_errors="replace") as container:
+        with av.open(f"file:{path}", options={"protocol_whitelist": PROTOCOLS["file"]},
+                     metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise ValueError(f"{path}: no audio stream")
             resampler = audio_resampler()
@@ -94,7 +95,7 @@ class SourceSpec:
     @property
     def target(self) -> str:
         """What FFmpeg opens: a path always as a file (``concat:...`` or ``subfile:...`` are names, not protocols)."""
-        if self.format == "v4l2" or "://" in self.url:
+        if self.format == "v4l2" or "://" in self.url or self.url.startswith("file:"):
             return self.url
         return "file:" + self.url
 
@@ -117,9 +118,10 @@ def _default_name(url: str) -> str:
 def redact(url: str) -> str:
     """Drop credentials from a URL so it can be logged."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    host, slash, path = rest.partition("/")
+    if not sep or "@" not in host:
         return url
-    return f"{scheme}://{rest.split('@', 1)[1]}"
+    return f"{scheme}://{host.rsplit('@', 1)[1]}{slash}{path}"  # the last @: a password may hold one
 
 
 def _scaled_size(width: int, height: int, max_side: int, short_side: int | None = None) -> tuple[int, int]:
@@ -257,7 +259,7 @@ class Decoder(threading.Thread):
             return ("stalled" if isinstance(e, _Stalled) or _is_timeout(e) else "failed"), message
         finally:
             container.close()
-        if not self.spec.live and not self._decoded():
+        if not self.spec.live and not self._decoded() and not self.stopping:
             why = outcome[1] if outcome[0] == "failed" else "no audio or video could be decoded"
             self._send(SourceError(name, f"{where}: {why}", fatal=True))
         return outcome

@@ -78,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    except OSError:  # missing, unreadable: say so as it is
         raise
     except Exception as e:  # UnpicklingError, SafetensorError, RuntimeError: all "not plain tensors"
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -27,44 +27,45 @@ class JsonlSink:
         self.written = self.lost = 0
         self._failing: str | None = None
         self._fd: int | None = None
-        if self.path == "-":
+        self._stdout = self.path == "-"
+        if self._stdout:
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self._good = self._whole_lines()
+        self._whole_lines()
 
-    def _whole_lines(self) -> int:
-        """Size of the file up to its last complete line; anything after it is cut off."""
-        size = end = os.fstat(self._fd).st_size
+    def _whole_lines(self) -> None:
+        """Cut a half line a crash left at the end; refuse a file that is not JSON lines."""
+        size = os.fstat(self._fd).st_size
         if size == 0 or os.pread(self._fd, 1, size - 1) == b"\n":
-            return size
-        good = 0
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            cut = os.pread(self._fd, end - start, start).rfind(b"\n")
-            if cut >= 0:
-                good = start + cut + 1
-                break
-            end = start
-        os.ftruncate(self._fd, good)
-        return good
+            return
+        tail = os.pread(self._fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+        cut = tail.rfind(b"\n")
+        if cut < 0 and size > len(tail) or not tail[cut + 1:].lstrip().startswith(b"{"):
+            os.close(self._fd)
+            raise ValueError(f"{self.path}: not a JSON-lines file (it ends in something else); "
+                             "choose another output file")
+        os.ftruncate(self._fd, size - len(tail) + cut + 1)
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-        if self._fd is None:
-            sys.stdout.write(line.decode())
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if self._stdout:
+            sys.stdout.write(line)
             sys.stdout.flush()
             return
+        if self._fd is None:
+            raise ValueError(f"{self.path}: written after close")
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self.lost += 1
-        self._pending.append(line)
+        self._pending.append(line.encode())
         self._drain()
 
     def _drain(self) -> bool:
         """Write what waits, in order; False (and the rest kept) at the first failure."""
         while self._pending:
             line = self._pending[0]
+            end = os.fstat(self._fd).st_size  # where this line starts (another writer may append too)
             try:
                 done = os.write(self._fd, line)
                 if done != len(line):
@@ -72,13 +73,12 @@ class JsonlSink:
                 if self.fsync:
                     os.fsync(self._fd)
             except OSError as e:
-                os.ftruncate(self._fd, self._good)  # never leave half a line behind
+                os.ftruncate(self._fd, end)  # never leave half a line behind
                 if self._failing is None:
                     print(f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
                           "and retrying with the next one", file=sys.stderr, flush=True)
                 self._failing = e.strerror or str(e)
                 return False
-            self._good += len(line)
             self._pending.popleft()
             self.written += 1
             if self._failing is not None:
@@ -87,7 +87,7 @@ class JsonlSink:
         return True
 
     def close(self) -> None:
-        if self._fd is None:
+        if self._fd is None:  # stdout, or closed already
             return
         deadline = time.monotonic() + self.drain_timeout
         while not self._drain() and time.monotonic() < deadline:

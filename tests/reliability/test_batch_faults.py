@@ -28,12 +28,12 @@ def test_a_file_that_never_delivers_data_fails_alone(tmp_path: Path) -> None:
     stuck = tmp_path / "stuck.mpg"
     os.mkfifo(stuck)
     errors: list[str] = []
-    config = load_config(**{"sources.file_timeout": 3})
+    config = load_config(**{"sources.file_timeout": 10})
     rows = label_files([str(first), str(stuck), str(last)], tmp_path / "out", config, workers=1, progress=False,
                        on_error=errors.append)
     status = {Path(r.path).name: r.status for r in rows}
     assert status == {"bbaf2n.mpg": "ok", "stuck.mpg": "error", "brbk7n.mpg": "ok"}
-    assert errors == [f"{stuck}: decoding made no progress for 3s"]
+    assert errors == [f"{stuck}: decoding made no progress for 10s"]
 
 
 def _decode_children(pid: int) -> list[int]:

@@ -66,27 +66,39 @@ def test_a_malicious_head_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["../escape.jsonl", "/etc/streamclf.jsonl", "sub/../../escape.jsonl"])
-def test_config_output_paths_cannot_leave_the_output_folder(tmp_path: Path, path: str) -> None:
+def test_config_output_paths_cannot_leave_the_output_folder(tmp_path: Path, path: str, monkeypatch) -> None:
     from streamclf.config import ConfigError, load_config
 
+    monkeypatch.chdir(tmp_path)
     for key, text in {"sinks.jsonl": f"sinks:\n  jsonl: {path}\n",
                       "sinks.sqlite.path": f"sinks:\n  sqlite:\n    path: {path}\n",
                       "sinks.webhook.spool": f"sinks:\n  webhook:\n    url: http://127.0.0.1:9/\n    spool: {path}\n",
                       "alerts.events_dir": f"alerts:\n  events_dir: {path}\n"}.items():
         cfg = tmp_path / "c.yaml"
-        cfg.write_text(f"output_dir: {tmp_path / 'out'}\n" + text)
+        cfg.write_text("output_dir: out\n" + text)
         with pytest.raises(ConfigError, match=rf"c\.yaml: {key}: .* is outside the output folder"):
+            load_config(cfg)
+    for outside in ("/etc", "..", "out/../.."):  # nor may the config's own output_dir leave the current folder
+        cfg.write_text(f"output_dir: {outside}\nsinks:\n  jsonl: .bashrc\n")
+        with pytest.raises(ConfigError, match="c.yaml: output_dir: .* is outside the current folder"):
+            load_config(cfg)
+    assert load_config(cfg, output_dir=str(tmp_path.parent)).output_dir == str(tmp_path.parent)  # the user's own
+    for bad, why in ((b"\xff\xfe", "not UTF-8"), (b"[" * 5000, "nested too deeply|not valid YAML"),
+                     (b'sinks:\n  jsonl: "a\\0b"\n', "output paths: embedded null byte")):
+        cfg.write_bytes(bad)
+        with pytest.raises(ConfigError, match=why):
             load_config(cfg)
 
 
-def test_config_output_paths_land_in_the_output_folder(tmp_path: Path) -> None:
+def test_config_output_paths_land_in_the_output_folder(tmp_path: Path, monkeypatch) -> None:
     from streamclf.config import load_config
 
+    monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"output_dir: {tmp_path / 'out'}\nsinks:\n  jsonl: a/records.jsonl\n  sqlite:\n    path: ev.db\n")
+    cfg.write_text("output_dir: out\nsinks:\n  jsonl: a/records.jsonl\n  sqlite:\n    path: ev.db\n")
     config = load_config(cfg, **{"alerts.events_dir": "/tmp/typed-by-the-user"})
-    assert Path(config.sinks.jsonl) == tmp_path / "out" / "a" / "records.jsonl"
-    assert Path(config.sinks.sqlite.path) == tmp_path / "out" / "ev.db"
+    assert Path(config.sinks.jsonl) == Path("out") / "a" / "records.jsonl"
+    assert Path(config.sinks.sqlite.path) == Path("out") / "ev.db"
     assert config.alerts.events_dir == "/tmp/typed-by-the-user"  # the command line is the user's own
 
 
@@ -137,7 +149,7 @@ class _Collect:
 SECRETS = ["camPASSW0RD", "camuser", "hookPASSW0RD", "hmacKEY123", "Bearer-T0KEN", "mqttPASSW0RD"]
 
 
-def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ffmpeg: str,
+def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ffmpeg: str, monkeypatch,
                                                              capfd: pytest.CaptureFixture[str]) -> None:
     """A run with credentials everywhere, every service down so every error path speaks; then grep it all."""
     from rich.console import Console
@@ -147,11 +159,12 @@ def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ff
     from streamclf.pipeline import Pipeline, open_sinks
     from streamclf.sources import SourceSpec
 
+    monkeypatch.chdir(tmp_path)
     clip = bark_clip(ffmpeg, tmp_path / "bark.mp4", seconds=6)
     dead = free_port()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "out"),
+        "output_dir": "out",
         "sources": {"max_reconnects": 1, "backoff_initial": 0.2, "backoff_max": 0.2, "open_timeout": 2},
         "sinks": {"jsonl": "records.jsonl", "sqlite": {"path": "events.db", "labels": True},
                   "webhook": {"url": f"http://hookuser:hookPASSW0RD@127.0.0.1:{dead}/hook", "secret": "hmacKEY123",
