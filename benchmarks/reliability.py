@@ -330,13 +330,15 @@ def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
     rows = []
     for k in range(2 if quick else 6):
         out = tmp / f"killed{k}"
-        at = rng.uniform(1.0, clean_s)
+        # a random point inside the batch: after a random number of files are done, a moment later
+        target, t0 = rng.randrange(0, len(files)), time.monotonic()
         proc = subprocess.Popen([*label, str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(at)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        while proc.poll() is None and len(list(out.rglob("*.segments.json"))) < target:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))
+        at = time.monotonic() - t0
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
         done_before = {p.name for p in out.rglob("*.segments.json")}
         again = subprocess.run([*label, str(out)], cwd=ROOT, capture_output=True, text=True)
         with (out / "summary.csv").open() as f:
