@@ -486,7 +486,7 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
                         yield index, records.pop(index), payload
                         hand_out(d)
                         continue
-                elif time.monotonic() - d.since > limit:  # the watchdog: stuck in FFmpeg (a hung mount, a pipe with no writer)
+                elif time.monotonic() - d.since > limit:  # stuck in FFmpeg: a hung mount, a pipe with no writer
                     d.stop()
                     yield failed(index, f"decoding made no progress for {limit:g}s")
                 else:

@@ -120,7 +120,8 @@ def test_unknown_keys_and_schemes_are_refused(tmp_path: Path) -> None:
     # FFmpeg protocol syntax in a path is a file name, never a protocol
     spec = SourceSpec.parse("concat:/etc/hostname|/etc/hostname")
     assert spec.target == "file:concat:/etc/hostname|/etc/hostname" and not spec.live
-    assert SourceSpec.parse("rtsp://127.0.0.1/x").options(load_config().sources)["protocol_whitelist"].startswith("rtsp")
+    options = SourceSpec.parse("rtsp://127.0.0.1/x").options(load_config().sources)
+    assert options["protocol_whitelist"].startswith("rtsp,")
 
 
 def test_a_path_that_looks_like_a_protocol_is_read_as_a_file(tmp_path: Path) -> None:
@@ -129,7 +130,8 @@ def test_a_path_that_looks_like_a_protocol_is_read_as_a_file(tmp_path: Path) -> 
     from streamclf.sources import SourceSpec
 
     records: list[dict] = []
-    states = Pipeline(load_config(), [_Collect(records)]).run([SourceSpec.parse("x=subfile:,start,0,end,9,:/etc/hostname")])
+    spec = SourceSpec.parse("x=subfile:,start,0,end,9,:/etc/hostname")
+    states = Pipeline(load_config(), [_Collect(records)]).run([spec])
     assert states["x"].fatal
     assert states["x"].errors[-1].startswith("subfile:,start,0,end,9,:/etc/hostname: cannot open")
     assert not [r for r in records if "type" not in r]
