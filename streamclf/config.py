@@ -243,9 +243,9 @@ def _contain_outputs(config: Config, where: str, given: set[str]) -> Config:
                               "a config file may only write below it (give --output-dir on the command line)")
         for dotted in OUTPUT_PATHS:
             _contain(config, dotted, root, where, given)
+    except ConfigError:
+        raise
     except ValueError as e:  # a NUL byte in a path
-        if isinstance(e, ConfigError):
-            raise
         raise ConfigError(f"{where}: output paths: {e}") from e
     return config
 

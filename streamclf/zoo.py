@@ -18,9 +18,9 @@ import yaml
 
 from .encoders import MODELS, Encoder, WeightsUnavailable, pick_device
 from .encoders.hub import hub_checkpoints, is_cached
+from .pipeline import SAMPLE
 
 HEADS = Path(__file__).resolve().parents[1] / "models" / "heads"
-SAMPLE = Path(__file__).with_name("data") / "sample.mp4"
 
 
 @dataclass
