@@ -132,7 +132,7 @@ def _models(args: argparse.Namespace) -> int:
         console = Console()
         if not console.is_terminal:  # a pipe or file: wide enough that rows stay readable
             console = Console(width=220)
-        console.print(render(rows))
+        console.print(render(rows, wide=args.wide))
     return 0
 
 
@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     md = verbs.add_parser("models", help="list encoders and heads: labels, input, size, license, weights here or not")
     md.add_argument("--bench", action="store_true", help="also measure each available encoder's speed on this machine")
     md.add_argument("--json", action="store_true", help="JSON instead of a table")
+    md.add_argument("--wide", action="store_true", help="every column (kind, input, license terms); the default "
+                    "fits a 100-column terminal")
     md.add_argument("--device", help="device for --bench: auto, cpu, cuda, cuda:N")
     md.set_defaults(func=_models)
 
