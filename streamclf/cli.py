@@ -33,7 +33,6 @@ def _encoders(args: argparse.Namespace) -> dict[str, object]:
 def _run(args: argparse.Namespace) -> int:
     from .catalog import check_alert_labels, fused_labels
     from .config import AlertRule, ConfigError, load_config
-    from .sources import SourceSpec
 
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
@@ -61,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     names = fused_labels(config)
     if names is not None:
         check_alert_labels((r.label for r in config.alerts.rules), names, args.config or "config")
+    from .sources import SourceSpec
+
     for source in args.sources:
         SourceSpec.parse(source)  # an unsupported scheme is a usage error: say so before loading models
     from .pipeline import run
