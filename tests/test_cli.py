@@ -119,7 +119,8 @@ print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-def probe(*args: str, cwd: Path | None = None) -> tuple[int, list[str], str]:
+def probe(*args: str, cwd: Path) -> tuple[int, list[str], str]:
+    """``cwd``: not the checkout, so the code imported is the one on the path (PYTHONPATH or the install)."""
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return result["code"], result["heavy"], proc.stderr
@@ -128,15 +129,17 @@ def probe(*args: str, cwd: Path | None = None) -> tuple[int, list[str], str]:
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["label", "--help"], ["train", "--help"],
                                   ["compare", "--help"], ["models", "--help"], ["events", "--help"]],
                          ids=lambda a: " ".join(a))
-def test_help_does_not_import_torch(args):
-    code, heavy, _ = probe(*args)
+def test_help_does_not_import_torch(tmp_path, args):
+    code, heavy, _ = probe(*args, cwd=tmp_path)
     assert code == 0 and heavy == []
 
 
-def test_run_stream_help_does_not_import_torch():
-    root = Path(__file__).resolve().parents[1]
-    script = f"import runpy, sys; sys.argv = ['run_stream.py', '--help']\ntry:\n    runpy.run_path({str(root / 'run_stream.py')!r}, run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+def test_run_stream_help_does_not_import_torch(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "run_stream.py"
+    script = (f"import runpy, sys\nsys.argv = ['run_stream.py', '--help']\ntry:\n"
+              f"    runpy.run_path({str(script)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.stdout.strip().splitlines()[-1] == "False" and "usage: streamclf run" in proc.stdout
 
 
