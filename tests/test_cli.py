@@ -147,6 +147,8 @@ def test_run_stream_help_does_not_import_torch(tmp_path):
     (["run", "--no-dashbord"], "unrecognized arguments"),
     (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL or LABEL:SCORE"),
     (["run", "--alert", "dgo"], "'dgo' is not a fused label; closest: dog,"),
+    (["run", "--head", str(Path(__file__).resolve().parents[1] / "models" / "heads" / "avdigits"), "--alert", "7s"],
+     "'7s' is not a fused label; closest: 7"),
     (["run", "ftp://example.org/a.mp4"], "unsupported scheme ftp://"),
     (["run", "--hop", "5"], "window: hop (5.0) must not exceed length (2.0)"),
     (["run", "--webhook", "http://127.0.0.1:9/", "--webhook-secret-env", "STREAMCLF_TEST_UNSET"],
