@@ -199,7 +199,8 @@ class Config(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     output_dir: str = Field(".", description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
                             "sinks.webhook.spool, alerts.events_dir) are relative to; they may not leave it")
-    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
         "and changes some top-1 labels")

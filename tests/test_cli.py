@@ -151,6 +151,7 @@ def test_run_stream_help_does_not_import_torch(tmp_path):
      "'7s' is not a fused label; closest: 7"),
     (["run", "ftp://example.org/a.mp4"], "unsupported scheme ftp://"),
     (["run", "--hop", "5"], "window: hop (5.0) must not exceed length (2.0)"),
+    (["run", "--device", "gpu"], "device: String should match pattern"),
     (["run", "--webhook", "http://127.0.0.1:9/", "--webhook-secret-env", "STREAMCLF_TEST_UNSET"],
      "environment variable STREAMCLF_TEST_UNSET is not set"),
     (["train", "data", "--out", "h", "--fusion", "gatd"], "invalid choice: 'gatd'"),
