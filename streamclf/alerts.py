@@ -2,7 +2,9 @@
 
 A surveillance user wants one event per dog bark, not one per window: a
 label must stay above ``min_score`` for ``min_windows`` windows to start an
-event, and below the lower ``end_score`` for ``end_windows`` to end it. Each
+event, and below the lower ``end_score`` for ``end_windows`` to end it. A
+rule may also watch one modality alone (``audio: 0.5``): a dog barking
+off-camera is an event even when the picture has no dog in it. Each
 event leaves a JPEG snapshot of its strongest window and a WAV clip of the
 audio around it (pre/post roll) in the events folder, so a person can check
 it. Alerts see records and the window's media (numpy arrays), never tensors.
@@ -29,6 +31,7 @@ from .types import Window
 SAMPLE_RATE = 16000
 MAX_CLIP = 120.0  # seconds of audio an event clip may hold (a never-ending event must not fill memory)
 HISTORY = 30.0  # seconds of audio kept before the current window, so a rule's hold never cuts its pre-roll
+END_RATIO = 0.8  # an event ends below this fraction of the threshold that started it (hysteresis)
 
 
 def dbfs(audio: np.ndarray | None) -> float:
@@ -41,12 +44,12 @@ def dbfs(audio: np.ndarray | None) -> float:
 
 @dataclass
 class _Rule:
-    """A rule with one source's overrides applied."""
+    """A rule with one source's overrides applied; ``starts``/``ends``: threshold per condition (fused, audio, video)."""
 
     label: str
-    min_score: float
+    starts: dict[str, float]
+    ends: dict[str, float]
     min_windows: int
-    end_score: float
     end_windows: int
     cooldown: float
     loudness_dbfs: float | None
@@ -60,10 +63,20 @@ class _Rule:
         if o is not None and not o.enabled:
             return None
         pick = lambda name: getattr(o, name) if o is not None and getattr(o, name) is not None else getattr(rule, name)
-        min_score = pick("min_score")
-        end_score = rule.end_score if rule.end_score is not None else 0.8 * min_score
-        return cls(rule.label, min_score, pick("min_windows"), min(end_score, min_score), rule.end_windows,
-                   pick("cooldown"), pick("loudness_dbfs"), rule.speech, rule.pre_roll, rule.post_roll)
+        starts = {**rule.thresholds(), **({"fused": o.min_score} if o is not None and o.min_score is not None else {})}
+        ends = {k: END_RATIO * v for k, v in starts.items()}
+        if rule.end_score is not None and "fused" in starts:
+            ends["fused"] = min(rule.end_score, starts["fused"])
+        return cls(rule.label, starts, ends, pick("min_windows"), rule.end_windows, pick("cooldown"),
+                   pick("loudness_dbfs"), rule.speech, rule.pre_roll, rule.post_roll)
+
+    def strength(self, scores: dict[str, float]) -> tuple[float, str]:
+        """How far the window is past the start thresholds (>= 1: it counts) and which condition got it furthest."""
+        return max((scores.get(k, 0.0) / v if v > 0 else math.inf, k) for k, v in self.starts.items())
+
+    def holds(self, scores: dict[str, float]) -> bool:
+        """Any condition still at or above its end threshold: the event goes on."""
+        return any(scores.get(k, 0.0) >= v for k, v in self.ends.items())
 
 
 @dataclass
@@ -71,7 +84,9 @@ class _Event:
     source: str
     label: str
     start: float
-    peak: float = 0.0
+    trigger: str = "fused"  # the condition that raised it: fused, audio or video
+    peak: float = 0.0  # fused score of the strongest window
+    strength: float = 0.0  # of the strongest window: its score over the threshold, for the best condition
     peak_at: float = 0.0
     driver: str | None = None
     modality: dict[str, float | None] = field(default_factory=dict)
@@ -156,11 +171,10 @@ class Alerts:
         source = record["source"]
         trail = self.trails.setdefault(source, _AudioTrail())
         trail.add(window.t_start, window.audio)
-        scores = {e["label"]: e["score"] for e in record["labels"]}
         loudness = dbfs(window.audio)
         out: list[dict[str, Any]] = []
         for track in self._tracks(source):
-            out += self._step(track, record, window, scores.get(track.rule.label, 0.0), loudness)
+            out += self._step(track, record, window, label_scores(record, track.rule.label), loudness)
         out += self._flush(source, trail.end)
         active = [t.event.start for t in self.tracks[source] if t.event is not None]
         waiting = [e.start for e in self.pending if e.source == source]
@@ -168,30 +182,32 @@ class Alerts:
         trail.trim(max(keep, trail.end - MAX_CLIP))
         return out
 
-    def _step(self, track: _Track, record: dict[str, Any], window: Window, score: float,
+    def _step(self, track: _Track, record: dict[str, Any], window: Window, scores: dict[str, float],
               loudness: float) -> list[dict[str, Any]]:
         rule, centre = track.rule, (record["t_start"] + record["t_end"]) / 2
         admitted = ((rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs)
                     and (rule.speech is None or rule.speech.admits(record.get("speech"))))
+        strength, trigger = rule.strength(scores)
         ev = track.event
         if ev is None:
-            if score >= rule.min_score and admitted:
+            if strength >= 1.0 and admitted:
                 if track.above == 0:
                     track.first_above = centre
                 track.above += 1
             else:
                 track.above = 0
             if track.above >= rule.min_windows and track.first_above >= track.cooldown_until:
-                track.event = ev = _Event(record["source"], rule.label, track.first_above, last_above=centre)
+                track.event = ev = _Event(record["source"], rule.label, track.first_above, trigger=trigger,
+                                          last_above=centre)
                 track.below = 0
-                self._peak(ev, record, score, window)
+                self._peak(ev, record, scores, strength, window)
                 return [self._record(ev, "started")]
             return []
-        if score >= rule.end_score:
+        if rule.holds(scores):
             track.below = 0
             ev.last_above = centre
-            if score > ev.peak:
-                self._peak(ev, record, score, window)
+            if strength > ev.strength:
+                self._peak(ev, record, scores, strength, window)
             return []
         track.below += 1
         if track.below < rule.end_windows:
@@ -202,8 +218,9 @@ class Alerts:
         self.pending.append(ev)
         return []
 
-    def _peak(self, ev: _Event, record: dict[str, Any], score: float, window: Window) -> None:
-        ev.peak, ev.peak_at = score, (record["t_start"] + record["t_end"]) / 2
+    def _peak(self, ev: _Event, record: dict[str, Any], scores: dict[str, float], strength: float,
+              window: Window) -> None:
+        ev.peak, ev.strength, ev.peak_at = scores["fused"], strength, (record["t_start"] + record["t_end"]) / 2
         per = record.get("modality", {}).get(ev.label, {})
         ev.modality = dict(per)
         present = {m: v for m, v in per.items() if v is not None}
@@ -276,8 +293,21 @@ class Alerts:
         return {"type": "alert", "source": ev.source, "label": ev.label, "state": state,
                 "event": f"{ev.source}:{ev.label}:{ev.start:.2f}", "start": round(ev.start, 3),
                 "end": None if ev.end is None else round(ev.end, 3), "peak": round(ev.peak, 4),
-                "peak_at": round(ev.peak_at, 3), "driver": ev.driver, "modality": ev.modality,
+                "peak_at": round(ev.peak_at, 3), "trigger": ev.trigger, "driver": ev.driver, "modality": ev.modality,
                 "snapshot": ev.snapshot, "clip": clip}
+
+
+def label_scores(record: dict[str, Any], label: str) -> dict[str, float]:
+    """A label's scores in a window record: ``fused`` and each modality that sees it.
+
+    A label outside the fused top-k is still found: the recorder adds the
+    labels that alert rules watch to ``watched`` (fused) and ``modality``.
+    """
+    fused = next((e["score"] for e in record["labels"] if e["label"] == label), None)
+    if fused is None:
+        fused = record.get("watched", {}).get(label, 0.0)
+    per = record.get("modality", {}).get(label, {})
+    return {"fused": fused, **{m: v for m, v in per.items() if v is not None}}
 
 
 def _middle_frame(window: Window) -> np.ndarray | None:

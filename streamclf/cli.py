@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, load_config
+from .config import AlertRule, ConfigError, load_config
 from .encoders.weights import WeightsUnavailable
 
 
@@ -21,7 +21,6 @@ def _encoders(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import AlertRule
     from .pipeline import run
 
     overrides = {k: v for k, v in {
@@ -37,13 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         if port:
             overrides["sinks.mqtt.port"] = port
     config = load_config(args.config, **overrides)
-    rules = []
-    for text in args.alert or []:
-        label, _, score = text.partition(":")
-        try:
-            rules.append(AlertRule(label=label, **({"min_score": float(score)} if score else {})))
-        except ValueError:
-            raise ConfigError(f"--alert {text}: expected LABEL or LABEL:SCORE with SCORE in [0, 1]") from None
+    rules = [_alert_rule(text) for text in args.alert or []]
     if rules:
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
@@ -54,6 +47,22 @@ def _run(args: argparse.Namespace) -> int:
             failed = True
             print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _alert_rule(text: str) -> AlertRule:
+    """``dog``, ``dog:0.4`` (fused), ``dog:audio=0.5``, ``dog:0.4,audio=0.5,video=0.6``: any condition counts."""
+    label, _, conditions = text.partition(":")
+    given: dict[str, float] = {}
+    try:
+        for part in filter(None, conditions.split(",")):
+            key, eq, value = part.rpartition("=") if "=" in part else ("fused", "=", part)
+            given[{"fused": "min_score"}.get(key.strip(), key.strip())] = float(value)
+        if set(given) - {"min_score", "audio", "video"}:
+            raise ValueError
+        return AlertRule(label=label, **given)
+    except ValueError:
+        raise ConfigError(f"--alert {text}: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE,video=SCORE "
+                          "with scores in [0, 1]") from None
 
 
 def _label(args: argparse.Namespace) -> int:
@@ -167,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--realtime", action="store_true",
                      help="pace files at real time, like a live feed (windows are dropped when behind)")
     run.add_argument("--alert", action="append", metavar="LABEL[:SCORE]",
-                     help="raise alerts for this fused label (repeatable; rules in the config have more settings)")
+                     help="raise alerts for this fused label above SCORE (default 0.5); LABEL:audio=S or "
+                     "LABEL:0.4,audio=S,video=S also fires on one modality alone (repeatable; rules in the "
+                     "config have more settings)")
     run.add_argument("--events-dir", help="where alert snapshots and clips go (default: events)")
     run.add_argument("--output-dir", help="folder the config's output paths are relative to and may not leave "
                      "(default: the current folder)")

@@ -12,7 +12,7 @@ import pytest
 from streamclf.alerts import Alerts, dbfs
 from streamclf.config import AlertRule, AlertsConfig, load_config
 from streamclf.types import Frame, Window
-from tests.conftest import bark_clip
+from tests.conftest import bark_clip, shared
 
 SR = 16000
 
@@ -24,13 +24,15 @@ def _window(t: float, loud: float = 0.1) -> Window:
 
 
 def _feed(alerts: Alerts, scores: list[float], label: str = "dog", loud: float = 0.1,
-          speech: float | None = None) -> list[dict]:
+          speech: float | None = None, audio: list[float] | None = None) -> list[dict]:
+    """Window records with ``scores`` fused (and as the audio score unless ``audio`` is given); video 0.1."""
     out = []
     for i, s in enumerate(scores):
         t = i * 0.5
         w = _window(t, loud)
         record = {"source": "cam", "t_start": t, "t_end": t + 2.0, "speech": speech,
-                  "labels": [{"label": label, "score": s}], "modality": {label: {"audio": s, "video": 0.1}}}
+                  "labels": [{"label": label, "score": s}],
+                  "modality": {label: {"audio": s if audio is None else audio[i], "video": 0.1}}}
         out += alerts.update(record, w)
     return out + alerts.close()
 
@@ -83,6 +85,33 @@ def test_speech_gate(tmp_path: Path) -> None:
     assert _feed(_rules(tmp_path, speech={"min": 0.5}), scores) == []
 
 
+def test_a_modality_condition_fires_when_the_fused_score_stays_low(tmp_path: Path) -> None:
+    """``{label: dog, audio: 0.5}``: the microphone alone hears the dog; the fused score never reaches 0.5."""
+    fused = [0.1, 0.35, 0.38, 0.36, 0.2, 0.1, 0.1, 0.1]
+    audio = [0.0, 0.70, 0.69, 0.65, 0.3, 0.0, 0.0, 0.0]
+    assert _feed(_rules(tmp_path, min_score=0.4), fused, audio=audio) == []
+    events = _feed(_rules(tmp_path, audio=0.5), fused, audio=audio)
+    assert [e["state"] for e in events] == ["started", "ended"]
+    assert events[0]["trigger"] == "audio" and events[0]["start"] == pytest.approx(0.5 + 1.0)
+    assert events[1]["peak"] == 0.38 and events[1]["modality"] == {"audio": 0.69, "video": 0.1}  # window 2 started it
+    assert AlertRule(label="dog", audio=0.5).thresholds() == {"audio": 0.5}  # no fused condition unless asked
+    assert AlertRule(label="dog").thresholds() == {"fused": 0.5}
+
+
+def test_a_rule_sees_its_label_outside_the_fused_top_k(tmp_path: Path) -> None:
+    """The recorder adds the labels rules watch (``watched``, ``modality``) when they are not in the top-k."""
+    alerts = _rules(tmp_path, audio=0.5, min_windows=1)
+    out = []
+    for i in range(6):
+        t = i * 0.5
+        record = {"source": "cam", "t_start": t, "t_end": t + 2.0, "labels": [{"label": "cat", "score": 0.8}],
+                  "watched": {"dog": 0.2}, "modality": {"cat": {"audio": 0.0, "video": 0.8},
+                                                        "dog": {"audio": 0.9 if i < 2 else 0.0, "video": 0.0}}}
+        out += alerts.update(record, _window(t))
+    events = out + alerts.close()
+    assert [e["state"] for e in events] == ["started", "ended"] and events[0]["peak"] == 0.2
+
+
 def test_a_real_bark_raises_one_dog_alert(tmp_path: Path, ffmpeg: str) -> None:
     """A dog bark from the shared sounds mixed into a 12 s clip at 5 s: one alert near 5 s, with evidence."""
     import streamclf
@@ -108,12 +137,54 @@ def test_a_real_bark_raises_one_dog_alert(tmp_path: Path, ffmpeg: str) -> None:
     assert abs(peak_at - 5.08) < 0.5  # the loudest sample of the clip is the bark
 
 
+def _run(clip: Path, tmp_path: Path, rules: list[AlertRule], **overrides: object) -> list[dict]:
+    """Records of one run of ``clip`` with these alert rules and config overrides."""
+    import streamclf
+
+    out = tmp_path / f"records-{len(list(tmp_path.glob('records-*')))}.jsonl"
+    config = load_config(**overrides)
+    config.alerts = AlertsConfig(rules=rules, events_dir=str(tmp_path / "events"))
+    streamclf.run([str(clip)], out=out, config=config)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _fused(records: list[dict], label: str) -> list[float]:
+    return [next((e["score"] for e in r["labels"] if e["label"] == label), 0.0) for r in records if "labels" in r]
+
+
+def test_a_bark_off_camera_keeps_its_audio_score_and_alerts(tmp_path: Path, ffmpeg: str) -> None:
+    """A bark over Big Buck Bunny (no dog in the picture) fuses to what the audio alone gives it; dog:0.4 fires.
+
+    Before reliability weighting the diffuse picture dragged the dog down to 0.38 (audio alone: 0.68).
+    """
+    clip = bark_clip(ffmpeg, tmp_path / "bbb.mp4", picture=shared("media/bbb_360p_60s.mp4"))
+    fused = _run(clip, tmp_path, [AlertRule(label="dog", min_score=0.4)], **{"fusion.top_k": 50})
+    heard = _run(clip, tmp_path, [], **{"fusion.top_k": 50, "video.enabled": False})
+    assert max(_fused(fused, "dog")) >= 0.9 * max(_fused(heard, "dog"))
+    assert [a["state"] for a in fused if a.get("type") == "alert"] == ["started", "ended"]
+
+
+def test_a_confident_picture_of_something_else_is_not_outvoted_by_a_faint_sound(tmp_path: Path, ffmpeg: str) -> None:
+    """A cat photo with a faint bark: the weak sound does not raise the dog, and the silent microphone
+    does not drag the clearly seen cat down (the plain average halved it: 0.33 for a 0.67 cat)."""
+    clip = bark_clip(ffmpeg, tmp_path / "cat.mp4", picture=shared("avpairs/farm_cat_photo.png"), volume=0.01)
+    windows = [r for r in _run(clip, tmp_path, [AlertRule(label="dog", min_score=0.4)], **{"fusion.top_k": 50})
+               if "labels" in r]
+    heard = [r["modality"]["dog"]["audio"] for r in windows]
+    assert 0.2 < max(heard) < 0.5  # faint, but heard
+    assert max(_fused(windows, "dog")) < 0.2
+    cat = [(f, r["modality"]["cat"]["video"]) for r, f in zip(windows, _fused(windows, "cat")) if r["t_start"] < 2]
+    assert all(f >= 0.95 * video for f, video in cat) and min(video for _, video in cat) > 0.5
+
+
 def test_bad_alert_flags_give_one_line() -> None:
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    bad = subprocess.run([sys.executable, "-m", "streamclf", "run", "x.mp4", "--alert", "dog:7"],
-                         capture_output=True, text=True, cwd=root, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "streamclf: error: --alert dog:7: expected LABEL or LABEL:SCORE with SCORE in [0, 1]"]
+    for flag in ("dog:7", "dog:sound=0.5"):
+        bad = subprocess.run([sys.executable, "-m", "streamclf", "run", "x.mp4", "--alert", flag],
+                             capture_output=True, text=True, cwd=root, timeout=60)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+            f"streamclf: error: --alert {flag}: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE,video=SCORE "
+            "with scores in [0, 1]"]
