@@ -100,7 +100,12 @@ def _events(args: argparse.Namespace) -> int:
     db = db or SqliteConfig().path
     rows = query_events(db, source=args.source, since=args.since, label=args.label, kind=args.type,
                         limit=args.limit)
-    print(format_events(rows))
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    else:
+        print(format_events(rows))
     return 0
 
 
@@ -218,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--label", help="only this label")
     ev.add_argument("--type", default="alert", choices=["alert", "status", "labels"], help="which records")
     ev.add_argument("--limit", type=int, help="at most this many (newest last)")
+    ev.add_argument("--json", action="store_true", help="the whole records as a JSON array instead of a table")
     ev.set_defaults(func=_events)
 
     tr = verbs.add_parser("train", help="train a fusion head from labeled clips (or 'avdigits')")

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -51,9 +52,9 @@ def alert(i: int, source: str = "cam1", label: str = "dog", time_: str | None = 
             "snapshot": f"events/{i}.jpg", "clip": f"events/{i}.wav"}
 
 
-def status(i: int, source: str = "cam1", state: str = "live") -> dict:
+def status(i: int, source: str = "cam1", state: str = "live", **extra) -> dict:
     return {"type": "status", "id": f"status-{i}", "time": f"2026-11-28T04:00:{i:02d}.000Z",
-            "source": source, "state": state}
+            "source": source, "state": state, **extra}
 
 
 # ---------------------------------------------------------------- webhook
@@ -465,7 +466,7 @@ def store(tmp_path) -> Path:
     sink.write(alert(3, "cam1", "siren"))
     sink.write(alert(4, "cam1", "dog"))
     sink.write(status(1, "cam1", "live"))
-    sink.write(status(2, "cam2", "reconnecting"))
+    sink.write(status(2, "cam2", "reconnecting", message="cannot open: Connection refused; retrying in 2.1s"))
     for i in range(3):
         sink.write(window(i))
     sink.write(alert(1, "cam1", "dog"))  # the same id again
@@ -536,8 +537,19 @@ def test_format_events_is_one_aligned_line_per_event(store):
     text = format_events(query_events(store, source="cam1"))
     lines = text.splitlines()
     assert len(lines) == 3
-    assert lines[0].split() == ["2026-11-28", "06:00:01Z", "cam1", "dog", "13.0-17.5s", "0.93"]
+    assert lines[0].split() == ["2026-11-28", "06:00:01Z", "cam1", "dog", "13.0-17.5s", "0.93",
+                                "events/1.jpg", "events/1.wav"]  # the evidence a person opens next
     assert len({line.index(span) for line, span in zip(lines, ["13.0-17.5s", "15.0-19.5s", "16.0-20.5s"])}) == 1
     status_lines = format_events(query_events(store, kind="status")).splitlines()
-    assert status_lines[1].split() == ["2026-11-28", "04:00:02Z", "cam2", "reconnecting", "-", "-"]
+    assert status_lines[0].split() == ["2026-11-28", "04:00:01Z", "cam1", "live", "-", "-"]
+    assert status_lines[1].endswith("reconnecting  -  -  cannot open: Connection refused; retrying in 2.1s")
     assert format_events([]) == "no events"
+
+
+def test_events_verb_prints_json(store):
+    """`streamclf events --json`: the whole stored records, oldest first, for scripts."""
+    cli = subprocess.run([sys.executable, "-m", "streamclf", "events", "--db", str(store), "--source", "cam1",
+                          "--json"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                         timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == [alert(1, "cam1", "dog"), alert(3, "cam1", "siren"), alert(4, "cam1", "dog")]
