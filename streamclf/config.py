@@ -104,6 +104,10 @@ class MqttConfig(_Strict):
     qos: Literal[0, 1, 2] = 1
     keepalive: int = Field(30, ge=5)
     client_id: str | None = None
+    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery: each source becomes a device "
+                            "with its top label, its state and an on/off sensor per alert label, without YAML")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT "
+                                  "integration setting); topics DISCOVERY_PREFIX/<component>/<node>/<object>/config")
 
 
 class SqliteConfig(_Strict):

@@ -531,7 +531,7 @@ def open_sinks(config: Config, out: str | Path | None = None) -> list[Sink]:
     if c.webhook is not None:
         opened.append(sinks.WebhookSink(c.webhook))
     if c.mqtt is not None:
-        opened.append(sinks.MqttSink(c.mqtt))
+        opened.append(sinks.MqttSink(c.mqtt, labels=[r.label for r in config.alerts.rules]))
     return opened
 
 
