@@ -185,7 +185,12 @@ class AlertRule(_Strict):
 
 class AlertsConfig(_Strict):
     rules: list[AlertRule] = Field(default_factory=list)
-    events_dir: str = Field("events", description="snapshots (JPEG) and clips (WAV) of alerts go here")
+    events_dir: str = Field("events", description="snapshots (JPEG) and clips (MP4/WAV) of alerts go here")
+    clip: Literal["mp4", "wav", "both", "none"] = Field(
+        "mp4", description="each event's clip: MP4 with picture and sound (H.264 + AAC), WAV audio, both, or none")
+    retain_days: float | None = Field(30.0, gt=0, description="events older than this are deleted (null: kept)")
+    max_disk_mb: float | None = Field(2000.0, gt=0, description="the oldest events are deleted while the events "
+                                      "folder holds more than this (null: no limit)")
 
 
 class Config(_Strict):

@@ -405,7 +405,8 @@ class Pipeline:
         c, w = self.config, self.config.window
         self._live = {s.name for s in specs if s.live or c.sources.realtime}
         self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
-                                  timings=self.timings, short_side=w.short_side) for s in specs]
+                                  timings=self.timings, short_side=w.short_side, full_frames=self.alerts is not None)
+                          for s in specs]
         windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox,
                               len(specs), self._live)
         self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stats=d.stats)
