@@ -37,8 +37,8 @@ from .config import AlertRule, AlertsConfig, SpeechGate
 from .types import Frame, Window
 
 SAMPLE_RATE = 16000
-MAX_CLIP = 120.0  # seconds of audio an event clip may hold (a never-ending event must not fill memory)
-HISTORY = 30.0  # seconds of audio kept before the current window, so a rule's hold never cuts its pre-roll
+MAX_CLIP = 120.0  # seconds an event clip may hold (a never-ending event must not fill memory)
+RISE = 10.0  # seconds a clip reaches back at most before the window that started the event (a slow rise)
 END_RATIO = 0.8  # an event ends below this fraction of the threshold that started it (hysteresis)
 SWEEP_EVERY = 300.0  # seconds (wall clock) between retention sweeps of the events folder
 EVENT_FILE = re.compile(r"^\d{8}-\d{6}-.+-\d+(\.\d+)?s\.(jpg|wav|mp4)$")  # what _path names; nothing else is deleted
@@ -54,7 +54,7 @@ def dbfs(audio: np.ndarray | None) -> float:
 
 @dataclass
 class _Rule:
-    """A rule with one source's overrides applied; ``starts``/``ends``: threshold per condition (fused, audio, video)."""
+    """A rule with one source's overrides applied; ``starts``/``ends``: threshold per condition (fused/audio/video)."""
 
     label: str
     starts: dict[str, float]
@@ -212,9 +212,11 @@ class Alerts:
         for track in self._tracks(source):
             out += self._step(track, record, window, label_scores(record, track.rule.label), loudness)
         out += self._flush(source, trail.end)
+        # the ring buffers hold what a clip may still need: the pre-roll of every rise, open and waiting event
+        rising = [t.rising for t in self.tracks[source] if t.rising is not None]
         active = [t.event.onset for t in self.tracks[source] if t.event is not None]
         waiting = [e.onset for e in self.pending if e.source == source]
-        keep = min([window.t_start - HISTORY, *active, *waiting]) - self.max_pre
+        keep = min([window.t_start, *rising, *active, *waiting]) - self.max_pre
         trail.trim(max(keep, trail.end - MAX_CLIP))
         frames.trim(max(keep, window.t_end - MAX_CLIP))
         self._sweep()
@@ -228,8 +230,8 @@ class Alerts:
         strength, trigger = rule.strength(scores)
         ev = track.event
         if ev is None:
-            holds = rule.holds(scores)
-            track.rising = (track.rising if track.rising is not None else record["t_start"]) if holds else None
+            t0 = record["t_start"]
+            track.rising = max(t0 if track.rising is None else track.rising, t0 - RISE) if rule.holds(scores) else None
             if strength >= 1.0 and admitted:
                 if track.above == 0:
                     track.first_above = centre
@@ -237,8 +239,7 @@ class Alerts:
             else:
                 track.above = 0
             if track.above >= rule.min_windows and track.first_above >= track.cooldown_until:
-                onset = max(min(track.rising if track.rising is not None else record["t_start"], track.first_above),
-                            track.first_above - HISTORY / 2)
+                onset = t0 if track.rising is None else track.rising
                 track.event = ev = _Event(record["source"], rule.label, track.first_above, onset=onset,
                                           trigger=trigger, last_above=centre)
                 track.below = 0

@@ -526,8 +526,9 @@ while sink.stats()["pending"]:
     time.sleep(0.05)
 os._exit(9)  # no close(): as if the process were killed
 """)
-    run = subprocess.run([sys.executable, str(script)], cwd=Path(__file__).resolve().parents[1], timeout=30,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(script)], cwd=root, timeout=30, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)})
     assert run.returncode == 9, run.stderr
     after = Subscriber(broker.port, "streamclf/#")
     try:
