@@ -144,7 +144,7 @@ class MqttSink:
             record = record if "time" in record else {**record, "time": _now()}  # a retained state says when
         topic = f"{self.prefix}/{topic_safe(source)}/{sub}"
         self._enqueue(topic, json.dumps(record, ensure_ascii=False), retain=sub == "status")
-        if kind == "alert" and record.get("state") in ("started", "ended"):
+        if kind == "alert" and record.get("label") and record.get("state") in ("started", "ended"):
             self._enqueue(alert_topic(self.cfg, source, record["label"]),
                           "ON" if record["state"] == "started" else "OFF", retain=True)
 
