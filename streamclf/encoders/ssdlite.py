@@ -337,7 +337,7 @@ class SSDLite_Person_Weights(WeightsEnum):
             "activation": "sigmoid",
             "input": "RGB frame -> resize 300x300 (no crop), 0-255; the graph scales to [-1, 1]",
             "size": PERSON_SETTINGS.size,
-            "num_params": 3_100_000,
+            "num_params": 3_095_878,  # the weights of its convolutions and batch norms
             "file_mb": 12.9,
             "sha256": GRAPH_SHA256,
             "offline": PACKAGE,
