@@ -67,7 +67,8 @@ class DetectorConfig(_Strict):
     encoder: str = "ssdlite_person"
     fps: float = Field(2.0, gt=0, le=120, description="frames per second the detector reads (at most the window's "
                        "fps); in between it reuses its last result")
-    threshold: float = Field(0.5, ge=0, le=1, description="score a box needs to be counted and drawn")
+    threshold: float = Field(0.7, ge=0, le=1, description="score a box needs to be counted and drawn "
+                             "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)")
     motion: float = Field(0.005, ge=0, le=1, description="share of a small grey copy of the frame that must change "
                           "since the last detection for the detector to run again (0: always run)")
     weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
