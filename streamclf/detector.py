@@ -67,12 +67,13 @@ class _Pending:
 def detector_for(config: Config, live: bool, driven: set[str]) -> "Detector | None":
     """The detector when it is wanted, sharing the worker's threads; else None.
 
-    As configured; else (auto) for live sources and for alert rules on the
-    categories it drives (``driven``), so ``--alert person`` works on a file.
+    As configured; else (auto) for live sources (files played with
+    ``sources.realtime`` count) and for alert rules on the categories it
+    drives (``driven``), so ``--alert person`` works on a file.
     """
     on = config.detector.enabled
     if on is None:
-        on = live or any(r.label in driven for r in config.alerts.rules)
+        on = live or config.sources.realtime or any(r.label in driven for r in config.alerts.rules)
     if not on:
         return None
     import torch

@@ -596,7 +596,7 @@ def run(sources: list[str], out: str | Path | None = None, config: Config | None
 
     config = config or load_config()
     specs = [SourceSpec.parse(s) for s in (sources or [str(SAMPLE)])]
-    models = Models(config, live=config.sources.realtime or any(s.live for s in specs))
+    models = Models(config, live=any(s.live for s in specs))
     sinks = open_sinks(models.config, out)
     if not dashboard:
         pipeline = Pipeline(config, sinks, models=models)

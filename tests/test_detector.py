@@ -158,6 +158,7 @@ def test_the_detector_is_off_for_files_and_on_for_live_sources_by_default() -> N
     config = load_config()
     assert detector_for(config, live=False, driven={"person"}) is None
     assert detector_for(config, live=True, driven={"person"}) is not None
+    assert detector_for(load_config(**{"sources.realtime": True}), live=False, driven=set()) is not None
     assert detector_for(load_config(**{"detector.enabled": False}), live=True, driven=set()) is None
 
 
