@@ -39,7 +39,7 @@ def detector() -> ssdlite.SSDDetector:
 def test_detector_matches_opencv_dnn_on_the_same_graph(detector: ssdlite.SSDDetector) -> None:
     """Our wrapper (batching, transform, row handling) gives OpenCV's own boxes and scores for each frame."""
     files = ssdlite.SSDLite_Person_Weights.DEFAULT.get_state_dict()
-    net = cv2.dnn.readNetFromTensorflow(str(files.model), str(files.config))
+    net = cv2.dnn.readNetFromTensorflow(str(files.model), str(files.config), **ssdlite.classic_engine())
     frames = [*_frames(shared("media/grid/bbaf2n.mpg"), 1), *_frames(shared("media/flipping_a_pancake.mkv"), 2)]
     ours = detector.detect(frames)
     blob = np.stack([cv2.resize(f, (300, 300), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) for f in frames])
