@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     evl.add_argument("--config", help="YAML config (window, encoders, fusion, smoothing) to run with")
     evl.add_argument("--compose", action="store_true", help="run one stream of the clips back to back with gaps "
                      "of silence and grey frames, as in live use (default: clip by clip)")
-    evl.add_argument("--gap", type=float, help="with --compose: seconds of gap before each clip (default 2)")
+    evl.add_argument("--gap", type=float, help="with --compose: seconds of gap before each clip (default 3)")
     evl.add_argument("--threshold", type=float, help="score a gap window's label must reach to count as a false "
                      "alarm (default: the default alert min_score, 0.5)")
     evl.add_argument("--json", metavar="FILE", help="also write every figure (and each clip's labels) here")

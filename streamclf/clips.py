@@ -249,3 +249,25 @@ def pair_clip(image: str | Path, sound: str | Path, out: str | Path, fps: float 
     with MediaWriter(out, size, fps, audio_codec="aac") as writer:
         _write_segment(writer, [still] * n, audio, size, n)
     return Path(out)
+
+
+def pair_clips(pairs: Iterable[tuple[str, str | Path, str | Path]], out_dir: str | Path,
+               progress: Callable[[str], None] | None = None, **settings: float) -> list[Path]:
+    """``pair_clip`` for each (name, image, sound) into ``out_dir``/name.mp4; a clip newer than its inputs is kept.
+
+    ``settings`` go to ``pair_clip`` (fps, max_seconds, min_seconds); a
+    different setting needs another ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    pairs = list(pairs)
+    for i, (name, image, sound) in enumerate(pairs, 1):
+        out = out_dir / f"{name}.mp4"
+        newest = max(Path(image).stat().st_mtime, Path(sound).stat().st_mtime)
+        if not out.exists() or out.stat().st_mtime < newest:
+            pair_clip(image, sound, out, **settings)
+            if progress is not None:
+                progress(f"made {out.name} ({i}/{len(pairs)})")
+        paths.append(out)
+    return paths

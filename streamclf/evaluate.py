@@ -23,9 +23,10 @@ Figures: top-1 accuracy per category and overall; the gain of fused over the
 better single modality; macro-F1 over the dataset's categories (a label outside
 them counts against recall only); ECE of the window top-1 score (10 equal-width
 bins over the windows of the events; right when the window's top-1 names the
-event's category); with ``compose``, the rate of gap windows (lying mostly in a
-gap) whose top fused score reaches the threshold, i.e. would pass an alert rule
-with the default ``min_score``.
+event's category); with ``compose``, the rate of gap windows (lying entirely in
+a gap: nothing but silence and grey, though smoothing still remembers the clip
+before) whose top score reaches the threshold, i.e. would pass an alert rule with
+the default ``min_score``.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 RUNS = {"fused": None, "audio only": "audio", "video only": "video"}  # run -> the track kept
 DEFAULT_THRESHOLD: float = AlertRule.model_fields["min_score"].default
-DEFAULT_GAP = 2.0
+DEFAULT_GAP = 3.0  # seconds: a default 2 s window (hop 0.5) fits entirely inside a gap at least twice
 MAX_LABELS = 50  # fusion.top_k's ceiling: how many scores a record carries
 RECIPE = "eval-media-v1"  # bump when composing or stripping changes, so cached media is remade
 BINS = 10
@@ -83,14 +84,13 @@ def windows_inside(windows: list[Win], start: float, end: float) -> list[Win]:
 
 
 def gap_windows(windows: list[Win], events: list[tuple[float, float]], end: float) -> list[Win]:
-    """Windows lying mostly inside the gaps: the time within [0, end] that no event covers."""
-    out = []
-    for w in windows:
-        length = w.t_end - w.t_start
-        in_stream = overlap(w, 0.0, end)
-        if in_stream - sum(overlap(w, s, e) for s, e in events) > 0.5 * length:
-            out.append(w)
-    return out
+    """Windows lying entirely inside a gap: within [0, end] and overlapping no event.
+
+    A window that still holds part of a clip may rightly name it; only a
+    window of pure silence and grey measures false alarms.
+    """
+    return [w for w in windows if w.t_start >= -1e-6 and w.t_end <= end + 1e-6
+            and not any(overlap(w, s, e) > 1e-6 for s, e in events)]
 
 
 def decide(windows: Iterable[Win]) -> str | None:
@@ -148,6 +148,7 @@ def run_metrics(truth: list[str], per_event: list[list[Win]], gaps: list[Win] | 
             "macro_f1": sum(f1.values()) / len(f1), "ece": ece(conf, right), "windows": len(conf),
             "gap_windows": None if gaps is None else len(gaps), "gap_hot": hot,
             "gap_rate": None if not gaps else hot / len(gaps),
+            "gap_scores": None if gaps is None else [round(w.top[1], 4) for w in gaps],
             "without_windows": sum(not ws for ws in per_event), "per_category": per_category, "predicted": pred}
 
 
