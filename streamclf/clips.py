@@ -51,20 +51,27 @@ def _is_picture(stream: av.stream.Stream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
+def _part(path: Path) -> Path:
+    """Where ``path`` is written before it is moved into place (same suffix, so FFmpeg picks the same format)."""
+    return path.with_name(f"{path.stem}.part{path.suffix}")
+
+
 def strip(src: str | Path, dst: str | Path, keep: str) -> Path:
-    """Copy only the ``keep`` track (``audio`` or ``video``) of ``src`` into the Matroska file ``dst``.
+    """Copy only the ``keep`` track (``audio`` or ``video``) of ``src`` into ``dst``.
 
     A remux, not a re-encode: the kept track is bit for bit what the full
     file holds, so a single-modality run differs from the fused one only by
-    the missing track.
+    the missing track. Give ``dst`` the suffix of ``src``: another container
+    can lose the edit list that trims an encoder's priming samples (AAC in
+    MP4 into Matroska starts 64 ms late).
     """
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".part")
+    tmp = _part(dst)
     with av.open(str(src)) as inp:
         streams = [s for s in inp.streams if s.type == keep and not _is_picture(s)]
         if not streams:
             raise ValueError(f"{src}: no {keep} track to keep")
-        with av.open(str(tmp), "w", format="matroska") as out:
+        with av.open(str(tmp), "w") as out:
             ost = out.add_stream_from_template(streams[0])
             for packet in inp.demux(streams[0]):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
@@ -120,9 +127,8 @@ class MediaWriter:
 
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float, audio_codec: str = "pcm_s16le") -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".part")
-        fmt = "matroska" if self.path.suffix.lower() in (".mkv", ".mka") else None
-        self.out = av.open(str(self.tmp), "w", format=fmt or "mp4")
+        self.tmp = _part(self.path)
+        self.out = av.open(str(self.tmp), "w")
         self.fps = Fraction(fps).limit_denominator(1000)
         self.video = self.out.add_stream("libx264", rate=self.fps)
         self.video.width, self.video.height = size

@@ -50,7 +50,7 @@ RUNS = {"fused": None, "audio only": "audio", "video only": "video"}  # run -> t
 DEFAULT_THRESHOLD: float = AlertRule.model_fields["min_score"].default
 DEFAULT_GAP = 3.0  # seconds: a default 2 s window (hop 0.5) fits entirely inside a gap at least twice
 MAX_LABELS = 50  # fusion.top_k's ceiling: how many scores a record carries
-RECIPE = "eval-media-v1"  # bump when composing or stripping changes, so cached media is remade
+RECIPE = "eval-media-v2"  # bump when composing or stripping changes, so cached media is remade
 BINS = 10
 
 
@@ -188,7 +188,7 @@ def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap:
             continue
         runs[run] = []
         for i, src in enumerate(sources):
-            dst = folder / f"{i}.{keep}.mkv"
+            dst = folder / f"{i}.{keep}{src.suffix}"
             runs[run].append(strip(src, dst, keep) if keep in tracks(src) else None)
     done.write_text(json.dumps({"runs": {r: [None if p is None else str(p) for p in ps] for r, ps in runs.items()},
                                 "events": [asdict(e) for e in events]}))
