@@ -19,6 +19,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -159,12 +160,15 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         low = [s for s in runs["fused"]["gap_scores"] if s >= ISSUE_THRESHOLD]
         lines += [f"- gap windows with a fused label >= {ISSUE_THRESHOLD} (the issue's figure): "
                   f"{len(low)}/{runs['fused']['gap_windows']}",
-                  f"- run time: {r['seconds']:.0f} s (composing, three runs)", ""]
+                  f"- run time: {r['seconds']:.0f} s (composing the stream, three runs)", ""]
     lines += ["## Split", "", meta["split_rule"], "",
               "| split | rows | recordings | categories |", "|---|---|---|---|"]
     for split, s in meta["split_counts"].items():
         lines.append(f"| {split} | {s['rows']} | {s['recordings']} | {s['categories']} |")
-    lines += ["", "## Commands", "", "```", *meta["commands"], "```", ""]
+    lines += ["", f"Run time: {meta['seconds']:.0f} s wall for everything above, on {meta['machine']}; "
+              + ("clips and streams made in this run (empty cache)." if meta["fresh"] else
+                 "clips reused from the cache."), "",
+              "## Commands", "", "```", *meta["commands"], "```", ""]
     return "\n".join(lines)
 
 
@@ -192,6 +196,7 @@ def main() -> None:
 
     config = load_config(args.config)
     cache = args.cache or cache_dir() / "fusion_real"
+    fresh = not (cache / "clips").exists()
     started = time.monotonic()
     results = {}
     for split in args.splits:
@@ -205,7 +210,8 @@ def main() -> None:
     meta = {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "fusion": next(iter(results.values()))["fusion"], "gap": args.gap,
             "split_rule": SPLIT_RULE,
-            "split_counts": counts, "seconds": round(time.monotonic() - started, 1),
+            "split_counts": counts, "seconds": round(time.monotonic() - started, 1), "fresh": fresh,
+            "machine": f"{os.cpu_count()} CPU cores",
             "commands": [f".venv/bin/python benchmarks/fusion_real.py --splits {' '.join(args.splits)}{opts}",
                          "# the same, one split by hand (CACHE: the streamclf cache folder):",
                          f"streamclf eval CACHE/fusion_real/report.csv --compose --json report.json{opts}"]}

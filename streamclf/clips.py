@@ -40,10 +40,13 @@ class Event:
 
 def tracks(path: str | Path) -> set[str]:
     """Which of ``audio`` / ``video`` a file holds (a cover picture counts as no video)."""
-    with av.open(str(path)) as c:
-        found = {s.type for s in c.streams if s.type in ("audio", "video")}
-        if "video" in found and all(_is_picture(s) for s in c.streams.video):
-            found.discard("video")
+    try:
+        with av.open(str(path)) as c:
+            found = {s.type for s in c.streams if s.type in ("audio", "video")}
+            if "video" in found and all(_is_picture(s) for s in c.streams.video):
+                found.discard("video")
+    except av.error.FFmpegError as e:
+        raise ValueError(f"{path}: not readable media ({e.strerror})") from None
     return found
 
 
@@ -230,7 +233,10 @@ def compose(clips: list[tuple[str | Path, str]], out: str | Path, gap: float = 2
         frame = _write_segment(writer, (), silence, size, gap_frames)
         for i, (path, label) in enumerate(clips):
             audio = read_audio(path) if "audio" in tracks(path) else silence
-            n = _write_segment(writer, frames_at(path, fps, size), audio, size, 1)
+            try:
+                n = _write_segment(writer, frames_at(path, fps, size), audio, size, 1)
+            except av.error.FFmpegError as e:
+                raise ValueError(f"{path}: cannot decode its video ({e.strerror})") from None
             events.append(Event(label, frame / fps, (frame + n) / fps, str(path)))
             frame += n + _write_segment(writer, (), silence, size, gap_frames)
             if progress is not None:

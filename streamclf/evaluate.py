@@ -188,8 +188,12 @@ def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap:
             continue
         runs[run] = []
         for i, src in enumerate(sources):
+            try:
+                have = tracks(src)
+            except ValueError:  # unreadable: the fused run fails on it and reports it
+                have = set()
             dst = folder / f"{i}.{keep}{src.suffix}"
-            runs[run].append(strip(src, dst, keep) if keep in tracks(src) else None)
+            runs[run].append(strip(src, dst, keep) if keep in have else None)
     done.write_text(json.dumps({"runs": {r: [None if p is None else str(p) for p in ps] for r, ps in runs.items()},
                                 "events": [asdict(e) for e in events]}))
     return runs, events
@@ -269,6 +273,7 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
                 per_event, gaps = per_file, None
             runs[run] = run_metrics(truth, per_event, gaps, classes, threshold)
     singles = [runs[r]["accuracy"] for r in runs if r != "fused"]
+    predicted = {r: runs[r].pop("predicted") for r in runs}  # per clip, under "events"
     return {
         "data": str(data), "mode": "composed stream" if compose else "clip by clip", "gap": gap if compose else None,
         "threshold": threshold, "fusion": f"head {config.fusion.head}" if config.fusion.head else
@@ -277,7 +282,7 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
         "clips": len(clips), "categories": classes,
         "gain": runs["fused"]["accuracy"] - max(singles), "runs": runs,
         "events": [{"path": str(p), "label": label, **({"start": e.start, "end": e.end} if compose else {}),
-                    **{r: runs[r]["predicted"][i] for r in runs}}
+                    **{r: predicted[r][i] for r in runs}}
                    for i, ((p, label), e) in enumerate(zip(clips, events or [None] * len(clips)))],
         "failed": failed, "seconds": round(time.monotonic() - started, 1)}
 

@@ -132,6 +132,20 @@ def test_eval_on_a_composed_stream_runs_fused_audio_only_and_video_only(animals,
     assert table_rows(result)[-1][0] == "all"
 
 
+def test_a_broken_clip_is_counted_wrong_and_reported_while_the_others_run(animals, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(animals, data)
+    (data / "dog" / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    result = evaluate(data, work_dir=tmp_path / "work")
+    assert len(result["failed"]) == 1 and "broken.mp4" in result["failed"][0]
+    broken = next(e for e in result["events"] if e["path"].endswith("broken.mp4"))
+    assert broken["fused"] is broken["audio only"] is broken["video only"] is None
+    assert result["runs"]["fused"]["without_windows"] == 1
+    assert next(e for e in result["events"] if e["path"].endswith("farm_dog_photo.mp4"))["fused"] == "dog"
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2, before torch
 
 @pytest.mark.parametrize("make, says", [
