@@ -157,6 +157,11 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [f"## {split} split: {r['clips']} clips, {len(r['categories'])} categories", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(x) + " |" for x in rows),
                   "", *(f"- {x}" for x in summary_lines(r)[1:])]
+        wrong: dict[str, int] = {}
+        for e in r["events"]:
+            if e["fused"] != e["label"]:
+                wrong[str(e["fused"])] = wrong.get(str(e["fused"]), 0) + 1
+        lines.append("- wrong fused labels: " + ", ".join(f"{k} x{v}" for k, v in sorted(wrong.items(), key=lambda kv: -kv[1])))
         low = [s for s in runs["fused"]["gap_scores"] if s >= ISSUE_THRESHOLD]
         lines += [f"- gap windows with a fused label >= {ISSUE_THRESHOLD} (the issue's figure): "
                   f"{len(low)}/{runs['fused']['gap_windows']}",

@@ -278,7 +278,8 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
         "data": str(data), "mode": "composed stream" if compose else "clip by clip", "gap": gap if compose else None,
         "threshold": threshold, "fusion": f"head {config.fusion.head}" if config.fusion.head else
         f"category map {config.fusion.categories or 'built-in'}",
-        "decision": "score-summed top-1 of the windows lying mostly inside each clip",
+        "decision": "score-summed top-1 of " + ("the windows lying mostly inside each clip" if compose else
+                                                 "each clip's windows"),
         "clips": len(clips), "categories": classes,
         "gain": runs["fused"]["accuracy"] - max(singles), "runs": runs,
         "events": [{"path": str(p), "label": label, **({"start": e.start, "end": e.end} if compose else {}),
