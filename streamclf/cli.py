@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .config import ConfigError, load_config
@@ -46,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--alert {text}: expected LABEL or LABEL:SCORE with SCORE in [0, 1]") from None
     if rules:
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
+    _log_to_stderr(logging.INFO if args.no_dashboard and not args.quiet else logging.WARNING)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
@@ -115,6 +117,19 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"streamclf: {record.getMessage()}", file=sys.stderr, flush=True)  # today's stderr (tests swap it)
+
+
+def _log_to_stderr(level: int) -> None:
+    """The one place the ``streamclf`` logger is configured: one plain line per message on stderr."""
+    logger = logging.getLogger("streamclf")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, _Stderr)] + [_Stderr()]
+    logger.setLevel(level)
+    logger.propagate = False  # the root logger's handlers (if any) would print it twice
+
+
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -156,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="file, URL, /dev/videoN or camera index; NAME=SOURCE names it (default: built-in sample)")
     run.add_argument("--out", help="append JSON-lines records here (- for stdout)")
     run.add_argument("--config", help="YAML config (see configs/default.yaml)")
-    run.add_argument("--no-dashboard", action="store_true", help="no live terminal view")
+    run.add_argument("--no-dashboard", action="store_true",
+                     help="no live terminal view: what loads and each source's state changes as lines on stderr")
+    run.add_argument("--quiet", action="store_true", help="without the dashboard: no status lines, errors only")
     run.add_argument("--fps", type=float, help="video frames sampled per second")
     run.add_argument("--window", type=float, help="window length, seconds")
     run.add_argument("--hop", type=float, help="hop between windows, seconds")
