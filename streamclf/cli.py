@@ -47,14 +47,16 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--alert {text}: expected LABEL or LABEL:SCORE with SCORE in [0, 1]") from None
     if rules:
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
-    _log_to_stderr(logging.INFO if args.no_dashboard and not args.quiet else logging.WARNING)
+    # the dashboard shows what loads and the states; without it they are lines, or only the errors (--quiet)
+    _log_to_stderr(logging.CRITICAL if not args.no_dashboard else logging.ERROR if args.quiet else logging.INFO)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
     for st in states.values():
         if st.fatal:
             failed = True
-            print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
+            if not args.no_dashboard:  # without it, the error line came when it happened
+                print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", help="YAML config (see configs/default.yaml)")
     run.add_argument("--no-dashboard", action="store_true",
                      help="no live terminal view: what loads and each source's state changes as lines on stderr")
-    run.add_argument("--quiet", action="store_true", help="without the dashboard: no status lines, errors only")
+    run.add_argument("--quiet", action="store_true", help="with --no-dashboard: only the errors, no status lines")
     run.add_argument("--fps", type=float, help="video frames sampled per second")
     run.add_argument("--window", type=float, help="window length, seconds")
     run.add_argument("--hop", type=float, help="hop between windows, seconds")

@@ -551,7 +551,8 @@ class Pipeline:
         self._emit(record)
         line = status_line(record, state, before, lasted)
         if line is not None:
-            log.info(line)
+            log.log(logging.ERROR if record.get("fatal") else logging.WARNING if "fatal" in record else logging.INFO,
+                    line)
 
     def _sink_failed(self, sink: Sink, e: Exception) -> None:
         name = type(sink).__name__
@@ -582,8 +583,8 @@ def status_line(record: dict[str, Any], state: SourceState, before: str, lasted:
     ``before`` is the source's state before this record; ``lasted`` how long it had been live, or down.
     """
     name, now, message = record["source"], record["state"], record.get("message", "")
-    if "fatal" in record:
-        return f"[{name}] {'error' if record['fatal'] else 'warning'}: {message}"
+    if "fatal" in record:  # the message names the source by its URL or path
+        return f"error: {message}" if record["fatal"] else f"[{name}] warning: {message}"
     if now == "connecting":
         if before == "reconnecting":
             return None
