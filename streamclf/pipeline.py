@@ -10,13 +10,13 @@ not with this module: those imports are most of the start-up time, and
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-import logging
 import uuid
 from collections import deque
 from contextlib import contextmanager, nullcontext
@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import Config, WindowConfig
 from .alerts import Alerts
+from .catalog import check_alert_labels
 from .sources import Decoder, SourceSpec
 from .stages import Feed, Timings
 from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
@@ -441,10 +442,7 @@ class Pipeline:
                            lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live)
         self.worker = Worker(self.models, config, self._worker_inbox, self.results, self.timings)
         self.recorder = Recorder(self.models, config)
-        unknown = sorted({r.label for r in config.alerts.rules} - set(self.models.names))
-        if unknown:
-            raise ValueError(f"alerts.rules: {', '.join(unknown)} not among the fused labels "
-                             f"({', '.join(self.models.names[:12])}, ...)")
+        check_alert_labels((r.label for r in config.alerts.rules), self.models.names)
         self.alerts = Alerts(config.alerts) if config.alerts.rules else None
         self.states: dict[str, SourceState] = {}
         self.run_id = uuid.uuid4().hex[:12]
