@@ -155,6 +155,11 @@ def test_garbage_and_unresolvable_sources_leave_the_others_alone() -> None:
     assert "secret" not in repr(watch.records)
 
 
+def announced_wait(message: str) -> float:
+    """The wait a "reconnecting" status announces ("...; retrying in 2.9s")."""
+    return float(message.rpartition("retrying in ")[2].rstrip("s"))
+
+
 def test_default_backoff_retries_a_down_camera_at_least_every_5s() -> None:
     """A camera that is down is retried often enough that it is back within seconds of its server.
 
@@ -171,7 +176,7 @@ def test_default_backoff_retries_a_down_camera_at_least_every_5s() -> None:
     time.sleep(16.0)
     decoder.stop()
     decoder.join(10)
-    waits = [float(item.message.rpartition("retrying in ")[2].rstrip("s")) for item in list(feed.queue)
+    waits = [announced_wait(item.message) for item in list(feed.queue)
              if isinstance(item, SourceStatus) and item.state == "reconnecting"]
     assert len(waits) >= 5 and max(waits) <= 5.0, waits
 
@@ -219,8 +224,7 @@ def outage(config: Any, server: Any, url: str, down: float = 10.0) -> dict[str, 
     finally:
         pipeline.stop()
         thread.join(30)
-    waits = [float(r["message"].rpartition("retrying in ")[2].rstrip("s")) for r in watch.records
-             if r.get("state") == "reconnecting"]
+    waits = [announced_wait(r["message"]) for r in watch.records if r.get("state") == "reconnecting"]
     return {"live_s": round(live, 2), "window_s": round(window, 2), "max_wait_s": max(waits)}
 
 
