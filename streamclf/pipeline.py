@@ -37,6 +37,7 @@ from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd
 from .windows import Windower, WindowSpec
 
 if TYPE_CHECKING:
+    from .dashboard import Dashboard
     from .encoders import Encoder
     from .fusion import ZeroShotFusion
     from .fusion.trained import HeadFusion
@@ -677,7 +678,7 @@ def run(sources: list[str], out: str | Path | None = None, config: Config | None
     return states
 
 
-def load_models(config: Config, view: Any = None) -> Models:
+def load_models(config: Config, view: Dashboard | None = None) -> Models:
     """Load the models, saying what loads and how long it took (importing torch and reading weights
     are most of the time to the first record); ``view`` (the dashboard) shows it too."""
     what = f"loading {', '.join(encoder_names(config).values())} ..."
