@@ -382,6 +382,18 @@ def labels_of(scores: np.ndarray, names: list[str], k: int) -> list[dict[str, An
     return [{"label": names[j], "score": round(float(scores[j]), 4)} for j in top]
 
 
+def watched_labels(config: Config, index: dict[str, int], sees: dict[str, np.ndarray]) -> list[str]:
+    """The labels alert rules watch, in rule order; a modality condition the modality cannot see is an error."""
+    from .config import ConfigError
+
+    for rule in config.alerts.rules:
+        for m in ("audio", "video"):
+            if getattr(rule, m) is not None and rule.label in index and not (m in sees and sees[m][index[rule.label]]):
+                raise ConfigError(f"alerts.rules: {rule.label}: {m}: the {m} encoder cannot see this label "
+                                  f"(or is disabled); use the fused min_score or the other modality")
+    return [c for c in dict.fromkeys(r.label for r in config.alerts.rules) if c in index]
+
+
 class Recorder:
     """Scored windows to records: smoothing across windows, top-k labels, per-modality scores.
 
@@ -395,21 +407,24 @@ class Recorder:
         self.models, self.k = models, config.fusion.top_k
         self.smoothing = EMA(config.fusion.smoothing)
         self.index = {c: j for j, c in enumerate(models.names)}
+        self.watch = watched_labels(config, self.index, models.fusion.sees)
 
     def __call__(self, s: Scored, latency: float = 0.0) -> Record:
         w, k = s.window, self.k
-        labels = labels_of(self.smoothing(w.source, s.fused.scores), self.models.names, k)
+        scores = self.smoothing(w.source, s.fused.scores)
+        labels = labels_of(scores, self.models.names, k)
         native = {}
         for m, enc in self.models.encoders.items():
             sc = s.embeddings.scores.get(m)
             native[m] = labels_of(sc, enc.meta["categories"], k) if sc is not None else None
         per, sees = s.fused.per_modality, self.models.fusion.sees
         modality = {}
-        for entry in labels:
-            j = self.index[entry["label"]]
-            modality[entry["label"]] = {
-                m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
+        for label in [*(e["label"] for e in labels), *self.watch]:  # alert rules see their label's modalities
+            j = self.index[label]
+            modality[label] = {m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
         extra: dict[str, Any] = {"weights": s.fused.weights} if s.fused.weights else {}
+        if self.watch:
+            extra["watched"] = {c: round(float(scores[self.index[c]]), 4) for c in self.watch}
         if self.models.speech is not None:  # null: the window had no audio
             speech = s.embeddings.features.get("speech")
             extra["speech"] = None if speech is None else round(speech, 4)
@@ -465,7 +480,8 @@ class Pipeline:
         c, w = self.config, self.config.window
         self._live = {s.name for s in specs if s.live or c.sources.realtime}
         self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
-                                  timings=self.timings, short_side=w.short_side) for s in specs]
+                                  timings=self.timings, short_side=w.short_side, full_frames=self.alerts is not None)
+                          for s in specs]
         windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox,
                               len(specs), self._live)
         self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stream=d.spec.live,
@@ -625,7 +641,7 @@ def open_sinks(config: Config, out: str | Path | None = None) -> list[Sink]:
     if c.webhook is not None:
         opened.append(sinks.WebhookSink(c.webhook))
     if c.mqtt is not None:
-        opened.append(sinks.MqttSink(c.mqtt))
+        opened.append(sinks.MqttSink(c.mqtt, labels=[r.label for r in config.alerts.rules]))
     return opened
 
 

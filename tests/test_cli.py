@@ -145,7 +145,7 @@ def test_run_stream_help_does_not_import_torch(tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["run", "--no-dashbord"], "unrecognized arguments"),
-    (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL or LABEL:SCORE"),
+    (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE"),
     (["run", "--alert", "dgo"], "'dgo' is not a fused label; closest: dog,"),
     (["run", "--head", str(Path(__file__).resolve().parents[1] / "models" / "heads" / "avdigits"), "--alert", "7s"],
      "'7s' is not a fused label; closest: 7"),
