@@ -12,6 +12,7 @@ wrong (nothing was processed); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,16 @@ def _run(args: argparse.Namespace) -> int:
         SourceSpec.parse(source)  # an unsupported scheme is a usage error: say so before loading models
     from .pipeline import run
 
+    # the dashboard shows what loads and the states; without it they are lines, or only the errors (--quiet)
+    _log_to_stderr(logging.CRITICAL if not args.no_dashboard else logging.ERROR if args.quiet else logging.INFO)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
     for st in states.values():
         if st.fatal:
             failed = True
-            print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
+            if not args.no_dashboard:  # without it, the error line came when it happened
+                print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -157,6 +161,19 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"streamclf: {record.getMessage()}", file=sys.stderr, flush=True)  # today's stderr (tests swap it)
+
+
+def _log_to_stderr(level: int) -> None:
+    """The one place the ``streamclf`` logger is configured: one plain line per message on stderr."""
+    logger = logging.getLogger("streamclf")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, _Stderr)] + [_Stderr()]
+    logger.setLevel(level)
+    logger.propagate = False  # the root logger's handlers (if any) would print it twice
+
+
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -200,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="file, URL, /dev/videoN or camera index; NAME=SOURCE names it (default: built-in sample)")
     run.add_argument("--out", help="append JSON-lines records here (- for stdout)")
     run.add_argument("--config", help="YAML config (see configs/default.yaml)")
-    run.add_argument("--no-dashboard", action="store_true", help="no live terminal view")
+    run.add_argument("--no-dashboard", action="store_true",
+                     help="no live terminal view: what loads and each source's state changes as lines on stderr")
+    run.add_argument("--quiet", action="store_true", help="with --no-dashboard: only the errors, no status lines")
     run.add_argument("--fps", type=float, help="video frames sampled per second")
     run.add_argument("--window", type=float, help="window length, seconds")
     run.add_argument("--hop", type=float, help="hop between windows, seconds")
