@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .pipeline import Models
 
 RUNS = {"fused": None, "audio only": "audio", "video only": "video"}  # run -> the track kept
-DEFAULT_THRESHOLD: float = AlertRule.model_fields["min_score"].default
+DEFAULT_THRESHOLD: float = AlertRule(label="any").min_score or 0.5  # a rule's fused min_score when none is given
 DEFAULT_GAP = 3.0  # seconds: a default 2 s window (hop 0.5) fits entirely inside a gap at least twice
 MAX_LABELS = 50  # fusion.top_k's ceiling: how many scores a record carries
 RECIPE = "eval-media-v2"  # bump when composing or stripping changes, so cached media is remade
