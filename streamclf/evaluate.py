@@ -71,6 +71,7 @@ class Win:
 
 
 def overlap(w: Win, start: float, end: float) -> float:
+    """Seconds of window ``w`` inside [start, end]."""
     return max(0.0, min(w.t_end, end) - max(w.t_start, start))
 
 
@@ -200,6 +201,7 @@ def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap:
 
 
 def _windows(path: Path, models: Models) -> list[Win]:
+    """The window records ``label`` would write for ``path``, as ``Win``."""
     from .batch import iter_records
 
     return [Win(r["t_start"], r["t_end"], {x["label"]: x["score"] for x in r["labels"]})
@@ -333,6 +335,7 @@ def render(result: dict[str, Any]) -> Any:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
+    """``result`` as indented JSON at ``path`` (folders made as needed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
