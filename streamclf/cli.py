@@ -193,6 +193,27 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    if args.gap is not None and not args.compose:
+        raise ValueError("--gap needs --compose (clip by clip there are no gaps)")
+    config = load_config(args.config, **({"fusion.head": args.head} if args.head else {}))
+    from .evaluate import DEFAULT_GAP, DEFAULT_THRESHOLD, evaluate, render, summary_lines, write_json
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    result = evaluate(args.data, config, compose=args.compose, gap=DEFAULT_GAP if args.gap is None else args.gap,
+                      threshold=threshold, progress=_progress)
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(render(result))
+    print("\n".join(summary_lines(result)))
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}", file=sys.stderr)
+    return 1 if result["failed"] else 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -298,6 +319,18 @@ def main(argv: list[str] | None = None) -> int:
                     "fits a 100-column terminal")
     md.add_argument("--device", help="device for --bench: auto, cpu, cuda, cuda:N")
     md.set_defaults(func=_models)
+
+    evl = verbs.add_parser("eval", help="fused vs audio-only vs video-only accuracy on labeled clips")
+    evl.add_argument("data", help="folder with a sub-folder per category, or a CSV of path,label (as for train)")
+    evl.add_argument("--head", help="trained head folder to evaluate (default: the category map)")
+    evl.add_argument("--config", help="YAML config (window, encoders, fusion, smoothing) to run with")
+    evl.add_argument("--compose", action="store_true", help="run one stream of the clips back to back with gaps "
+                     "of silence and grey frames, as in live use (default: clip by clip)")
+    evl.add_argument("--gap", type=float, help="with --compose: seconds of gap before each clip (default 3)")
+    evl.add_argument("--threshold", type=float, help="score a gap window's label must reach to count as a false "
+                     "alarm (default: the default alert min_score, 0.5)")
+    evl.add_argument("--json", metavar="FILE", help="also write every figure (and each clip's labels) here")
+    evl.set_defaults(func=_eval)
 
     cmp = verbs.add_parser("compare", help="compare every fusion method on AV-digits")
     cmp.add_argument("--methods", nargs="+", choices=FUSION_METHODS, metavar="METHOD",
