@@ -12,6 +12,7 @@ wrong (nothing was processed); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -65,13 +66,16 @@ def _run(args: argparse.Namespace) -> int:
         SourceSpec.parse(source)  # an unsupported scheme is a usage error: say so before loading models
     from .pipeline import run
 
+    # the dashboard shows what loads and the states; without it they are lines, or only the errors (--quiet)
+    _log_to_stderr(logging.CRITICAL if not args.no_dashboard else logging.ERROR if args.quiet else logging.INFO)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
     for st in states.values():
         if st.fatal:
             failed = True
-            print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
+            if not args.no_dashboard:  # without it, the error line came when it happened
+                print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -159,6 +163,19 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Stderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"streamclf: {record.getMessage()}", file=sys.stderr, flush=True)  # today's stderr (tests swap it)
+
+
+def _log_to_stderr(level: int) -> None:
+    """The one place the ``streamclf`` logger is configured: one plain line per message on stderr."""
+    logger = logging.getLogger("streamclf")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, _Stderr)] + [_Stderr()]
+    logger.setLevel(level)
+    logger.propagate = False  # the root logger's handlers (if any) would print it twice
+
+
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -176,6 +193,27 @@ def _train(args: argparse.Namespace) -> int:
         card = train(args.data, args.fusion, args.out, config, seed=args.seed, progress=_progress, **hyper)
     print(f"saved {args.fusion} head to {args.out}\n{report(card)}")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    if args.gap is not None and not args.compose:
+        raise ValueError("--gap needs --compose (clip by clip there are no gaps)")
+    config = load_config(args.config, **({"fusion.head": args.head} if args.head else {}))
+    from .evaluate import DEFAULT_GAP, DEFAULT_THRESHOLD, evaluate, render, summary_lines, write_json
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    result = evaluate(args.data, config, compose=args.compose, gap=DEFAULT_GAP if args.gap is None else args.gap,
+                      threshold=threshold, progress=_progress)
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(render(result))
+    print("\n".join(summary_lines(result)))
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}", file=sys.stderr)
+    return 1 if result["failed"] else 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -202,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="file, URL, /dev/videoN or camera index; NAME=SOURCE names it (default: built-in sample)")
     run.add_argument("--out", help="append JSON-lines records here (- for stdout)")
     run.add_argument("--config", help="YAML config (see configs/default.yaml)")
-    run.add_argument("--no-dashboard", action="store_true", help="no live terminal view")
+    run.add_argument("--no-dashboard", action="store_true",
+                     help="no live terminal view: what loads and each source's state changes as lines on stderr")
+    run.add_argument("--quiet", action="store_true", help="with --no-dashboard: only the errors, no status lines")
     run.add_argument("--fps", type=float, help="video frames sampled per second")
     run.add_argument("--window", type=float, help="window length, seconds")
     run.add_argument("--hop", type=float, help="hop between windows, seconds")
@@ -281,6 +321,18 @@ def main(argv: list[str] | None = None) -> int:
                     "fits a 100-column terminal")
     md.add_argument("--device", help="device for --bench: auto, cpu, cuda, cuda:N")
     md.set_defaults(func=_models)
+
+    evl = verbs.add_parser("eval", help="fused vs audio-only vs video-only accuracy on labeled clips")
+    evl.add_argument("data", help="folder with a sub-folder per category, or a CSV of path,label (as for train)")
+    evl.add_argument("--head", help="trained head folder to evaluate (default: the category map)")
+    evl.add_argument("--config", help="YAML config (window, encoders, fusion, smoothing) to run with")
+    evl.add_argument("--compose", action="store_true", help="run one stream of the clips back to back with gaps "
+                     "of silence and grey frames, as in live use (default: clip by clip)")
+    evl.add_argument("--gap", type=float, help="with --compose: seconds of gap before each clip (default 3)")
+    evl.add_argument("--threshold", type=float, help="score a gap window's label must reach to count as a false "
+                     "alarm (default: the default alert min_score, 0.5)")
+    evl.add_argument("--json", metavar="FILE", help="also write every figure (and each clip's labels) here")
+    evl.set_defaults(func=_eval)
 
     cmp = verbs.add_parser("compare", help="compare every fusion method on AV-digits")
     cmp.add_argument("--methods", nargs="+", choices=FUSION_METHODS, metavar="METHOD",

@@ -86,9 +86,11 @@ class SourcesConfig(_Strict):
 
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout: float = Field(10.0, gt=0, description="seconds to open a source before giving up on this try")
-    stall_timeout: float = Field(10.0, gt=0, description="seconds without data before a live source counts as stalled")
-    backoff_initial: float = Field(1.0, gt=0, description="first reconnect delay, seconds (doubles, with jitter)")
-    backoff_max: float = Field(30.0, gt=0, description="longest reconnect delay, seconds")
+    stall_timeout: float = Field(10.0, gt=0, description="seconds without data before a live source counts as stalled "
+                                 "and is reopened (Frigate's watchdog: 20 s)")
+    backoff_initial: float = Field(0.5, gt=0, description="first reconnect delay, seconds (doubles, with jitter)")
+    backoff_max: float = Field(5.0, gt=0, description="longest reconnect delay, seconds: a camera that comes back "
+                               "is live again within about this (the wait is 50-100 % of it, jittered)")
     max_reconnects: int | None = Field(None, ge=0, description="give up after this many reconnects in a row; null = never")
     realtime: bool = Field(False, description="pace files at real time and treat them like live feeds (drop when behind)")
     status_interval: float = Field(10.0, gt=0, description="seconds between status records with counters for live sources")

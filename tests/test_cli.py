@@ -78,7 +78,7 @@ def test_video_only_file(tmp_path, ffmpeg):
 def test_not_media_exits_nonzero_with_one_line(tmp_path, content):
     bogus = tmp_path / "notes.mp4"
     bogus.write_bytes(content)
-    proc = streamclf("run", str(bogus), "--no-dashboard", "--out", str(tmp_path / "o.jsonl"))
+    proc = streamclf("run", str(bogus), "--no-dashboard", "--quiet", "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
