@@ -37,12 +37,12 @@ def test_a_file_that_never_delivers_data_fails_alone(tmp_path: Path) -> None:
 
 
 def _decode_children(pid: int) -> list[int]:
-    """The label process's spawned decode processes (not Ray's or multiprocessing's helpers)."""
+    """The label process's decode processes (not Ray's helpers)."""
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"multiprocessing.spawn" in cmd and b"resource_tracker" not in cmd:
+            if b"streamclf.decode_worker" in cmd:
                 kids.append(int(child))
     return kids
 
