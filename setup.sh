@@ -9,8 +9,10 @@ cd "$(dirname "$0")"
 apt_pkgs=()
 command -v ffmpeg >/dev/null || apt_pkgs+=(ffmpeg)
 if [ "${1:-}" = "--test" ]; then
-    # Real servers for the live tests: an MQTT broker, and GStreamer's RTSP server (driven by /usr/bin/python3).
+    # Real servers for the live tests: an MQTT broker (and mosquitto_sub, which the README's MQTT example
+    # uses), and GStreamer's RTSP server (driven by /usr/bin/python3).
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_pkgs+=(mosquitto)
+    command -v mosquitto_sub >/dev/null || apt_pkgs+=(mosquitto-clients)
     if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null; then
         apt_pkgs+=(python3-gi gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
                    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)

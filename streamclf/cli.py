@@ -1,11 +1,21 @@
-"""Command line: argument parsing only, over the Python API."""
+"""Command line: argument parsing only, over the Python API.
+
+Parsing and every check of the arguments and the config come before the first
+import of torch or a model (seconds on a busy machine), so ``--help`` and a
+usage or config error answer at once; this module imports only the standard
+library at the top.
+
+Exit codes: 0 done; 1 a source, file or clip failed while running (the others
+went on), or weights could not be had; 2 the command line or the config is
+wrong (nothing was processed); 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from .config import ConfigError, load_config
-from .encoders.weights import WeightsUnavailable
+from .catalog import FUSION_METHODS, TRAINABLE, methods_help
 
 
 def _encoder_flags(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +31,15 @@ def _encoders(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import AlertRule
-    from .pipeline import run
+    from .catalog import check_alert_labels, fused_labels
+    from .config import AlertRule, ConfigError, load_config
 
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "sources.realtime": args.realtime or None,
-        **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.sqlite.path": args.sqlite,
+        **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.webhook.secret_env": args.webhook_secret_env,
+        "sinks.webhook.spool": args.webhook_spool, "sinks.sqlite.path": args.sqlite,
         "alerts.events_dir": args.events_dir, "output_dir": args.output_dir,
     }.items() if v is not None}
     if args.mqtt:
@@ -46,6 +57,15 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--alert {text}: expected LABEL or LABEL:SCORE with SCORE in [0, 1]") from None
     if rules:
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
+    names = fused_labels(config)
+    if names is not None:
+        check_alert_labels((r.label for r in config.alerts.rules), names, args.config or "config")
+    from .sources import SourceSpec
+
+    for source in args.sources:
+        SourceSpec.parse(source)  # an unsupported scheme is a usage error: say so before loading models
+    from .pipeline import run
+
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
@@ -57,8 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from .batch import label_files
-    from .batch_ray import RayMissing
+    from .config import load_config
 
     if args.ray_address and args.engine != "ray":
         print("streamclf: error: --ray-address needs --engine ray", file=sys.stderr)
@@ -66,6 +85,9 @@ def _label(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device, **_encoders(args)}.items()
                  if v is not None}
     config = load_config(args.config, **overrides)
+    from .batch import label_files
+    from .batch_ray import RayMissing
+
     try:
         rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude,
                            force=args.force, workers=args.workers, plots=args.plots, threshold=args.threshold,
@@ -81,7 +103,7 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from .config import SqliteConfig
+    from .config import SqliteConfig, load_config
     from .sinks.sqlite import format_events, query_events
 
     db = args.db
@@ -111,7 +133,7 @@ def _models(args: argparse.Namespace) -> int:
         console = Console()
         if not console.is_terminal:  # a pipe or file: wide enough that rows stay readable
             console = Console(width=220)
-        console.print(render(rows))
+        console.print(render(rows, wide=args.wide))
     return 0
 
 
@@ -120,15 +142,17 @@ def _progress(msg: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import train, train_avdigits
+    from .config import load_config
+
+    config = load_config(args.config) if args.data != "avdigits" else None
+    from .train import report, train, train_avdigits
 
     hyper = {k: v for k, v in {"epochs": args.epochs, "hidden": args.hidden}.items() if v is not None}
-    if args.data == "avdigits":
+    if config is None:
         card = train_avdigits(args.fusion, args.out, hold_out=args.hold_out, seed=args.seed, **hyper)
     else:
-        config = load_config(args.config)
         card = train(args.data, args.fusion, args.out, config, seed=args.seed, progress=_progress, **hyper)
-    print(f"saved {args.fusion} head to {args.out}: {card['metrics'] or 'no held-out metrics (too few clips)'}")
+    print(f"saved {args.fusion} head to {args.out}\n{report(card)}")
     return 0
 
 
@@ -173,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                      "(default: the current folder)")
     run.add_argument("--sqlite", metavar="PATH", help="also store alerts and status in this SQLite event store")
     run.add_argument("--webhook", metavar="URL", help="also POST every record to this URL (spooled, retried)")
+    run.add_argument("--webhook-secret-env", metavar="VAR", help="sign webhook bodies (HMAC-SHA256) with the key in "
+                     "this environment variable (the key itself never goes on the command line)")
+    run.add_argument("--webhook-spool", metavar="PATH", help="webhook spool file (default: one per URL in the "
+                     "user's state folder)")
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
     run.add_argument("--timings", action="store_true", help="print per-stage p50/p95 timings at the end")
     _encoder_flags(run)
@@ -211,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tr = verbs.add_parser("train", help="train a fusion head from labeled clips (or 'avdigits')")
     tr.add_argument("data", help="folder with a sub-folder per class, a CSV of path,label, or 'avdigits'")
-    tr.add_argument("--fusion", default="gated", help="fusion method (see streamclf compare --help)")
+    tr.add_argument("--fusion", default="gated", choices=TRAINABLE, metavar="METHOD",
+                    help=f"fusion method (default: gated): {methods_help(TRAINABLE)}")
     tr.add_argument("--out", required=True, help="head folder to write (card.yaml + head.safetensors)")
     tr.add_argument("--config", help="YAML config: window, encoders and pooling to train with")
     tr.add_argument("--seed", type=int, default=0)
@@ -223,11 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     md = verbs.add_parser("models", help="list encoders and heads: labels, input, size, license, weights here or not")
     md.add_argument("--bench", action="store_true", help="also measure each available encoder's speed on this machine")
     md.add_argument("--json", action="store_true", help="JSON instead of a table")
+    md.add_argument("--wide", action="store_true", help="every column (kind, input, license terms); the default "
+                    "fits a 100-column terminal")
     md.add_argument("--device", help="device for --bench: auto, cpu, cuda, cuda:N")
     md.set_defaults(func=_models)
 
     cmp = verbs.add_parser("compare", help="compare every fusion method on AV-digits")
-    cmp.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
+    cmp.add_argument("--methods", nargs="+", choices=FUSION_METHODS, metavar="METHOD",
+                     help=f"subset of methods (default: all): {methods_help()}")
     cmp.add_argument("--seeds", type=int, default=1, help="training seeds per fold")
     cmp.add_argument("--folds", type=int, help="use only the first N speaker folds")
     cmp.add_argument("--epochs", type=int, help="training epochs for neural heads")
@@ -240,14 +272,24 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = " ".join(["streamclf", *argv])
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ValueError, FileNotFoundError) as e:
+        # A verb reports what fails while running (a source, a file) in its return value; what
+        # escapes as these is the input as given (config, paths, labels, names): a usage error.
         print(f"streamclf: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, WeightsUnavailable) as e:
+    except RuntimeError as e:
+        if not _weights_unavailable(e):
+            raise
         print(f"streamclf: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _weights_unavailable(e: BaseException) -> bool:
+    """Whether ``e`` is encoders.weights.WeightsUnavailable; only raised once that module (and torch) loaded."""
+    weights: Any = sys.modules.get("streamclf.encoders.weights")
+    return weights is not None and isinstance(e, weights.WeightsUnavailable)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from .avdigits import AVDigits
+from .catalog import FUSION_FAMILIES
 from .fusion import METHODS, build_head
 from .fusion.heads import Head, reuse_fits
 
@@ -39,10 +40,6 @@ CONDITIONS = [
     ("no audio", "clean", "clean", False, True),
     ("no video", "clean", "clean", True, False),
 ]
-FAMILY = {"audio": "unimodal", "video": "unimodal", "concat": "feature", "weighted_sum": "feature",
-          "attention": "feature", "gated": "feature", "tensor": "feature", "lowrank": "feature", "mkl": "kernel",
-          "average": "decision", "soft_vote": "decision", "weighted_average": "decision",
-          "majority_vote": "decision", "stacking": "decision", "cca": "shared space", "hybrid": "hybrid"}
 
 
 @dataclass
@@ -208,7 +205,7 @@ def table(result: dict[str, Any]) -> str:
         acc = f"{s['accuracy']['clean'][0]:.3f} ± {s['accuracy']['clean'][1]:.3f}"
         if s["accuracy"]["clean"][0] == best:
             acc = f"**{acc}**"
-        cells = [m, FAMILY.get(m, ""), acc, f"{s['macro_f1'][0]:.3f} ± {s['macro_f1'][1]:.3f}",
+        cells = [m, FUSION_FAMILIES.get(m, ""), acc, f"{s['macro_f1'][0]:.3f} ± {s['macro_f1'][1]:.3f}",
                  f"{s['ece'][0]:.3f}", f"{s['params']:,}", f"{s['ms_per_sample']:.3f}"]
         cells += [f"{s['accuracy'][c][0]:.3f}" for c in conds[1:]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,8 +1,12 @@
 """Typed configuration, validated once at start; unknown keys are errors."""
 from __future__ import annotations
 
+import difflib
+import hashlib
+import os
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,7 +85,10 @@ class WebhookConfig(_Strict):
     url: str = Field(description="http(s) endpoint that receives one POST per record (JSON)")
     events: Literal["all", "alerts", "labels"] = Field("all", description="which records to send (status always goes with all)")
     secret: str | None = Field(None, description="HMAC-SHA256 key: signs each body in the X-Streamclf-Signature header")
-    spool: str = Field("streamclf-spool.db", description="durable on-disk queue (SQLite); delivery resumes from it")
+    secret_env: str | None = Field(None, description="name of the environment variable holding the HMAC key "
+                                   "(keeps the key out of config files and the command line)")
+    spool: str | None = Field(None, description="durable on-disk queue (SQLite); delivery resumes from it; "
+                              "default: one per URL in the user's state folder")
     timeout: float = Field(5.0, gt=0, description="seconds per request")
     backoff_max: float = Field(30.0, gt=0, description="longest retry delay, seconds")
     drain_timeout: float = Field(10.0, ge=0, description="seconds to keep delivering at shutdown; the rest stays spooled")
@@ -91,7 +98,29 @@ class WebhookConfig(_Strict):
     def _scheme(self) -> "WebhookConfig":
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
+        if self.secret_env is not None:
+            if self.secret is not None:
+                raise ValueError("give secret or secret_env, not both")
+            if not os.environ.get(self.secret_env):
+                raise ValueError(f"secret_env: environment variable {self.secret_env} is not set or empty")
         return self
+
+    def signing_key(self) -> str | None:
+        """The HMAC key: ``secret``, or the value of the ``secret_env`` variable."""
+        return os.environ[self.secret_env] if self.secret_env else self.secret
+
+    def spool_path(self) -> Path:
+        """``spool``, or by default a file in the user's state folder named after the URL.
+
+        Not the current folder: a run started elsewhere must find the records still
+        waiting, and two receivers must never share a spool (records would cross over).
+        """
+        if self.spool is not None:
+            return Path(self.spool)
+        from platformdirs import user_state_dir
+
+        name = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return Path(user_state_dir("streamclf")) / "webhook" / f"spool-{name}.db"
 
 
 class MqttConfig(_Strict):
@@ -170,7 +199,8 @@ class Config(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     output_dir: str = Field(".", description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
                             "sinks.webhook.spool, alerts.events_dir) are relative to; they may not leave it")
-    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
         "and changes some top-1 labels")
@@ -213,8 +243,46 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise ConfigError(f"{where}: {key}: {first['msg']}{more}") from e
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = _unknown_key(first["loc"])
+        elif first["type"] == "value_error":  # our own validators' words, without pydantic's "Value error, "
+            msg = str(first["ctx"]["error"])
+        raise ConfigError(f"{where}: {key}: {msg}{more}") from e
     return _contain_outputs(config, where, given=set(overrides))
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """An unknown key, with the key it most likely meant (``lenght`` -> ``length``) or the keys allowed there."""
+    allowed = _keys_at(loc[:-1])
+    guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    if guess:
+        return f"unknown key; did you mean {guess[0]!r}?"
+    return f"unknown key (allowed here: {', '.join(allowed)})" if allowed else "unknown key"
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the config model at ``loc`` (list indices and dict keys step into their items)."""
+    tp: Any = Config
+    for part in loc:
+        tp = _optional_inner(tp)
+        if get_origin(tp) in (list, dict):
+            tp = get_args(tp)[-1]
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            tp = tp.model_fields[str(part)].annotation
+        else:
+            return []
+    tp = _optional_inner(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _optional_inner(tp: Any) -> Any:
+    """``X | None`` -> ``X``; anything else unchanged."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -29,6 +29,7 @@ from .fusion.trained import HeadFusion
 from .fusion.zeroshot import Fused
 from .fusion.categories import BUILTIN
 from .alerts import Alerts
+from .catalog import check_alert_labels
 from .sources import Decoder, SourceSpec
 from .stages import Feed, Timings
 from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
@@ -365,10 +366,7 @@ class Pipeline:
                            lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live)
         self.worker = Worker(self.models, config, self._worker_inbox, self.results, self.timings)
         self.recorder = Recorder(self.models, config)
-        unknown = sorted({r.label for r in config.alerts.rules} - set(self.models.names))
-        if unknown:
-            raise ValueError(f"alerts.rules: {', '.join(unknown)} not among the fused labels "
-                             f"({', '.join(self.models.names[:12])}, ...)")
+        check_alert_labels((r.label for r in config.alerts.rules), self.models.names)
         self.alerts = Alerts(config.alerts) if config.alerts.rules else None
         self.states: dict[str, SourceState] = {}
         self.run_id = uuid.uuid4().hex[:12]

@@ -142,18 +142,30 @@ def as_dicts(rows: list[ModelInfo]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
 
 
-def render(rows: list[ModelInfo]) -> Any:
-    """A rich table of the rows (the license's first clause; ``--json`` has all of it)."""
+WEIGHTS_SHORT = {"not cached (download on first use)": "not cached"}
+
+
+def render(rows: list[ModelInfo], wide: bool = False) -> Any:
+    """A rich table of the rows: by default the columns that fit a 100-column terminal (a newcomer's
+    window); ``wide`` adds the kind, the input each model reads and the license terms (``--json`` has all)."""
+    from rich import box
     from rich.table import Table
 
     speed = any(r.speed for r in rows)
-    table = Table(title="streamclf models", show_lines=False)
-    for col in ["name", "kind", "modality", "labels", "input", "params", "MB", "weights", "license",
-                *(["speed"] if speed else [])]:
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        params = f"{r.params / 1e6:.1f} M" if r.params else "-"
-        table.add_row(r.name, r.kind, r.modality, f"{r.label_space} ({r.classes})", r.input, params,
-                      f"{r.size_mb:g}" if r.size_mb else "-", r.weights, r.license.split(" (")[0],
-                      *([r.speed or "-"] if speed else []))
+    caption = None if wide else "--wide: also kind, input and license terms; --json: everything"
+    table = Table(title="streamclf models", caption=caption, pad_edge=wide,
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    columns = ["name", *(["kind"] if wide else []), "modality", "labels", *(["input"] if wide else []),
+               "params", "MB", "weights", "license", *(["speed"] if speed else [])]
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=not wide and col != "speed")
+    for r, after in zip(rows, [*rows[1:], None]):
+        license_ = r.license.split(" (")[0]
+        cells = {"name": r.name, "kind": r.kind, "modality": r.modality, "labels": f"{r.label_space} ({r.classes})",
+                 "input": r.input, "params": f"{r.params / 1e6:.1f} M" if r.params else "-",
+                 "MB": f"{r.size_mb:g}" if r.size_mb else "-",
+                 "weights": r.weights if wide else WEIGHTS_SHORT.get(r.weights, r.weights),
+                 "license": license_ if wide else license_.split(" + ")[0].removesuffix(" code"),
+                 "speed": r.speed or "-"}
+        table.add_row(*(cells[c] for c in columns), end_section=after is not None and after.kind != r.kind)
     return table

@@ -101,4 +101,85 @@ def test_bad_config_names_file_and_key(tmp_path):
     cfg.write_text("window:\n  lenght: 2\n")
     proc = streamclf("run", "--config", str(cfg), "--no-dashboard")
     assert proc.returncode == 2
-    assert str(cfg) in proc.stderr and "window.lenght" in proc.stderr
+    assert str(cfg) in proc.stderr and "window.lenght" in proc.stderr and "did you mean 'length'?" in proc.stderr
+
+
+# ---------------------------------------------------------------- answering before torch loads
+
+# Runs the CLI in a fresh interpreter and reports its exit code and whether torch (or a model) was imported.
+PROBE = """
+import json, sys
+from streamclf.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("torch", "torchvision", "streamclf.encoders", "streamclf.pipeline") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def probe(*args: str, cwd: Path) -> tuple[int, list[str], str]:
+    """``cwd``: not the checkout, so the code imported is the one on the path (PYTHONPATH or the install)."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["code"], result["heavy"], proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["label", "--help"], ["train", "--help"],
+                                  ["compare", "--help"], ["models", "--help"], ["events", "--help"]],
+                         ids=lambda a: " ".join(a))
+def test_help_does_not_import_torch(tmp_path, args):
+    code, heavy, _ = probe(*args, cwd=tmp_path)
+    assert code == 0 and heavy == []
+
+
+def test_run_stream_help_does_not_import_torch(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "run_stream.py"
+    script = (f"import runpy, sys\nsys.argv = ['run_stream.py', '--help']\ntry:\n"
+              f"    runpy.run_path({str(script)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.stdout.strip().splitlines()[-1] == "False" and "usage: streamclf run" in proc.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "--no-dashbord"], "unrecognized arguments"),
+    (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL or LABEL:SCORE"),
+    (["run", "--alert", "dgo"], "'dgo' is not a fused label; closest: dog,"),
+    (["run", "--head", str(Path(__file__).resolve().parents[1] / "models" / "heads" / "avdigits"), "--alert", "7s"],
+     "'7s' is not a fused label; closest: 7"),
+    (["run", "ftp://example.org/a.mp4"], "unsupported scheme ftp://"),
+    (["run", "--hop", "5"], "window: hop (5.0) must not exceed length (2.0)"),
+    (["run", "--device", "gpu"], "device: String should match pattern"),
+    (["run", "--webhook", "http://127.0.0.1:9/", "--webhook-secret-env", "STREAMCLF_TEST_UNSET"],
+     "environment variable STREAMCLF_TEST_UNSET is not set"),
+    (["train", "data", "--out", "h", "--fusion", "gatd"], "invalid choice: 'gatd'"),
+    (["train", "data", "--out", "h", "--fusion", "mkl"], "invalid choice: 'mkl'"),
+    (["train", "no-such-folder", "--out", "h"], "no-such-folder: no such file or folder"),
+    (["compare", "--methods", "gated", "bogus"], "invalid choice: 'bogus'"),
+    (["label", "x.mp4", "--out", "o", "--ray-address", "auto"], "--ray-address needs --engine ray"),
+], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_usage_and_config_errors_exit_2_before_torch(tmp_path, args, says):
+    code, heavy, err = probe(*args, cwd=tmp_path)
+    assert code == 2 and heavy == [], err
+    lines = err.strip().splitlines()  # argparse puts its usage lines first
+    assert says in lines[-1] and sum("error:" in line for line in lines) == 1, err
+
+
+def test_unknown_alert_label_in_a_config_lists_the_closest_labels(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("alerts:\n  rules:\n    - {label: glas_break}\n")
+    code, heavy, err = probe("run", "--config", str(cfg), "--no-dashboard", cwd=tmp_path)
+    assert code == 2 and heavy == []
+    line = err.strip()
+    assert line.startswith(f"streamclf: error: {cfg}: alerts.rules: 'glas_break' is not a fused label; closest: glass")
+
+
+def test_train_and_compare_help_list_the_fusion_methods():
+    from streamclf.catalog import COMPARE_ONLY, FUSION_METHODS, TRAINABLE
+
+    compare_help = " ".join(streamclf("compare", "--help").stdout.split())
+    train_help = " ".join(streamclf("train", "--help").stdout.split())
+    assert all(m in compare_help for m in FUSION_METHODS)
+    assert all(m in train_help for m in TRAINABLE) and not any(f" {m}," in train_help for m in COMPARE_ONLY)

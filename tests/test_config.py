@@ -17,8 +17,66 @@ def test_documented_defaults_are_the_defaults():
 def test_unknown_key_is_rejected(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("fusion:\n  topk: 3\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml: fusion\.topk: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"c\.yaml: fusion\.topk: unknown key; did you mean 'top_k'\?$"):
         load_config(cfg)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"window.lenght": 2}, "window.lenght: unknown key; did you mean 'length'?"),
+    ({"sinks.webhook": {"url": "http://127.0.0.1:9/", "secrte": "x"}},
+     "sinks.webhook.secrte: unknown key; did you mean 'secret'?"),
+    ({"alerts.rules": [{"label": "dog", "min_scor": 0.4}]},
+     "alerts.rules.0.min_scor: unknown key; did you mean 'min_score'?"),
+    ({"alerts.rules": [{"label": "dog", "sources": {"cam1": {"cooldwn": 5}}}]},
+     "alerts.rules.0.sources.cam1.cooldwn: unknown key; did you mean 'cooldown'?"),
+    ({"fusion.zzz": 1}, "fusion.zzz: unknown key (allowed here: categories, head, top_k, smoothing)"),
+])
+def test_unknown_key_suggests_the_closest_or_lists_the_allowed(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(**overrides)
+    assert str(err.value) == f"config: {message}"
+
+
+# ---------------------------------------------------------------- webhook secret and spool
+
+HOOK = "http://127.0.0.1:9/hook"
+
+
+def test_webhook_secret_comes_from_the_named_environment_variable(monkeypatch):
+    monkeypatch.setenv("STREAMCLF_TEST_HOOK_KEY", "k3y")
+    hook = load_config(**{"sinks.webhook": {"url": HOOK, "secret_env": "STREAMCLF_TEST_HOOK_KEY"}}).sinks.webhook
+    assert hook.signing_key() == "k3y" and hook.secret is None
+    monkeypatch.delenv("STREAMCLF_TEST_HOOK_KEY")
+    with pytest.raises(ConfigError, match="sinks.webhook: secret_env: environment variable STREAMCLF_TEST_HOOK_KEY "
+                       "is not set or empty$"):
+        load_config(**{"sinks.webhook": {"url": HOOK, "secret_env": "STREAMCLF_TEST_HOOK_KEY"}})
+    with pytest.raises(ConfigError, match="give secret or secret_env, not both"):
+        load_config(**{"sinks.webhook": {"url": HOOK, "secret": "a", "secret_env": "HOME"}})
+
+
+def test_webhook_spool_defaults_to_the_state_folder_one_per_url(tmp_path, monkeypatch):
+    from platformdirs import user_state_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"output_dir: out\nsinks:\n  webhook:\n    url: {HOOK}\n")
+    hook = load_config(cfg).sinks.webhook  # the default spool is outside output_dir and still allowed
+    spool = hook.spool_path()
+    assert spool.parent == Path(user_state_dir("streamclf")) / "webhook" and spool.suffix == ".db"
+    other = load_config(**{"sinks.webhook.url": HOOK + "2"}).sinks.webhook.spool_path()
+    assert other != spool and other.parent == spool.parent  # two receivers never share a spool
+    assert not any(tmp_path.rglob("*.db"))
+
+
+def test_webhook_spool_in_a_config_stays_contained_but_the_command_line_may_place_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"sinks:\n  webhook:\n    url: {HOOK}\n    spool: ../../spool.db\n")
+    with pytest.raises(ConfigError, match="sinks.webhook.spool: '../../spool.db' is outside the output folder"):
+        load_config(cfg)
+    elsewhere = tmp_path.parent / "spool.db"
+    hook = load_config(cfg, **{"sinks.webhook.spool": str(elsewhere)}).sinks.webhook
+    assert hook.spool_path() == elsewhere
 
 
 def test_invalid_values_are_rejected(tmp_path):

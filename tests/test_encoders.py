@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from streamclf.encoders import MODELS, EfficientNet_Lite0_Weights, Encoder, efficientnet_lite0
+from streamclf.encoders import MODELS, EfficientNet_Lite0_Weights, Encoder, efficientnet_lite0, pick_device
 from streamclf.encoders.layers import SameConv2d
 
 
@@ -53,3 +53,10 @@ def test_every_offline_encoder_carries_its_metadata(name):
     (emb, scores), = enc.embed([sample])
     assert emb.shape[1] == meta["embedding_dim"] and scores.shape[1] == len(meta["categories"])
     assert np.all((scores >= 0) & (scores <= 1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_asked_for_without_a_gpu_is_one_clear_error():
+    assert pick_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match=r"device cuda:1: no CUDA GPU is usable on this machine; use --device cpu"):
+        pick_device("cuda:1")

@@ -129,3 +129,11 @@ def test_compare_gives_the_same_table_in_one_or_two_processes() -> None:
         for a, b in zip(one["runs"][m], two["runs"][m]):
             assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1 / 80), m
     assert one["summary"]["hybrid"]["accuracy"]["clean"][0] > 0.5  # four classes: chance is 0.25
+
+
+def test_the_light_catalog_names_every_method_and_the_unsavable_ones():
+    """`--help` lists methods from streamclf.catalog (no torch); it must say what METHODS builds."""
+    from streamclf.catalog import COMPARE_ONLY, FUSION_METHODS
+
+    assert FUSION_METHODS == tuple(METHODS)
+    assert set(COMPARE_ONLY) == {m for m, f in METHODS.items() if not getattr(getattr(f, "func", f), "savable", True)}

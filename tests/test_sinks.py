@@ -231,6 +231,24 @@ def test_webhook_sends_only_the_chosen_events(tmp_path, receiver, events, expect
     assert "X-Streamclf-Signature" not in rec.accepted()[0][0]  # no secret, no signature
 
 
+@pytest.mark.timeout(60)
+def test_webhook_signs_with_the_key_from_the_environment_and_spools_in_the_state_folder(tmp_path, receiver,
+                                                                                        monkeypatch):
+    rec, port = receiver
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # platformdirs' user_state_dir on Linux
+    monkeypatch.setenv("STREAMCLF_TEST_HOOK_KEY", SECRET)
+    monkeypatch.chdir(tmp_path)
+    cfg = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", secret_env="STREAMCLF_TEST_HOOK_KEY", drain_timeout=20.0)
+    sink = WebhookSink(cfg)
+    sink.write(alert(0))
+    sink.close()
+    (headers, body), = rec.accepted()
+    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Streamclf-Signature"] == f"sha256={expected}"
+    spools = list((tmp_path / "state").rglob("*.db"))
+    assert spools == [cfg.spool_path()] and not list(tmp_path.glob("*.db"))  # not in the current folder
+
+
 def test_record_key_falls_back_to_a_content_hash():
     record = {"source": "cam1", "t_start": 0.0, "labels": []}
     assert record_key({**record, "id": "abc"}) == "abc"

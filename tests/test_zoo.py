@@ -2,6 +2,7 @@
 path on a weights file the test writes), clip models in the pipeline, the speech gate, `streamclf models`."""
 from __future__ import annotations
 
+import io
 import json
 import urllib.error
 
@@ -168,6 +169,26 @@ def test_models_lists_everything_offline(torch_home, capsys):
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "mobilenet_v3_large" in table and "cached" in table and "kinetics-400 (400)" in table
+
+
+def test_models_table_fits_100_columns_and_wide_has_every_column(torch_home):
+    from rich.console import Console
+
+    from streamclf.zoo import list_models, render
+
+    rows = list_models()
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(render(rows))
+    lines = console.export_text().splitlines()
+    assert max(map(len, lines)) <= 100
+    names = {r.name for r in rows}
+    body = [line for line in lines if line.split() and line.split()[0] in names]
+    assert [line.split()[0] for line in body] == [r.name for r in rows]
+    assert len([line for line in lines if line.strip()]) == len(rows) + 4  # title, header, rule, caption: no folds
+    assert [c.header for c in render(rows).columns] == ["name", "modality", "labels", "params", "MB", "weights",
+                                                        "license"]
+    assert [c.header for c in render(rows, wide=True).columns] == ["name", "kind", "modality", "labels", "input",
+                                                                   "params", "MB", "weights", "license"]
 
 
 def test_run_with_another_video_encoder_and_the_speech_gate(tmp_path):

@@ -64,7 +64,14 @@ def pick_device(name: str = "auto") -> torch.device:
     """``auto`` is CUDA when present, else CPU: one code path for both."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":  # say so here, not as a CUDA traceback from the first tensor moved
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name}: no CUDA GPU is usable on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    return device
 
 
 PRECISIONS = ("fp32", "bf16")

@@ -63,8 +63,10 @@ class WebhookSink:
         # Credentials go in an auth header, never in the URL that httpx logs and we print.
         self.url = redact(cfg.url)
         self._auth = httpx.BasicAuth(url.username, url.password) if url.username else None
-        Path(cfg.spool).parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(cfg.spool, check_same_thread=False)  # the router may write from another thread
+        self.spool = str(cfg.spool_path())
+        self._key = cfg.signing_key()
+        Path(self.spool).parent.mkdir(parents=True, exist_ok=True)
+        self._db = _connect(self.spool, check_same_thread=False)  # the router may write from another thread
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._wake = threading.Event()  # something was spooled, or close() was called
@@ -102,14 +104,14 @@ class WebhookSink:
             self._db.close()
 
     def stats(self) -> dict[str, int]:
-        with closing(sqlite3.connect(self.cfg.spool)) as db:
+        with closing(sqlite3.connect(self.spool)) as db:
             pending = db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
         return {"delivered": self.delivered, "retries": self.retries, "pending": pending, "failed": self.failed}
 
     def _headers(self, key: str, body: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-        if self.cfg.secret:
-            digest = hmac.new(self.cfg.secret.encode(), body, hashlib.sha256).hexdigest()
+        if self._key:
+            digest = hmac.new(self._key.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Streamclf-Signature"] = f"sha256={digest}"
         return headers
 
@@ -121,7 +123,7 @@ class WebhookSink:
         return min(exponential, self.cfg.backoff_max) * random.uniform(0.5, 1.0)
 
     def _run(self) -> None:
-        with closing(_connect(self.cfg.spool)) as db, \
+        with closing(_connect(self.spool)) as db, \
                 httpx.Client(timeout=self.cfg.timeout, headers=self.cfg.headers, auth=self._auth) as client:
             attempt = 0
             while not self._stop.is_set():
@@ -151,7 +153,7 @@ class WebhookSink:
                     problem, retry_after = f"HTTP {response.status_code}", _retry_after(response)
                 if attempt == 0:
                     print(f"webhook: {self.url} unavailable ({problem}); records stay spooled in "
-                          f"{self.cfg.spool} and are retried", file=sys.stderr)
+                          f"{self.spool} and are retried", file=sys.stderr)
                 self.retries += 1
                 self._stop.wait(self._backoff(attempt, retry_after))
                 attempt += 1
@@ -167,4 +169,4 @@ class WebhookSink:
             db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
         self.failed += 1
         print(f"webhook: {self.url} refused record {key} with HTTP {response.status_code} "
-              f"{response.reason_phrase}; moved to the dead table of {self.cfg.spool}", file=sys.stderr)
+              f"{response.reason_phrase}; moved to the dead table of {self.spool}", file=sys.stderr)

@@ -108,7 +108,7 @@ def test_unknown_keys_and_schemes_are_refused(tmp_path: Path) -> None:
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("sinks:\n  jsonl: x.jsonl\n  exec: rm -rf /\n")
-    with pytest.raises(ConfigError, match="sinks.exec: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match="sinks.exec: unknown key"):
         load_config(cfg)
     cfg.write_text("sinks:\n  webhook:\n    url: file:///etc/passwd\n")
     with pytest.raises(ConfigError, match="must start with http:// or https://"):
