@@ -412,6 +412,17 @@ class _Progress:
         self.progress.update(self.task, files=f"{self.files}/{self.total_files} files")
 
 
+@contextmanager
+def _decode_processes(n: int) -> Iterator[list[DecodeProcess]]:
+    """``n`` started decode processes, all stopped at the end whatever happened."""
+    started = [DecodeProcess.start() for _ in range(n)]
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.stop()
+
+
 def label_files(paths: list[str], out: str | Path, config: Config | None = None, *,
                 include: list[str] | None = None, exclude: list[str] | None = None, force: bool = False,
                 workers: int | None = None, plots: bool = False, threshold: float = 0.3,
@@ -433,60 +444,62 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
         from .batch_ray import require_ray
 
         require_ray()  # before the models load: a missing Ray is said at once
-    from .pipeline import Models
-
     config = config or load_config()
     out = Path(out)
     jobs = find_inputs(paths, include, exclude)
-    models = Models(config)
-    config = models.config
-    ident = identity(config)
-    writer = _Writer(out, plots, threshold, config.window.hop)
-    on_error = on_error or (lambda msg: print(f"streamclf: error: {msg}", file=sys.stderr, flush=True))
-    results: dict[int, FileResult] = {}
-    todo = []
-    for i, job in enumerate(jobs):
-        done = None if force else writer.done(job, job.key(ident))
-        if done is not None:
-            results[i] = FileResult(str(job.path), job.rel, done.get("status", "ok"), done.get("duration"),
-                                    done.get("windows", 0), _top(done["segments"]), done.get("partial"),
-                                    len(done.get("warnings", [])), resumed=True)
-        else:
-            todo.append(i)
-    started = time.time()
-    durations = {i: _probe_duration(jobs[i].path) for i in todo}
-    with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
-        if engine == "ray":
-            from .batch_ray import run_ray
+    n = min(workers or default_workers(), len(jobs)) if engine == "local" else 0
+    with _decode_processes(n) as spare:  # started first: their start-up overlaps with loading torch here
+        from .pipeline import Models
 
-            stream = run_ray(jobs, todo, config, ident, address=ray_address, num_cpus=workers)
-        else:
-            stream = _run_local(jobs, todo, models, config, workers or default_workers(), ident)
-        for i, records, end in stream:
-            job = jobs[i]
-            if end["fatal"] or not records:
-                message = (end["errors"][-1] if end["fatal"] and end["errors"]
-                           else f"{job.path}: no windows: too little decodable media")
-                on_error(message)
-                results[i] = FileResult(str(job.path), job.rel, "error", end["duration"], error=message)
+        models = Models(config)
+        config = models.config
+        ident = identity(config)
+        writer = _Writer(out, plots, threshold, config.window.hop)
+        on_error = on_error or (lambda msg: print(f"streamclf: error: {msg}", file=sys.stderr, flush=True))
+        results: dict[int, FileResult] = {}
+        todo = []
+        for i, job in enumerate(jobs):
+            done = None if force else writer.done(job, job.key(ident))
+            if done is not None:
+                results[i] = FileResult(str(job.path), job.rel, done.get("status", "ok"), done.get("duration"),
+                                        done.get("windows", 0), _top(done["segments"]), done.get("partial"),
+                                        len(done.get("warnings", [])), resumed=True)
             else:
-                summary = writer.write(job, job.key(ident), records, end)
-                if end["partial"]:
-                    on_error(end["partial"])
-                results[i] = FileResult(str(job.path), job.rel, summary["status"], end["duration"], len(records),
-                                        _top(summary["segments"]), end["partial"], len(end["errors"]))
-            bar.advance(durations.get(i) or end["duration"] or 0.0)
-            bar.file_done()
-    ordered = [results[i] for i in sorted(results)]
-    _write_summary(out, ordered, {"started": started, "finished": time.time(), "inputs": list(paths),
-                                  "identity": ident, "config": json.loads(config.model_dump_json()),
-                                  "engine": engine, "threshold": threshold})
-    return ordered
+                todo.append(i)
+        started = time.time()
+        durations = {i: _probe_duration(jobs[i].path) for i in todo}
+        with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
+            if engine == "ray":
+                from .batch_ray import run_ray
+
+                stream = run_ray(jobs, todo, config, ident, address=ray_address, num_cpus=workers)
+            else:
+                stream = _run_local(jobs, todo, models, config, spare, ident)
+            for i, records, end in stream:
+                job = jobs[i]
+                if end["fatal"] or not records:
+                    message = (end["errors"][-1] if end["fatal"] and end["errors"]
+                               else f"{job.path}: no windows: too little decodable media")
+                    on_error(message)
+                    results[i] = FileResult(str(job.path), job.rel, "error", end["duration"], error=message)
+                else:
+                    summary = writer.write(job, job.key(ident), records, end)
+                    if end["partial"]:
+                        on_error(end["partial"])
+                    results[i] = FileResult(str(job.path), job.rel, summary["status"], end["duration"], len(records),
+                                            _top(summary["segments"]), end["partial"], len(end["errors"]))
+                bar.advance(durations.get(i) or end["duration"] or 0.0)
+                bar.file_done()
+        ordered = [results[i] for i in sorted(results)]
+        _write_summary(out, ordered, {"started": started, "finished": time.time(), "inputs": list(paths),
+                                      "identity": ident, "config": json.loads(config.model_dump_json()),
+                                      "engine": engine, "threshold": threshold})
+        return ordered
 
 
-def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, workers: int, ident: str
-               ) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
-    """Decode in ``workers`` processes, infer here; yields (job index, records, end info) per file.
+def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, decoders: list[DecodeProcess],
+               ident: str) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+    """Decode in the started ``decoders``, infer here; yields (job index, records, end info) per file.
 
     The watchdog (``sources.file_timeout``) counts only the time this process spent waiting for a
     decoder: time spent on inference, its own or another file's, while the decoder waits to hand over
@@ -504,7 +517,6 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
     limit = config.sources.file_timeout
     # One socket per decode process, no shared queue or lock: a process that dies or is killed
     # mid-message costs its own file, never the others.
-    decoders: list[DecodeProcess] = []
 
     def hand_out(d: DecodeProcess, tries: int = 3) -> None:
         d.index, d.quiet = (queued.pop(0) if queued else None), 0.0
@@ -529,9 +541,9 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
         return index, [], {"duration": None, "fatal": True, "partial": None, "errors": [f"{jobs[index].path}: {why}"]}
 
     try:
-        for _ in range(min(workers, len(todo))):
-            decoders.append(DecodeProcess.start(config_json))
-            hand_out(decoders[-1])
+        for d in decoders[:len(todo)]:
+            d.configure(config_json)
+            hand_out(d)
         while remaining:
             busy = [d for d in decoders if d.index is not None]
             if not busy:  # every decoder died and none could be started: say so for what is left

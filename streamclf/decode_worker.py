@@ -47,7 +47,8 @@ class DecodeProcess:
     quiet: float = 0.0  # seconds the parent spent waiting without hearing from it, since its last message
 
     @classmethod
-    def start(cls, config_json: str) -> "DecodeProcess":
+    def start(cls, config_json: str | None = None) -> "DecodeProcess":
+        """A new process; it decodes once it has the config (now, or later with ``configure``)."""
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parents[1])  # this streamclf, whatever the caller's sys.path was
         env = {**os.environ, **CHILD_ENV,
@@ -56,12 +57,16 @@ class DecodeProcess:
             process = subprocess.Popen([sys.executable, "-m", "streamclf.decode_worker", str(theirs.fileno()),
                                         str(os.getpid())], pass_fds=(theirs.fileno(),), env=env,
                                        stdin=subprocess.DEVNULL)
-        conn = Connection(ours.detach())
+        decoder = cls(process, Connection(ours.detach()))
+        if config_json is not None:
+            decoder.configure(config_json)
+        return decoder
+
+    def configure(self, config_json: str) -> None:
         try:
-            conn.send(config_json)
+            self.conn.send(config_json)
         except OSError:  # it died at once: the first task finds out and replaces it
             pass
-        return cls(process, conn)
 
     @property
     def exitcode(self) -> int | None:
@@ -110,7 +115,9 @@ def serve(conn: Connection) -> None:
     from .batch import decode_chunks
     from .config import Config
 
-    config = Config.model_validate_json(conn.recv())
+    if (config_json := conn.recv()) is None:  # stopped before it had anything to do
+        return
+    config = Config.model_validate_json(config_json)
     while (task := conn.recv()) is not None:
         index, path, name = task
         end: dict[str, Any] = {}

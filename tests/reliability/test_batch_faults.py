@@ -47,6 +47,13 @@ def _decode_children(pid: int) -> list[int]:
     return kids
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it ended meanwhile
+        return False
+
+
 def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: Path) -> None:
     long = shared("media/bbb_360p_60s.mp4")
     short = [shared("media/grid/bbaf2n.mpg"), shared("media/grid/brbk7n.mpg")]
@@ -57,11 +64,10 @@ def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: 
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        kids = _decode_children(proc.pid)
-        if kids:
-            time.sleep(3.0)  # well into the 60 s clip (its windows wait for inference)
-            os.kill(kids[0], signal.SIGKILL)
-            killed = kids[0]
+        for kid in _decode_children(proc.pid):
+            if _has_open(kid, long):  # decoding the 60 s clip (its windows wait for inference)
+                os.kill(kid, signal.SIGKILL)
+                killed = kid
         time.sleep(0.2)
     _, stderr = proc.communicate(timeout=300)
     assert killed is not None, "no decode process seen"
