@@ -448,7 +448,9 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
     out = Path(out)
     jobs = find_inputs(paths, include, exclude)
     n = min(workers or default_workers(), len(jobs)) if engine == "local" else 0
-    with _decode_processes(n) as spare:  # started first: their start-up overlaps with loading torch here
+    # The decode processes start first, so that their start-up overlaps with loading torch here; the
+    # inference threads are set once for the run, not switched per chunk.
+    with _decode_processes(n) as spare, _inference_threads():
         from .pipeline import Models
 
         models = Models(config)

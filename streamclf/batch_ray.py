@@ -37,7 +37,7 @@ import pickle
 import warnings
 from typing import Any, Iterable, Iterator
 
-from .batch import Job, decode_chunks, label_windows
+from .batch import THREADS, Job, decode_chunks, label_windows
 from .config import Config
 from .types import Window
 
@@ -101,8 +101,11 @@ class _Infer:
     """Actor: the models, loaded once; each row (a file) to its records, in order, fresh smoothing state."""
 
     def __init__(self, config_json: str) -> None:
+        import torch
+
         from .pipeline import Models
 
+        torch.set_num_threads(THREADS)  # the actor's own process: set once, not switched per chunk
         self.models = Models(Config.model_validate_json(config_json))
         self.config = self.models.config
 
