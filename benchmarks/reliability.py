@@ -151,8 +151,8 @@ def part_network(quick: bool, tmp: Path) -> dict[str, Any]:
     from tests.test_network import Watch
 
     restarts = 2 if quick else 5
-    live = {"window.fps": 2.0, "window.hop": 1.0, "sources.stall_timeout": 3.0, "sources.open_timeout": 3.0,
-            "sources.backoff_initial": 0.5, "sources.backoff_max": 2.0}
+    live = {"window.fps": 2.0, "window.hop": 1.0, "sources.stall_timeout": 3.0, "sources.open_timeout": 3.0}
+    # the backoff is the default one: the recoveries are what a user gets
     other = DATA / "media/flipping_a_pancake.mkv"
     events = Watch()
     lives = lambda rs: [r for r in rs if r.get("source") == "cam" and r.get("state") == "live"]  # noqa: E731

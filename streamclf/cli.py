@@ -12,10 +12,14 @@ wrong (nothing was processed); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import FUSION_METHODS, TRAINABLE, methods_help
+
+if TYPE_CHECKING:
+    from .config import AlertRule
 
 
 def _encoder_flags(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +36,7 @@ def _encoders(args: argparse.Namespace) -> dict[str, object]:
 
 def _run(args: argparse.Namespace) -> int:
     from .catalog import check_alert_labels, fused_labels
-    from .config import AlertRule, ConfigError, load_config
+    from .config import load_config
 
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
@@ -48,13 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         if port:
             overrides["sinks.mqtt.port"] = port
     config = load_config(args.config, **overrides)
-    rules = []
-    for text in args.alert or []:
-        label, _, score = text.partition(":")
-        try:
-            rules.append(AlertRule(label=label, **({"min_score": float(score)} if score else {})))
-        except ValueError:
-            raise ConfigError(f"--alert {text}: expected LABEL or LABEL:SCORE with SCORE in [0, 1]") from None
+    rules = [_alert_rule(text) for text in args.alert or []]
     if rules:
         config.alerts = config.alerts.model_copy(update={"rules": [*config.alerts.rules, *rules]})
     names = fused_labels(config)
@@ -66,14 +64,35 @@ def _run(args: argparse.Namespace) -> int:
         SourceSpec.parse(source)  # an unsupported scheme is a usage error: say so before loading models
     from .pipeline import run
 
+    # the dashboard shows what loads and the states; without it they are lines, or only the errors (--quiet)
+    _log_to_stderr(logging.CRITICAL if not args.no_dashboard else logging.ERROR if args.quiet else logging.INFO)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
     for st in states.values():
         if st.fatal:
             failed = True
-            print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
+            if not args.no_dashboard:  # without it, the error line came when it happened
+                print(f"streamclf: error: {st.errors[-1]}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _alert_rule(text: str) -> AlertRule:
+    """``dog``, ``dog:0.4`` (fused), ``dog:audio=0.5``, ``dog:0.4,audio=0.5,video=0.6``: any condition counts."""
+    from .config import AlertRule, ConfigError
+
+    label, _, conditions = text.partition(":")
+    given: dict[str, float] = {}
+    try:
+        for part in filter(None, conditions.split(",")):
+            key, eq, value = part.rpartition("=") if "=" in part else ("fused", "=", part)
+            given[{"fused": "min_score"}.get(key.strip(), key.strip())] = float(value)
+        if set(given) - {"min_score", "audio", "video"}:
+            raise ValueError
+        return AlertRule(label=label, **given)
+    except ValueError:
+        raise ConfigError(f"--alert {text}: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE,video=SCORE "
+                          "with scores in [0, 1]") from None
 
 
 def _label(args: argparse.Namespace) -> int:
@@ -113,7 +132,12 @@ def _events(args: argparse.Namespace) -> int:
     db = db or SqliteConfig().path
     rows = query_events(db, source=args.source, since=args.since, label=args.label, kind=args.type,
                         limit=args.limit)
-    print(format_events(rows))
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    else:
+        print(format_events(rows))
     return 0
 
 
@@ -135,6 +159,19 @@ def _models(args: argparse.Namespace) -> int:
             console = Console(width=220)
         console.print(render(rows, wide=args.wide))
     return 0
+
+
+class _Stderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"streamclf: {record.getMessage()}", file=sys.stderr, flush=True)  # today's stderr (tests swap it)
+
+
+def _log_to_stderr(level: int) -> None:
+    """The one place the ``streamclf`` logger is configured: one plain line per message on stderr."""
+    logger = logging.getLogger("streamclf")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, _Stderr)] + [_Stderr()]
+    logger.setLevel(level)
+    logger.propagate = False  # the root logger's handlers (if any) would print it twice
 
 
 def _progress(msg: str) -> None:
@@ -180,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="file, URL, /dev/videoN or camera index; NAME=SOURCE names it (default: built-in sample)")
     run.add_argument("--out", help="append JSON-lines records here (- for stdout)")
     run.add_argument("--config", help="YAML config (see configs/default.yaml)")
-    run.add_argument("--no-dashboard", action="store_true", help="no live terminal view")
+    run.add_argument("--no-dashboard", action="store_true",
+                     help="no live terminal view: what loads and each source's state changes as lines on stderr")
+    run.add_argument("--quiet", action="store_true", help="with --no-dashboard: only the errors, no status lines")
     run.add_argument("--fps", type=float, help="video frames sampled per second")
     run.add_argument("--window", type=float, help="window length, seconds")
     run.add_argument("--hop", type=float, help="hop between windows, seconds")
@@ -191,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--realtime", action="store_true",
                      help="pace files at real time, like a live feed (windows are dropped when behind)")
     run.add_argument("--alert", action="append", metavar="LABEL[:SCORE]",
-                     help="raise alerts for this fused label (repeatable; rules in the config have more settings)")
+                     help="raise alerts for this fused label above SCORE (default 0.5); LABEL:audio=S or "
+                     "LABEL:0.4,audio=S,video=S also fires on one modality alone (repeatable; rules in the "
+                     "config have more settings)")
     run.add_argument("--events-dir", help="where alert snapshots and clips go (default: events)")
     run.add_argument("--output-dir", help="folder the config's output paths are relative to and may not leave "
                      "(default: the current folder)")
@@ -235,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--label", help="only this label")
     ev.add_argument("--type", default="alert", choices=["alert", "status", "labels"], help="which records")
     ev.add_argument("--limit", type=int, help="at most this many (newest last)")
+    ev.add_argument("--json", action="store_true", help="the whole records as a JSON array instead of a table")
     ev.set_defaults(func=_events)
 
     tr = verbs.add_parser("train", help="train a fusion head from labeled clips (or 'avdigits')")

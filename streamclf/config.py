@@ -71,9 +71,11 @@ class SourcesConfig(_Strict):
 
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout: float = Field(10.0, gt=0, description="seconds to open a source before giving up on this try")
-    stall_timeout: float = Field(10.0, gt=0, description="seconds without data before a live source counts as stalled")
-    backoff_initial: float = Field(1.0, gt=0, description="first reconnect delay, seconds (doubles, with jitter)")
-    backoff_max: float = Field(30.0, gt=0, description="longest reconnect delay, seconds")
+    stall_timeout: float = Field(10.0, gt=0, description="seconds without data before a live source counts as stalled "
+                                 "and is reopened (Frigate's watchdog: 20 s)")
+    backoff_initial: float = Field(0.5, gt=0, description="first reconnect delay, seconds (doubles, with jitter)")
+    backoff_max: float = Field(5.0, gt=0, description="longest reconnect delay, seconds: a camera that comes back "
+                               "is live again within about this (the wait is 50-100 % of it, jittered)")
     max_reconnects: int | None = Field(None, ge=0, description="give up after this many reconnects in a row; null = never")
     realtime: bool = Field(False, description="pace files at real time and treat them like live feeds (drop when behind)")
     status_interval: float = Field(10.0, gt=0, description="seconds between status records with counters for live sources")
@@ -133,6 +135,10 @@ class MqttConfig(_Strict):
     qos: Literal[0, 1, 2] = 1
     keepalive: int = Field(30, ge=5)
     client_id: str | None = None
+    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery: each source becomes a device "
+                            "with its top label, its state and an on/off sensor per alert label, without YAML")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT "
+                                  "integration setting); topics DISCOVERY_PREFIX/<component>/<node>/<object>/config")
 
 
 class SqliteConfig(_Strict):
@@ -170,22 +176,52 @@ class SpeechGate(_Strict):
 
 
 class AlertRule(_Strict):
-    label: str = Field(description="fused label that raises the alert")
-    min_score: float = Field(0.5, ge=0, le=1, description="score a window needs to count towards the alert")
-    min_windows: int = Field(2, ge=1, description="consecutive windows above min_score to start the event")
-    end_score: float | None = Field(None, ge=0, le=1, description="hysteresis: below this the event may end (default 0.8 x min_score)")
+    """When a label raises an event: the fused score, or one modality alone, above its threshold.
+
+    The conditions are alternatives (any of them counts): ``{label: dog,
+    min_score: 0.4, audio: 0.5}`` fires on a fused 0.4 or on the microphone
+    alone hearing a dog at 0.5, so a dog barking off-camera still alerts.
+    Without ``audio``/``video`` the fused condition is on at 0.5; with one of
+    them and no ``min_score`` only the modality conditions count.
+    """
+
+    label: str = Field(description="fused label (category) that raises the alert")
+    min_score: float | None = Field(None, ge=0, le=1, description="fused score a window needs to count towards "
+                                    "the alert (default 0.5 when neither audio nor video is given)")
+    audio: float | None = Field(None, ge=0, le=1, description="or: the audio encoder's score for the label")
+    video: float | None = Field(None, ge=0, le=1, description="or: the video encoder's score for the label")
+    min_windows: int = Field(2, ge=1, description="consecutive windows above a threshold to start the event")
+    end_score: float | None = Field(None, ge=0, le=1, description="hysteresis: the fused score below which the "
+                                    "event may end (default 0.8 x min_score; audio/video end at 0.8 x theirs)")
     end_windows: int = Field(2, ge=1, description="consecutive windows below end_score to end the event")
     cooldown: float = Field(30.0, ge=0, description="seconds after an event ends before the rule may fire again")
     loudness_dbfs: float | None = Field(None, le=0, description="only windows whose audio is at least this loud (dBFS) count")
     speech: SpeechGate | None = Field(None, description="speech gate, e.g. {max: 0.5}: a scream that is not speech")
-    pre_roll: float = Field(2.0, ge=0, description="seconds of audio before the event in its WAV clip")
-    post_roll: float = Field(2.0, ge=0, description="seconds of audio after the event in its WAV clip")
+    pre_roll: float = Field(2.0, ge=0, description="seconds before the event in its clip")
+    post_roll: float = Field(2.0, ge=0, description="seconds after the event in its clip")
     sources: dict[str, AlertOverride] = Field(default_factory=dict, description="per-source overrides, by source name")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fused_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and all(data.get(k) is None for k in ("min_score", "audio", "video")):
+            data = {**data, "min_score": 0.5}
+        return data
+
+    def thresholds(self) -> dict[str, float]:
+        """The rule's conditions: ``{"fused" | "audio" | "video": threshold}``."""
+        given = {"fused": self.min_score, "audio": self.audio, "video": self.video}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 class AlertsConfig(_Strict):
     rules: list[AlertRule] = Field(default_factory=list)
-    events_dir: str = Field("events", description="snapshots (JPEG) and clips (WAV) of alerts go here")
+    events_dir: str = Field("events", description="snapshots (JPEG) and clips (MP4/WAV) of alerts go here")
+    clip: Literal["mp4", "wav", "both", "none"] = Field(
+        "mp4", description="each event's clip: MP4 with picture and sound (H.264 + AAC), WAV audio, both, or none")
+    retain_days: float | None = Field(30.0, gt=0, description="events older than this are deleted (null: kept)")
+    max_disk_mb: float | None = Field(2000.0, gt=0, description="the oldest events are deleted while the events "
+                                      "folder holds more than this (null: no limit)")
 
 
 class Config(_Strict):

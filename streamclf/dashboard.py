@@ -5,7 +5,7 @@ import time
 from collections import deque
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -33,21 +33,50 @@ def _mix(record: dict[str, Any]) -> Text:
     return out
 
 
-def _health(st: Any) -> Text:
-    """State, input rate, processed rate, drops, reconnects and latency of one source."""
-    elapsed = max(time.monotonic() - st.started, 1e-6)
+def _span(seconds: float) -> str:
+    """12s, 4m05s, 3h02m: an uptime at a glance."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _health(st: Any, now: float) -> Text:
+    """State, input rate, processed rate, drops, reconnects, and latency (feeds) or throughput (files)."""
+    elapsed = max(now - st.started, 1e-6)
     frames = st.stats.get("frames", 0)
     dropped = sum(st.dropped.values())
-    lines = [f"{st.state}",
+    lines = [f"{'reading' if st.state == 'live' and not st.feed else st.state}",
              f"in {frames / elapsed:4.1f} fps  out {st.windows / elapsed:4.1f} win/s",
              f"dropped {dropped}  reconnects {st.stats.get('reconnects', 0)}"]
-    p50, p95 = st.latency_ms(50), st.latency_ms(95)
-    if p50 is not None:
-        lines.append(f"latency {p50:.0f}/{p95:.0f} ms")
+    if st.feed:
+        p50, p95 = st.latency_ms(50), st.latency_ms(95)
+        if p50 is not None:
+            lines.append(f"latency {p50:.0f}/{p95:.0f} ms")
+    elif (speed := st.speed(now)) is not None:  # how long a window waited says little when a file waits for us
+        lines.append(f"{speed:.1f}x real time")
     if st.stats.get("av_offset_ms") is not None:
         lines.append(f"a/v offset {st.stats['av_offset_ms']:+.0f} ms")
     style = {"live": "green", "ended": "dim", "error": "red"}.get(st.state, "yellow")
     return Text("\n".join(lines), style=style)
+
+
+def _progress(st: Any, now: float) -> RenderableType:
+    """A file: a bar, percent and ETA. A feed: uptime (or how long it has been down); it has no end."""
+    fraction = st.fraction
+    if fraction is not None:
+        if st.state in ("ended", "error"):
+            return Text(st.state)
+        speed = st.speed(now)
+        eta = f"  ETA {_span((1.0 - fraction) * st.duration / speed)}" if speed else ""
+        return Group(ProgressBar(total=1.0, completed=fraction, width=16), Text(f"{fraction:.0%}{eta}"))
+    if st.feed or st.stream:
+        if st.state == "live":
+            return Text(f"up {_span(now - st.since)}", style="green")
+        if st.ups and st.state not in ("ended", "error"):
+            return Text(f"down {_span(now - st.since)}  {st.state}", style="yellow")
+        return Text(st.state)
+    return Text(f"{st.position:.1f}s  {st.state}")
 
 
 class Dashboard:
@@ -59,6 +88,15 @@ class Dashboard:
         self.states: dict[str, Any] = {}
         self.started = time.monotonic()
         self.alerts: deque[dict[str, Any]] = deque(maxlen=8)
+        self.notice = ""
+
+    def note(self, text: str) -> None:
+        """Show what the run is doing before any source has news (e.g. which models load)."""
+        self.notice = text
+        if self.live is not None:
+            self.live.update(self._render())
+        else:
+            self.console.print(text, markup=False, highlight=False)
 
     def __enter__(self) -> "Dashboard":
         if self.console.is_terminal:
@@ -72,7 +110,7 @@ class Dashboard:
             self.live.__exit__(None, None, None)
 
     def __call__(self, record: dict[str, Any], states: dict[str, Any]) -> None:
-        self.states = states
+        self.states, self.notice = states, ""
         if record.get("type") == "alert":
             self.alerts.append(record)
         if record.get("type") == "timings":
@@ -95,21 +133,17 @@ class Dashboard:
                            markup=False, highlight=False)
 
     def _render(self) -> Group:
-        table = Table(expand=True, title=f"streamclf  ·  {time.monotonic() - self.started:5.1f}s")
+        now = time.monotonic()
+        title = f"streamclf  ·  {now - self.started:5.1f}s" + (f"  ·  {self.notice}" if self.notice else "")
+        table = Table(expand=True, title=title)
         for col in ("source", "health", "progress", "fused", "mix (A/V)", "audio", "video"):
             table.add_column(col)
         for st in self.states.values():
             rec = st.last.to_dict() if st.last is not None else None
-            if st.duration:
-                done = min(st.position, st.duration)
-                progress: Any = Group(ProgressBar(total=st.duration, completed=done, width=16),
-                                      Text(f"{done:.1f}/{st.duration:.1f}s {st.state}"))
-            else:
-                progress = Text(f"{st.position:.1f}s  {st.state}")
             if rec is None:
-                table.add_row(st.name, _health(st), progress, "", "", "", "")
+                table.add_row(st.name, _health(st, now), _progress(st, now), "", "", "", "")
             else:
-                table.add_row(st.name, _health(st), progress, _bars(rec["labels"]), _mix(rec),
+                table.add_row(st.name, _health(st, now), _progress(st, now), _bars(rec["labels"]), _mix(rec),
                               _bars(rec["audio"]), _bars(rec["video"]))
         if not self.alerts:
             return Group(table)

@@ -3,9 +3,14 @@
 Each stage is a thread with one queue in and one out. Source events
 (info, errors, end) travel the same queues as the data, so every stage sees
 them in order and the router can report them as status records.
+
+Torch, the encoders and the fusion heads are imported when the models load,
+not with this module: those imports are most of the start-up time, and
+``run`` says what it is loading before it waits for them.
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -14,20 +19,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
 from .config import Config, WindowConfig
-from .encoders import MODELS, Encoder, pick_device
-from .fusion import EMA, CategoryMap, ZeroShotFusion
-from .fusion.trained import HeadFusion
-from .fusion.zeroshot import Fused
-from .fusion.categories import BUILTIN
 from .alerts import Alerts
 from .catalog import check_alert_labels
 from .sources import Decoder, SourceSpec
@@ -35,6 +35,15 @@ from .stages import Feed, Timings
 from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
                     SourceStatus, Window)
 from .windows import Windower, WindowSpec
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
+    from .encoders import Encoder
+    from .fusion import ZeroShotFusion
+    from .fusion.trained import HeadFusion
+    from .fusion.zeroshot import Fused
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -57,8 +66,11 @@ class SourceState:
 
     name: str
     state: str = "connecting"
-    live: bool = False
+    live: bool = False  # it may drop: a live feed, or a file paced at real time
+    stream: bool = False  # a camera or network stream (it may reconnect)
+    url: str = ""  # where it reads from, as it may be shown (credentials removed)
     duration: float | None = None
+    start: float | None = None  # timeline position when it first opened
     position: float = 0.0
     windows: int = 0
     errors: list[str] = field(default_factory=list)
@@ -67,10 +79,59 @@ class SourceState:
     stats: dict[str, Any] = field(default_factory=dict)  # decoder counters: reconnects, stalls, av_offset_ms ...
     dropped: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    opened: float | None = None  # time.monotonic() when it first opened
+    since: float = field(default_factory=time.monotonic)  # when it last went live, or last stopped being live
+    ups: int = 0  # how many times it went live (more than once: it reconnected)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1000))  # seconds, recent windows
 
     def latency_ms(self, q: float) -> float | None:
         return round(float(np.percentile(self.latencies, q)) * 1000.0, 1) if self.latencies else None
+
+    @property
+    def feed(self) -> bool:
+        """A live feed: it has uptime and latency, not progress.
+
+        A camera or an RTSP server relaying a file may announce a duration, but a feed runs past it
+        after a reconnect (the timeline keeps the outage). A file, a file paced at real time, or a
+        file on a web server read like one has progress and throughput.
+        """
+        return self.stream and self.live
+
+    @property
+    def fraction(self) -> float | None:
+        """How much of a source with a known end is done (0-1); None for feeds and unknown lengths."""
+        if self.feed or not self.duration or self.start is None:
+            return None
+        return min(max((self.position - self.start) / self.duration, 0.0), 1.0)
+
+    def apply(self, item: SourceInfo | SourceError | SourceStatus | SourceEnd, now: float | None = None) -> float:
+        """Take the state a source event says; returns how long the source had been live, or down, before it."""
+        now = time.monotonic() if now is None else now
+        before = self.state
+        if isinstance(item, SourceInfo):
+            self.state, self.duration, self.live = "live", item.duration, item.live
+            self.ups += 1
+            if self.opened is None:
+                self.opened, self.start = now, item.start
+        elif isinstance(item, SourceStatus):
+            self.state = item.state
+        elif isinstance(item, SourceError):
+            self.errors.append(item.message)
+            self.fatal |= item.fatal
+            if item.fatal:
+                self.state = "error"
+        else:
+            self.state = "error" if self.fatal else "ended"
+        lasted = now - self.since
+        if (before == "live") != (self.state == "live"):
+            self.since = now
+        return lasted
+
+    def speed(self, now: float | None = None) -> float | None:
+        """Media seconds classified per wall-clock second since it opened (x real time)."""
+        if self.opened is None or self.start is None or not self.windows:
+            return None
+        return max(self.position - self.start, 0.0) / max((now or time.monotonic()) - self.opened, 1e-6)
 
 
 _STOP = object()
@@ -84,13 +145,19 @@ class Models:
     """
 
     def __init__(self, config: Config) -> None:
+        from .encoders import MODELS, Encoder, pick_device
+        from .fusion import CategoryMap, ZeroShotFusion
+        from .fusion.categories import BUILTIN
+        from .fusion.trained import HeadFusion
+
         self.config = config
         device = pick_device(config.device)
-        self.encoders = {m: Encoder(getattr(config, m).encoder, device, config.precision, config.compile)
-                         for m in MODALITIES if getattr(config, m).enabled}
+        wanted = encoder_names(config)
+        self.encoders = {m: Encoder(name, device, config.precision, config.compile)
+                         for m, name in wanted.items() if m in MODALITIES}
         self.speech: Encoder | None = None
-        if config.speech.enabled or any(r.speech for r in config.alerts.rules):
-            self.speech = Encoder(config.speech.encoder, device, config.precision, config.compile)
+        if "speech" in wanted:
+            self.speech = Encoder(wanted["speech"], device, config.precision, config.compile)
         for m, enc in [*self.encoders.items(), ("speech", self.speech)]:
             if enc is not None and enc.modality != m:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")
@@ -118,7 +185,7 @@ class Models:
 
     def adapt(self, config: Config) -> Config:
         """A trained head dictates the window and pooling it was trained with."""
-        if not isinstance(self.fusion, HeadFusion):
+        if not config.fusion.head:
             return config
         card = self.fusion.card
         update: dict[str, Any] = {}
@@ -214,6 +281,14 @@ class Models:
 
 
 
+def encoder_names(config: Config) -> dict[str, str]:
+    """The encoder of each enabled modality, and of the speech gate when it is on (by itself for speech rules)."""
+    wanted = {m: getattr(config, m).encoder for m in MODALITIES if getattr(config, m).enabled}
+    if config.speech.enabled or any(r.speech for r in config.alerts.rules):
+        wanted["speech"] = config.speech.encoder
+    return wanted
+
+
 class Worker(threading.Thread):
     """Batches windows across sources through the models (one forward pass per encoder)."""
 
@@ -307,6 +382,18 @@ def labels_of(scores: np.ndarray, names: list[str], k: int) -> list[dict[str, An
     return [{"label": names[j], "score": round(float(scores[j]), 4)} for j in top]
 
 
+def watched_labels(config: Config, index: dict[str, int], sees: dict[str, np.ndarray]) -> list[str]:
+    """The labels alert rules watch, in rule order; a modality condition the modality cannot see is an error."""
+    from .config import ConfigError
+
+    for rule in config.alerts.rules:
+        for m in ("audio", "video"):
+            if getattr(rule, m) is not None and rule.label in index and not (m in sees and sees[m][index[rule.label]]):
+                raise ConfigError(f"alerts.rules: {rule.label}: {m}: the {m} encoder cannot see this label "
+                                  f"(or is disabled); use the fused min_score or the other modality")
+    return [c for c in dict.fromkeys(r.label for r in config.alerts.rules) if c in index]
+
+
 class Recorder:
     """Scored windows to records: smoothing across windows, top-k labels, per-modality scores.
 
@@ -315,24 +402,29 @@ class Recorder:
     """
 
     def __init__(self, models: Models, config: Config) -> None:
+        from .fusion import EMA
+
         self.models, self.k = models, config.fusion.top_k
         self.smoothing = EMA(config.fusion.smoothing)
         self.index = {c: j for j, c in enumerate(models.names)}
+        self.watch = watched_labels(config, self.index, models.fusion.sees)
 
     def __call__(self, s: Scored, latency: float = 0.0) -> Record:
         w, k = s.window, self.k
-        labels = labels_of(self.smoothing(w.source, s.fused.scores), self.models.names, k)
+        scores = self.smoothing(w.source, s.fused.scores)
+        labels = labels_of(scores, self.models.names, k)
         native = {}
         for m, enc in self.models.encoders.items():
             sc = s.embeddings.scores.get(m)
             native[m] = labels_of(sc, enc.meta["categories"], k) if sc is not None else None
         per, sees = s.fused.per_modality, self.models.fusion.sees
         modality = {}
-        for entry in labels:
-            j = self.index[entry["label"]]
-            modality[entry["label"]] = {
-                m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
+        for label in [*(e["label"] for e in labels), *self.watch]:  # alert rules see their label's modalities
+            j = self.index[label]
+            modality[label] = {m: (round(float(per[m][j]), 4) if m in per and sees[m][j] else None) for m in sees}
         extra: dict[str, Any] = {"weights": s.fused.weights} if s.fused.weights else {}
+        if self.watch:
+            extra["watched"] = {c: round(float(scores[self.index[c]]), 4) for c in self.watch}
         if self.models.speech is not None:  # null: the window had no audio
             speech = s.embeddings.features.get("speech")
             extra["speech"] = None if speech is None else round(speech, 4)
@@ -388,10 +480,12 @@ class Pipeline:
         c, w = self.config, self.config.window
         self._live = {s.name for s in specs if s.live or c.sources.realtime}
         self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
-                                  timings=self.timings, short_side=w.short_side) for s in specs]
+                                  timings=self.timings, short_side=w.short_side, full_frames=self.alerts is not None)
+                          for s in specs]
         windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox,
                               len(specs), self._live)
-        self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stats=d.stats)
+        self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stream=d.spec.live,
+                                                url=d.spec.display, stats=d.stats)
                        for d in self._decoders}
         self.worker.start()
         windowing.start()
@@ -449,22 +543,17 @@ class Pipeline:
 
     def _status(self, item: SourceInfo | SourceError | SourceStatus | SourceEnd) -> None:
         state = self.states[item.source]
+        before = state.state
+        lasted = state.apply(item)
         extra: dict[str, Any] = {}
         if isinstance(item, SourceInfo):
-            state.state, state.duration, state.live = "live", item.duration, item.live
             extra = {"duration": item.duration, "has_audio": item.has_audio, "has_video": item.has_video}
         elif isinstance(item, SourceStatus):
-            state.state = item.state
             extra = {"message": item.message} if item.message else {}
             extra["stats"] = {**item.stats, "dropped": self.dropped(item.source)}
         elif isinstance(item, SourceError):
-            state.errors.append(item.message)
-            state.fatal |= item.fatal
             extra = {"message": item.message, "fatal": item.fatal}
-            if item.fatal:
-                state.state = "error"
         else:
-            state.state = "error" if state.fatal else "ended"
             self.recorder.reset(item.source)
             if self.alerts is not None:
                 for alert in self.alerts.end_source(item.source):
@@ -472,8 +561,13 @@ class Pipeline:
             state.dropped = self.dropped(item.source)
             extra = {"stats": {**item.stats, "dropped": state.dropped, "windows": state.windows,
                                "latency_p50_ms": state.latency_ms(50), "latency_p95_ms": state.latency_ms(95)}}
-        self._emit({"type": "status", "source": item.source,
-                    "state": "error" if isinstance(item, SourceError) else state.state, **extra})
+        record = {"type": "status", "source": item.source,
+                  "state": "error" if isinstance(item, SourceError) else state.state, **extra}
+        self._emit(record)
+        line = status_line(record, state, before, lasted)
+        if line is not None:
+            log.log(logging.ERROR if record.get("fatal") else logging.WARNING if "fatal" in record else logging.INFO,
+                    line)
 
     def _sink_failed(self, sink: Sink, e: Exception) -> None:
         name = type(sink).__name__
@@ -498,6 +592,39 @@ class Pipeline:
         self.timings.since("sink", t0)
 
 
+def status_line(record: dict[str, Any], state: SourceState, before: str, lasted: float) -> str | None:
+    """A status record as one log line, or None when nothing changed (a heartbeat, the next try of a reconnect).
+
+    ``before`` is the source's state before this record; ``lasted`` how long it had been live, or down.
+    """
+    name, now, message = record["source"], record["state"], record.get("message", "")
+    if "fatal" in record:  # the message names the source by its URL or path
+        return f"error: {message}" if record["fatal"] else f"[{name}] warning: {message}"
+    if now == "connecting":
+        if before == "reconnecting":
+            return None
+        return f"[{name}] {'connecting to' if state.stream else 'opening'} {state.url}"
+    if now == "live":
+        if "duration" not in record:  # a heartbeat with counters
+            return None
+        tracks = "+".join(m for m in MODALITIES if record[f"has_{m}"]) or "nothing"
+        if not state.feed:
+            length = f"{record['duration']:.1f} s of " if record["duration"] else ""
+            return f"[{name}] reading {length}{tracks}"
+        again = f" again after {lasted:.1f} s down" if state.ups > 1 else ""
+        return f"[{name}] live{again} ({tracks})"
+    if now in ("stalled", "reconnecting"):
+        return f"[{name}] {now}: {message}" if message else f"[{name}] {now}"
+    if now == "ended":
+        stats = record.get("stats", {})
+        counts = [f"{stats.get('windows', 0)} windows"]
+        counts += [f"{stats[k]} {k}" for k in ("reconnects", "stalls") if stats.get(k)]
+        dropped = sum(stats.get("dropped", {}).values())
+        counts += [f"{dropped} dropped"] if dropped else []
+        return f"[{name}] ended: {', '.join(counts)}"
+    return None  # "error" at the end: its error line came first
+
+
 SAMPLE = Path(__file__).with_name("data") / "sample.mp4"
 
 
@@ -514,7 +641,7 @@ def open_sinks(config: Config, out: str | Path | None = None) -> list[Sink]:
     if c.webhook is not None:
         opened.append(sinks.WebhookSink(c.webhook))
     if c.mqtt is not None:
-        opened.append(sinks.MqttSink(c.mqtt))
+        opened.append(sinks.MqttSink(c.mqtt, labels=[r.label for r in config.alerts.rules]))
     return opened
 
 
@@ -549,24 +676,32 @@ def run(sources: list[str], out: str | Path | None = None, config: Config | None
 
     Returns the final state of every source; a source that failed has
     ``fatal`` set and its one-line reasons in ``errors``. ``report`` gets
-    the per-stage timing table at the end.
+    the per-stage timing table at the end. What loads and every source's
+    state changes go to the ``streamclf`` logger (and to the dashboard).
     """
     from .config import load_config
     from .dashboard import Dashboard
 
     config = config or load_config()
     specs = [SourceSpec.parse(s) for s in (sources or [str(SAMPLE)])]
-    models = Models(config)
-    sinks = open_sinks(models.config, out)
-    if not dashboard:
-        pipeline = Pipeline(config, sinks, models=models)
+    with Dashboard() if dashboard else nullcontext() as view:
+        models = load_models(config, view)
+        pipeline = Pipeline(config, open_sinks(models.config, out), on_event=view, models=models)
         with _signals(pipeline):
             states = pipeline.run(specs)
-    else:
-        with Dashboard() as view:
-            pipeline = Pipeline(config, sinks, on_event=view, models=models)
-            with _signals(pipeline):
-                states = pipeline.run(specs)
     if report is not None:
         report(pipeline.timings.table())
     return states
+
+
+def load_models(config: Config, view: Dashboard | None = None) -> Models:
+    """Load the models, saying what loads and how long it took (importing torch and reading weights
+    are most of the time to the first record); ``view`` (the dashboard) shows it too."""
+    what = f"loading {', '.join(encoder_names(config).values())} ..."
+    log.info(what)
+    if view is not None:
+        view.note(what)
+    t0 = time.monotonic()
+    models = Models(config)
+    log.info("ready in %.1fs", time.monotonic() - t0)
+    return models

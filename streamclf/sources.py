@@ -146,11 +146,13 @@ class Decoder(threading.Thread):
 
     def __init__(self, spec: SourceSpec, out: Feed, fps: float = 4.0, max_side: int = 640,
                  settings: SourcesConfig | None = None, timings: Timings | None = None,
-                 short_side: int | None = None) -> None:
+                 short_side: int | None = None, full_frames: bool = False) -> None:
+        """``full_frames``: frames also carry the source's full-size picture (for alert snapshots)."""
         super().__init__(name=f"decoder:{spec.name}", daemon=True)
         from .config import SourcesConfig
 
         self.spec, self.out, self.fps, self.max_side, self.short_side = spec, out, fps, max_side, short_side
+        self.full_frames = full_frames
         self.settings = settings or SourcesConfig()
         self.timings = timings or Timings()
         self.realtime = self.settings.realtime and not spec.live
@@ -334,9 +336,11 @@ class Decoder(threading.Thread):
                 if size is None:
                     size = _scaled_size(frame.width, frame.height, self.max_side, self.short_side)
                 image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                full = (frame.to_ndarray(format="rgb24")
+                        if self.full_frames and size != (frame.width, frame.height) else None)
                 self.timings.since("decode", t0)
                 self.stats["frames"] += 1
-                self._data(Frame(name, t, image))
+                self._data(Frame(name, t, image, full))
             if time.monotonic() - self._progress > stall:
                 raise _Stalled()
         if resampler is not None:

@@ -16,7 +16,13 @@ MODALITIES = ("audio", "video")
 class Frame:
     source: str
     pts: float
-    image: np.ndarray  # RGB uint8, H x W x 3
+    image: np.ndarray  # RGB uint8, H x W x 3, scaled for the video encoder
+    full: np.ndarray | None = None  # the source's full-size picture, kept only for alert snapshots
+
+    @property
+    def sharpest(self) -> np.ndarray:
+        """The full-size picture when the decoder kept one, else the scaled one."""
+        return self.full if self.full is not None else self.image
 
 
 @dataclass

@@ -78,7 +78,7 @@ def test_video_only_file(tmp_path, ffmpeg):
 def test_not_media_exits_nonzero_with_one_line(tmp_path, content):
     bogus = tmp_path / "notes.mp4"
     bogus.write_bytes(content)
-    proc = streamclf("run", str(bogus), "--no-dashboard", "--out", str(tmp_path / "o.jsonl"))
+    proc = streamclf("run", str(bogus), "--no-dashboard", "--quiet", "--out", str(tmp_path / "o.jsonl"))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -145,7 +145,7 @@ def test_run_stream_help_does_not_import_torch(tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["run", "--no-dashbord"], "unrecognized arguments"),
-    (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL or LABEL:SCORE"),
+    (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE"),
     (["run", "--alert", "dgo"], "'dgo' is not a fused label; closest: dog,"),
     (["run", "--head", str(Path(__file__).resolve().parents[1] / "models" / "heads" / "avdigits"), "--alert", "7s"],
      "'7s' is not a fused label; closest: 7"),

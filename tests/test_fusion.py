@@ -27,7 +27,7 @@ def test_builtin_map_is_broad_and_valid():
 def small_map(tmp_path):
     path = tmp_path / "cats.yaml"
     path.write_text('categories:\n  dog:\n    imagenet-1k: ["151-268"]\n    audioset: ["Dog", "Bark"]\n'
-                    '  speech:\n    audioset: ["Speech"]\n')
+                    '  speech:\n    audioset: ["Speech"]\n  car:\n    imagenet-1k: [817]\n')
     return CategoryMap.load(path, LABELS)
 
 
@@ -41,21 +41,55 @@ def test_map_errors_name_the_file_and_the_member(tmp_path):
         CategoryMap.load(path, LABELS)
 
 
+SPACES = {"audio": ("audioset", 521, "sigmoid"), "video": ("imagenet-1k", 1000, "softmax")}
+
+
+def _audio(**scores: float) -> np.ndarray:
+    out = np.zeros(521, np.float32)
+    for name, score in scores.items():
+        out[LABELS["audioset"].index(name)] = score
+    return out
+
+
 def test_fusion_weights_present_modalities_that_can_see(small_map):
-    spaces = {"audio": ("audioset", 521, "sigmoid"), "video": ("imagenet-1k", 1000, "softmax")}
-    fusion = ZeroShotFusion(small_map, spaces, {"audio": 0.5, "video": 0.5})
-    audio = np.zeros(521, np.float32)
-    audio[LABELS["audioset"].index("Bark")] = 0.8
-    audio[LABELS["audioset"].index("Speech")] = 0.6
+    fusion = ZeroShotFusion(small_map, SPACES, {"audio": 0.5, "video": 0.5})
+    audio = _audio(Bark=0.8, Speech=0.6)
     video = np.zeros(1000, np.float32)
     video[[151, 200]] = 0.2  # two dog breeds: summed softmax mass
     fused, per = fusion(Embeddings(scores={"audio": audio, "video": video}))
     assert per["video"][0] == pytest.approx(0.4) and per["audio"][0] == pytest.approx(0.8)
-    assert fused[0] == pytest.approx(0.6)  # (0.8 + 0.4) / 2
+    # each votes with its evidence (top category score squared): (0.64 * 0.8 + 0.16 * 0.4) / 0.8
+    assert fused[0] == pytest.approx(0.72, abs=1e-4)
     assert fused[1] == pytest.approx(0.6)  # speech: video cannot see it, so audio alone
     fused, per = fusion(Embeddings(scores={"video": video}))  # no audio in this window
     assert set(per) == {"video"}
     assert fused[0] == pytest.approx(0.4) and fused[1] == 0.0
+    fixed = ZeroShotFusion(small_map, SPACES, {"audio": 0.5, "video": 0.5}, sharpness=0)
+    assert fixed(Embeddings(scores={"audio": audio, "video": video}))[0][0] == pytest.approx(0.6)  # plain average
+
+
+def test_a_modality_that_sees_nothing_in_particular_barely_votes(small_map):
+    """A dog barks off-camera: the camera's picture holds nothing it knows well, so the bark carries the dog."""
+    fusion = ZeroShotFusion(small_map, SPACES, {"audio": 0.5, "video": 0.5})
+    diffuse = np.full(1000, 1 / 1000, np.float32)  # softmax mass spread over everything: 0.118 on the dog breeds
+    fused, per = fusion(Embeddings(scores={"audio": _audio(Dog=0.69), "video": diffuse}))
+    assert per["video"][0] == pytest.approx(0.118)
+    assert fused[0] >= 0.9 * 0.69  # the plain average gave 0.40
+
+
+def test_a_modality_that_clearly_sees_something_else_lowers_a_category(small_map):
+    """A confident picture of something else outvotes a weak sound, and a weak sound never raises anything."""
+    fusion = ZeroShotFusion(small_map, SPACES, {"audio": 0.5, "video": 0.5})
+    car = np.zeros(1000, np.float32)
+    car[817] = 0.8  # sports car
+    fused, _ = fusion(Embeddings(scores={"audio": _audio(Bark=0.2, Speech=0.1), "video": car}))
+    assert fused[0] < 0.2 * 0.5  # the dog is pulled down by a camera that clearly sees a car
+    assert fused[1] == pytest.approx(0.1)  # speech: video cannot see it, so audio alone
+    assert fused[2] == pytest.approx(0.8)  # the car: a microphone that hears it not (it cannot) leaves it
+    confident_dog = np.zeros(1000, np.float32)
+    confident_dog[[151, 152]] = 0.4
+    fused, _ = fusion(Embeddings(scores={"audio": _audio(Bark=0.2), "video": confident_dog}))
+    assert 0.2 < fused[0] <= 0.8  # between the two: never above what the more confident one says
 
 
 def test_ema_smooths_per_source():

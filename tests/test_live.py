@@ -154,3 +154,52 @@ def test_a_live_feed_drops_oldest_windows_when_the_worker_falls_behind() -> None
     assert st.windows + st.dropped["windows"] >= 9  # ~3 s / 0.25 s hop windows existed; each was used or counted
     # The decoder never waited for the worker: the run lasts the clip plus what was still queued.
     assert elapsed < 3.0 + (config.queue_size + 2) * 0.4 + 3.0
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "streamclf", "run", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+
+
+@pytest.mark.timeout(240)
+def test_without_dashboard_a_down_camera_says_each_state_change_and_quiet_silences_them(tmp_path: Path) -> None:
+    """A camera that is down is not silent: what loads, then connecting, each reconnect, giving up; one line each,
+    no credentials. --quiet leaves only the error."""
+    from tests.servers import free_port
+
+    config = tmp_path / "c.yaml"
+    config.write_text("sources: {max_reconnects: 2, backoff_initial: 0.1}\n")
+    url = f"rtsp://user:secret@127.0.0.1:{free_port()}/stream"
+    done = _cli(f"cam={url}", "--no-dashboard", "--config", str(config))
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1, done.stderr
+    assert lines[0] == "streamclf: loading yamnet, efficientnet_lite0 ..."
+    assert lines[1].startswith("streamclf: ready in ") and lines[1].endswith("s")
+    assert lines[2].startswith("streamclf: [cam] connecting to rtsp://127.0.0.1:")
+    assert all(line.startswith("streamclf: [cam] reconnecting: cannot open: ") for line in lines[3:5])
+    assert "retrying in" in lines[3]
+    assert lines[5].startswith("streamclf: error: rtsp://127.0.0.1:") and "gave up after 2 reconnects" in lines[5]
+    assert len(lines) == 6 and "secret" not in done.stderr and done.stdout == ""  # the error once, when it happened
+
+    quiet = _cli(f"cam={url}", "--no-dashboard", "--quiet", "--config", str(config))
+    assert quiet.returncode == 1
+    assert quiet.stderr.splitlines() == [lines[5]]  # the error and nothing else
+
+
+def test_status_lines_of_a_file_go_to_the_streamclf_logger(caplog: pytest.LogCaptureFixture) -> None:
+    """Opening, reading, the end (with counts), through the logger only the CLI configures."""
+    import logging
+
+    import streamclf
+
+    clip = shared("media/grid/bbaf2n.mpg")
+    with caplog.at_level(logging.INFO, logger="streamclf"):
+        states = streamclf.run([str(clip)])
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamclf")]
+    n = states["bbaf2n.mpg"].windows
+    assert lines[0] == "loading yamnet, efficientnet_lite0 ..." and lines[1].startswith("ready in ")
+    assert lines[2:] == [f"[bbaf2n.mpg] opening {clip}", "[bbaf2n.mpg] reading 3.0 s of audio+video",
+                         f"[bbaf2n.mpg] ended: {n} windows"]

@@ -5,10 +5,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -51,9 +53,9 @@ def alert(i: int, source: str = "cam1", label: str = "dog", time_: str | None = 
             "snapshot": f"events/{i}.jpg", "clip": f"events/{i}.wav"}
 
 
-def status(i: int, source: str = "cam1", state: str = "live") -> dict:
+def status(i: int, source: str = "cam1", state: str = "live", **extra) -> dict:
     return {"type": "status", "id": f"status-{i}", "time": f"2026-11-28T04:00:{i:02d}.000Z",
-            "source": source, "state": state}
+            "source": source, "state": state, **extra}
 
 
 # ---------------------------------------------------------------- webhook
@@ -351,7 +353,7 @@ def test_topic_safe_names():
 def test_mqtt_topics_payloads_and_availability(broker):
     prefix = "home/streamclf"
     watcher = Subscriber(broker.port, f"{prefix}/#")
-    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, prefix=prefix, qos=1))
+    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, prefix=prefix, qos=1, discovery=False))
     late = None
     try:
         wait_until(lambda: sink.connected, "the sink to connect")
@@ -376,7 +378,9 @@ def test_mqtt_topics_payloads_and_availability(broker):
         if late is not None:
             late.close()
     wait_until(lambda: watcher.on(f"{prefix}/availability") == ["online", "offline"], "offline on close")
-    assert sink.stats() == {"delivered": 5, "retries": 0, "pending": 0, "failed": 0}
+    assert watcher.on(f"{base}/alerts/dog") == ["OFF"]  # the label's state topic, set up with its first alert
+    # online, window, alert, alerts/dog, status, the status marked offline on close, offline
+    assert sink.stats() == {"delivered": 7, "retries": 0, "pending": 0, "failed": 0}
     after = Subscriber(broker.port, f"{prefix}/availability")
     try:
         wait_until(lambda: after.retained(f"{prefix}/availability"), "the retained availability")
@@ -408,7 +412,7 @@ def restartable(mosquitto, tmp_path):
 @pytest.mark.timeout(60)
 def test_mqtt_reconnects_after_a_broker_restart_and_sends_what_was_queued(restartable):
     broker, watcher = restartable
-    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, prefix="t", qos=1))
+    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, prefix="t", qos=1, discovery=False))
     try:
         records = [window(i) for i in range(260)]  # more than paho's 20 in flight wait while the broker is away
         for r in records[:5]:
@@ -444,7 +448,7 @@ def test_mqtt_reconnects_after_a_broker_restart_and_sends_what_was_queued(restar
 def test_mqtt_broker_down_at_start_is_connected_later_in_order(restartable):
     broker, watcher = restartable
     broker.stop()
-    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, prefix="t", qos=2))
+    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port, prefix="t", qos=2, discovery=False))
     states = [status(i, state=f"state-{i}") for i in range(30)]
     try:
         for r in states[:3]:
@@ -464,7 +468,94 @@ def test_mqtt_broker_down_at_start_is_connected_later_in_order(restartable):
             fresh.close()
     finally:
         sink.close()
-    assert sink.stats() == {"delivered": len(states) + 2, "retries": 0, "pending": 0, "failed": 0}
+    assert sink.stats() == {"delivered": len(states) + 3, "retries": 0, "pending": 0, "failed": 0}  # + offline status
+
+
+@pytest.mark.timeout(60)
+def test_mqtt_home_assistant_discovery_and_states(broker):
+    """Each source becomes a Home Assistant device: retained discovery configs, then states on their topics."""
+    from jinja2 import Environment
+
+    ha = Subscriber(broker.port, "homeassistant/#")
+    watcher = Subscriber(broker.port, "streamclf/#")
+    sink = MqttSink(MqttConfig(host="127.0.0.1", port=broker.port), labels=["dog", "glass"])
+    src, base = "front door", "streamclf/front_door"
+    labels = window(1, source=src, label="dog", score=0.91)
+    try:
+        for r in [status(0, src, "connecting"), labels, {**alert(1, src, "dog"), "state": "started"},
+                  {**alert(1, src, "dog"), "id": "alert-1b", "state": "ended"}, status(1, src, "live")]:
+            sink.write(r)
+        wait_until(lambda: watcher.on(f"{base}/status")[-1:] and "live" in watcher.on(f"{base}/status")[-1],
+                   "the live status")
+    finally:
+        sink.close()
+    wait_until(lambda: watcher.on("streamclf/availability")[-1:] == ["offline"], "offline on close")
+    assert watcher.on(f"{base}/alerts/dog") == ["OFF", "ON", "OFF"] and watcher.on(f"{base}/alerts/glass") == ["OFF"]
+
+    late = Subscriber(broker.port, "homeassistant/#")  # what Home Assistant finds when it starts later
+    try:
+        wait_until(lambda: len(late.retained("homeassistant/binary_sensor/streamclf/front_door_glass/config")),
+                   "the retained discovery configs")
+        configs = {t: json.loads(p) for t, p, retain in late.messages if retain}
+    finally:
+        late.close()
+        ha.close()
+    assert sorted(configs) == ["homeassistant/binary_sensor/streamclf/front_door_dog/config",
+                               "homeassistant/binary_sensor/streamclf/front_door_glass/config",
+                               "homeassistant/sensor/streamclf/front_door_label/config",
+                               "homeassistant/sensor/streamclf/front_door_status/config"]
+    assert len({c["unique_id"] for c in configs.values()}) == 4
+    for c in configs.values():
+        assert c["availability_topic"] == "streamclf/availability" and c["payload_not_available"] == "offline"
+        assert c["device"]["identifiers"] == ["streamclf_front_door"] and c["device"]["name"] == src
+    dog = configs["homeassistant/binary_sensor/streamclf/front_door_dog/config"]
+    assert (dog["state_topic"], dog["payload_on"], dog["payload_off"]) == (f"{base}/alerts/dog", "ON", "OFF")
+    label = configs["homeassistant/sensor/streamclf/front_door_label/config"]
+    state = configs["homeassistant/sensor/streamclf/front_door_status/config"]
+    assert label["state_topic"] == f"{base}/labels" and state["state_topic"] == f"{base}/status"
+    jinja = Environment()  # Home Assistant's templates are Jinja: they must read our records
+    assert jinja.from_string(label["value_template"]).render(value_json=labels) == "dog"
+    assert json.loads(jinja.from_string(label["json_attributes_template"]).render(value_json=labels))["score"] == 0.91
+    assert jinja.from_string(state["value_template"]).render(value_json=status(1, src, "live")) == "live"
+
+    after = Subscriber(broker.port, "streamclf/#")  # the next run's subscriber must not see a live camera
+    try:
+        wait_until(lambda: after.retained(f"{base}/status"), "the retained status")
+        last = json.loads(after.retained(f"{base}/status")[0])
+        assert last["state"] == "offline" and last["time"] >= labels["time"]
+        assert after.retained("streamclf/availability") == ["offline"]
+        assert after.retained(f"{base}/alerts/dog") == ["OFF"]
+    finally:
+        after.close()
+        watcher.close()
+
+
+@pytest.mark.timeout(60)
+def test_mqtt_unclean_exit_leaves_offline_and_a_dated_status(broker, tmp_path):
+    """Killed mid-run: the broker's last will says offline, and the retained status carries its time."""
+    script = tmp_path / "publisher.py"
+    script.write_text(f"""
+import os, time
+from streamclf.config import MqttConfig
+from streamclf.sinks import MqttSink
+sink = MqttSink(MqttConfig(host="127.0.0.1", port={broker.port}))
+sink.write({{"type": "status", "source": "cam", "state": "live"}})
+while sink.stats()["pending"]:
+    time.sleep(0.05)
+os._exit(9)  # no close(): as if the process were killed
+""")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(script)], cwd=root, timeout=30, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 9, run.stderr
+    after = Subscriber(broker.port, "streamclf/#")
+    try:
+        wait_until(lambda: after.retained("streamclf/availability") == ["offline"], "the last will")
+        wait_until(lambda: after.retained("streamclf/cam/status"), "the retained status")
+        last = json.loads(after.retained("streamclf/cam/status")[0])
+        assert last["state"] == "live" and last["time"] <= _iso(datetime.now(timezone.utc))
+    finally:
+        after.close()
 
 
 # ---------------------------------------------------------------- sqlite
@@ -483,7 +574,7 @@ def store(tmp_path) -> Path:
     sink.write(alert(3, "cam1", "siren"))
     sink.write(alert(4, "cam1", "dog"))
     sink.write(status(1, "cam1", "live"))
-    sink.write(status(2, "cam2", "reconnecting"))
+    sink.write(status(2, "cam2", "reconnecting", message="cannot open: Connection refused; retrying in 2.1s"))
     for i in range(3):
         sink.write(window(i))
     sink.write(alert(1, "cam1", "dog"))  # the same id again
@@ -554,8 +645,19 @@ def test_format_events_is_one_aligned_line_per_event(store):
     text = format_events(query_events(store, source="cam1"))
     lines = text.splitlines()
     assert len(lines) == 3
-    assert lines[0].split() == ["2026-11-28", "06:00:01Z", "cam1", "dog", "13.0-17.5s", "0.93"]
+    assert lines[0].split() == ["2026-11-28", "06:00:01Z", "cam1", "dog", "13.0-17.5s", "0.93",
+                                "events/1.jpg", "events/1.wav"]  # the evidence a person opens next
     assert len({line.index(span) for line, span in zip(lines, ["13.0-17.5s", "15.0-19.5s", "16.0-20.5s"])}) == 1
     status_lines = format_events(query_events(store, kind="status")).splitlines()
-    assert status_lines[1].split() == ["2026-11-28", "04:00:02Z", "cam2", "reconnecting", "-", "-"]
+    assert status_lines[0].split() == ["2026-11-28", "04:00:01Z", "cam1", "live", "-", "-"]
+    assert status_lines[1].endswith("reconnecting  -  -  cannot open: Connection refused; retrying in 2.1s")
     assert format_events([]) == "no events"
+
+
+def test_events_verb_prints_json(store):
+    """`streamclf events --json`: the whole stored records, oldest first, for scripts."""
+    cli = subprocess.run([sys.executable, "-m", "streamclf", "events", "--db", str(store), "--source", "cam1",
+                          "--json"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                         timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == [alert(1, "cam1", "dog"), alert(3, "cam1", "siren"), alert(4, "cam1", "dog")]

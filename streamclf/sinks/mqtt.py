@@ -1,9 +1,18 @@
 """Publish records to an MQTT broker under topics home-automation tools (Home Assistant, Node-RED) expect.
 
 Topics: ``PREFIX/<source>/labels`` (window records), ``PREFIX/<source>/alerts``,
-``PREFIX/<source>/status`` (retained, so a new subscriber sees the current
-state) and ``PREFIX/availability``: "online" on every connect, "offline" on
-close or, through the broker's last will, when streamclf vanishes.
+``PREFIX/<source>/alerts/<label>`` ("ON" while an event of that label is open,
+else "OFF"; retained), ``PREFIX/<source>/status`` (retained, so a new
+subscriber sees the current state; it carries its time, and a clean exit
+replaces a state that is not final with "offline") and ``PREFIX/availability``:
+"online" on every connect, "offline" on close or, through the broker's last
+will, when streamclf vanishes.
+
+Home Assistant discovery (``discovery: true``): before a source's first
+record, retained configs under ``DISCOVERY_PREFIX/<component>/<node>/<object>/config``
+make the source a device with a "label" sensor (the top fused label), a
+"status" sensor and a binary sensor per alert label, all tied to the
+availability topic, so a camera shows up in Home Assistant without YAML.
 
 paho's network thread connects in the background and reconnects on its own.
 Records wait in an unbounded backlog while the broker is away and go out in
@@ -19,15 +28,21 @@ import re
 import sys
 import threading
 from collections import deque
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Iterable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from .. import __version__
 from ..config import MqttConfig
 
 CLOSE_TIMEOUT = 5.0  # seconds close() waits for messages still queued or in flight
 _TOPIC_UNSAFE = re.compile(r"[+#/\s\x00]+")  # wildcards, level separator, whitespace
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # Home Assistant's node and object ids
+FINAL_STATES = ("ended", "error")  # a retained status in one of these stays true after streamclf exits
 
 
 def topic_safe(name: str) -> str:
@@ -35,11 +50,62 @@ def topic_safe(name: str) -> str:
     return _TOPIC_UNSAFE.sub("_", name) or "_"
 
 
-class MqttSink:
-    """One message per record, JSON payload, QoS ``cfg.qos``."""
+def ha_id(name: str) -> str:
+    """A name usable as a Home Assistant node or object id ("front door/cam#1" -> "front_door_cam_1")."""
+    return _ID_UNSAFE.sub("_", name).strip("_") or "_"
 
-    def __init__(self, cfg: MqttConfig) -> None:
+
+def _ha_common(cfg: MqttConfig, source: str) -> tuple[str, str, dict[str, Any]]:
+    """(node id, object id prefix, the fields every entity of this source shares: availability and device)."""
+    prefix = cfg.prefix.rstrip("/")
+    node, obj = ha_id(prefix), ha_id(source)
+    return node, obj, {"availability_topic": f"{prefix}/availability", "payload_available": "online",
+                       "payload_not_available": "offline",
+                       "device": {"identifiers": [f"{node}_{obj}"], "name": source, "manufacturer": "streamclf",
+                                  "model": "audio-visual classifier", "sw_version": __version__}}
+
+
+def device_discovery(cfg: MqttConfig, source: str) -> list[tuple[str, dict[str, Any]]]:
+    """Home Assistant discovery (topic, config) for a source's device: a "label" and a "status" sensor."""
+    node, obj, common = _ha_common(cfg, source)
+    base = f"{cfg.prefix.rstrip('/')}/{topic_safe(source)}"
+    return [
+        (f"{cfg.discovery_prefix}/sensor/{node}/{obj}_label/config", {
+            "name": "Label", "unique_id": f"{node}_{obj}_label", "state_topic": f"{base}/labels",
+            "value_template": "{{ value_json.labels[0].label }}", "json_attributes_topic": f"{base}/labels",
+            "json_attributes_template": "{{ {'score': value_json.labels[0].score, 'labels': value_json.labels}"
+                                        " | tojson }}", "icon": "mdi:label", **common}),
+        (f"{cfg.discovery_prefix}/sensor/{node}/{obj}_status/config", {
+            "name": "Status", "unique_id": f"{node}_{obj}_status", "state_topic": f"{base}/status",
+            "value_template": "{{ value_json.state }}", "json_attributes_topic": f"{base}/status",
+            "entity_category": "diagnostic", "icon": "mdi:cctv", **common})]
+
+
+def label_discovery(cfg: MqttConfig, source: str, label: str) -> tuple[str, dict[str, Any]]:
+    """Home Assistant discovery (topic, config) for one alert label of a source: a binary sensor, on during events."""
+    node, obj, common = _ha_common(cfg, source)
+    return (f"{cfg.discovery_prefix}/binary_sensor/{node}/{obj}_{ha_id(label)}/config", {
+        "name": label, "unique_id": f"{node}_{obj}_{ha_id(label)}", "state_topic": alert_topic(cfg, source, label),
+        "payload_on": "ON", "payload_off": "OFF", **common})
+
+
+def alert_topic(cfg: MqttConfig, source: str, label: str) -> str:
+    """Where a source's alert label says "ON" (an event is open) or "OFF" (retained)."""
+    return f"{cfg.prefix.rstrip('/')}/{topic_safe(source)}/alerts/{topic_safe(label)}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class MqttSink:
+    """One message per record, JSON payload, QoS ``cfg.qos``; ``labels``: the alert labels to announce per source."""
+
+    def __init__(self, cfg: MqttConfig, labels: Iterable[str] = ()) -> None:
         self.cfg = cfg
+        self.labels = list(dict.fromkeys(labels))
+        self._announced: dict[str, set[str]] = {}  # source -> alert labels whose state topic it has set up
+        self._last_state: dict[str, str | None] = {}  # source -> state of its last status record
         self.prefix = cfg.prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"
         self._cond = threading.Condition()  # guards everything below; never held while calling paho
@@ -68,16 +134,49 @@ class MqttSink:
         return self._client.is_connected()
 
     def write(self, record: dict[str, Any]) -> None:
-        sub = {"alert": "alerts", "status": "status", None: "labels"}.get(record.get("type"))
-        if sub is not None:
-            topic = f"{self.prefix}/{topic_safe(str(record.get('source', '')))}/{sub}"
-            self._enqueue(topic, json.dumps(record, ensure_ascii=False), retain=sub == "status")
+        kind, source = record.get("type"), str(record.get("source", ""))
+        sub = {"alert": "alerts", "status": "status", None: "labels"}.get(kind)
+        if sub is None:
+            return
+        self._announce(source, [record["label"]] if kind == "alert" and record.get("label") else [])
+        if kind == "status":
+            self._last_state[source] = record.get("state")
+            record = record if "time" in record else {**record, "time": _now()}  # a retained state says when
+        topic = f"{self.prefix}/{topic_safe(source)}/{sub}"
+        self._enqueue(topic, json.dumps(record, ensure_ascii=False), retain=sub == "status")
+        if kind == "alert" and record.get("label") and record.get("state") in ("started", "ended"):
+            self._enqueue(alert_topic(self.cfg, source, record["label"]),
+                          "ON" if record["state"] == "started" else "OFF", retain=True)
+
+    def _announce(self, source: str, labels: list[str]) -> None:
+        """A new source (or alert label): discovery configs, and its alert labels "OFF" until an event says more."""
+        first = source not in self._announced
+        known = self._announced.setdefault(source, set())
+        new = [label for label in dict.fromkeys([*(self.labels if first else []), *labels]) if label not in known]
+        configs = device_discovery(self.cfg, source) if first else []
+        configs += [label_discovery(self.cfg, source, label) for label in new]
+        for topic, payload in configs if self.cfg.discovery else []:
+            self._enqueue(topic, json.dumps(payload), retain=True)
+        for label in new:  # a fresh run: no event is open, whatever a previous run left retained
+            self._enqueue(alert_topic(self.cfg, source, label), "OFF", retain=True)
+        known.update(new)
 
     def close(self) -> None:
-        """Say "offline" after everything else, wait (bounded) for it, and disconnect cleanly (no last will)."""
+        """Mark retained states offline, say "offline" after everything else, wait (bounded), disconnect cleanly.
+
+        A clean disconnect sends no last will, so the retained status of a
+        source that was live would look current to the next subscriber: it is
+        replaced by an "offline" status with the time (ended/error ones are
+        true as they are).
+        """
         if self._closing:
             return
         self._closing = True
+        for source, state in self._last_state.items():
+            if state not in FINAL_STATES:
+                self._enqueue(f"{self.prefix}/{topic_safe(source)}/status", json.dumps(
+                    {"type": "status", "source": source, "state": "offline", "message": "streamclf stopped",
+                     "time": _now()}), retain=True)
         self._enqueue(self.availability, "offline", retain=True)
         with self._cond:
             self._cond.wait_for(lambda: not self._backlog and self.delivered >= self.sent, timeout=CLOSE_TIMEOUT)

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import SqliteConfig
 
 KINDS = ("alert", "status", "labels")  # "labels" = window records (they have no "type")
+MEDIA = ("snapshot", "clip", "wav")  # an alert record's evidence files, in the order `streamclf events` shows them
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -157,23 +158,30 @@ def _span(start: Any, end: Any) -> str:
 
 
 def format_events(rows: list[dict[str, Any]]) -> str:
-    """One aligned line per record: time (UTC), source, label (or state), start-end, peak score."""
+    """One aligned line per record: time (UTC), source, label (or state), start-end, peak score, details.
+
+    The details say what a person needs next: a status row's message (why a
+    camera is reconnecting), an alert's snapshot and clip paths.
+    """
     if not rows:
         return "no events"
     lines = []
     for r in rows:
         kind = r.get("type", "labels")
+        details: list[Any] = []
         if kind == "status":
             what, start, end, peak = r.get("state"), None, None, None
+            details = [r.get("message")]
         elif kind == "alert":
             what = f"{r.get('label')} {r.get('state') or ''}".strip()
             start, end, peak = r.get("start"), r.get("end"), r.get("peak")
+            details = [r.get(key) for key in MEDIA]
         else:
             top = (r.get("labels") or [{}])[0]
             what, start, end, peak = top.get("label"), r.get("t_start"), r.get("t_end"), top.get("score")
         time = str(r["time"])[:19].replace("T", " ") + "Z"  # to the second
         lines.append((time, str(r.get("source", "-")), str(what or "-"), _span(start, end),
-                      "-" if peak is None else f"{peak:.2f}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    return "\n".join("  ".join([*(col.ljust(w) for col, w in zip(line, widths)), line[4]]).rstrip()
+                      "-" if peak is None else f"{peak:.2f}", "  ".join(str(d) for d in details if d)))
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    return "\n".join("  ".join([*(col.ljust(w) for col, w in zip(line, widths)), line[5]]).rstrip()
                      for line in lines)
