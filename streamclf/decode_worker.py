@@ -13,8 +13,9 @@ then ``(index, path, name)`` per file (``None``: stop); the child answers
 ``(index, "windows", [Window, ...])`` per chunk, then ``(index, "end", info)``.
 A child ends quietly with its parent: on Linux the kernel kills it when the
 parent dies (``PR_SET_PDEATHSIG``, which also frees one stuck in FFmpeg on a
-FIFO or a hung mount), elsewhere a thread watches the parent's pid; a closed
-socket is an expected end, never a traceback.
+FIFO; strictly, when the parent's thread that started it ends, which
+``label_files`` outlives), elsewhere a thread watches the parent's pid; a
+closed socket is an expected end, never a traceback.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-# One decoding thread per file is enough (FFmpeg's own threads do the work) and numpy's BLAS pool is unused:
-# without these each process would start a thread per core to compete with inference for nothing.
+# Decoding uses no BLAS or OpenMP: without these, numpy's BLAS would start an idle thread per core in
+# every decode process.
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
