@@ -299,7 +299,9 @@ class Decoder(threading.Thread):
         last_video = -math.inf
         audio_end = -math.inf
         self._progress = heartbeat = time.monotonic()
-        stall = self.settings.stall_timeout
+        # A local file's data is its content: judged by decode errors, never by the clock (a busy machine
+        # would cut it short). Stalls are for feeds, and for files on a web server, whose network can stall.
+        stall = self.settings.stall_timeout if self.spec.live else math.inf
         for packet in container.demux(streams):
             if self._stop_event.is_set():
                 return "ended", "stopped"

@@ -3,14 +3,17 @@ a cut file is "partial" and never "ok", and the README's API example runs as a s
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -23,10 +26,10 @@ from tests.conftest import shared
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _drain(clip: Path, pause: float) -> list[Any]:
+def _drain(url: str, pause: float) -> list[Any]:
     """Every item a file decoder delivers through a 4-item feed to a consumer that pauses on items 5 and 6."""
     feed = Feed(4, droppable=lambda item: False)
-    decoder = Decoder(SourceSpec(url=str(clip), name="clip"), feed, settings=SourcesConfig(stall_timeout=0.3))
+    decoder = Decoder(SourceSpec.parse(url), feed, settings=SourcesConfig(stall_timeout=0.3))
     decoder.start()
     items: list[Any] = []
     while True:
@@ -44,8 +47,24 @@ def _data(items: list[Any]) -> list[tuple[str, float, bytes]]:
             for i in items if isinstance(i, (Frame, AudioChunk))]
 
 
-def test_a_file_decoder_waiting_for_a_slow_consumer_is_not_stalled() -> None:
+@pytest.fixture
+def web_clip() -> Iterator[str]:
+    """The clip on a web server on 127.0.0.1 (a file with a duration there: it waits for its consumer too)."""
     clip = shared("media/grid/bbaf2n.mpg")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("where", ["disk", "web"])
+def test_a_file_decoder_waiting_for_a_slow_consumer_is_not_stalled(where: str, request: pytest.FixtureRequest) -> None:
+    clip = str(shared("media/grid/bbaf2n.mpg")) if where == "disk" else request.getfixturevalue("web_clip")
     fast, slow = _drain(clip, 0.0), _drain(clip, 0.6)
     assert [i.message for i in slow if isinstance(i, SourceError)] == []
     assert not slow[-1].stats.get("ended_early")
