@@ -38,7 +38,7 @@ def test_a_file_that_never_delivers_data_fails_alone(tmp_path: Path) -> None:
     assert errors == [f"{stuck}: decoding made no progress for 10s"]
 
 
-def _decode_children(pid: int) -> list[int]:
+def decode_children(pid: int) -> list[int]:
     """The label process's decode processes (not Ray's helpers)."""
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -66,7 +66,7 @@ def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: 
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        for kid in _decode_children(proc.pid):
+        for kid in decode_children(proc.pid):
             if _has_open(kid, long):  # decoding the 60 s clip (its windows wait for inference)
                 os.kill(kid, signal.SIGKILL)
                 killed = kid
@@ -87,7 +87,7 @@ def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: 
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running or sleeping, not gone and not a zombie waiting to be reaped."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -104,7 +104,7 @@ def _kill_label_and_check(cmd: list[str], out: Path, tmp_path: Path, ready: Call
     kids: list[int] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        kids = _decode_children(proc.pid)
+        kids = decode_children(proc.pid)
         if kids and ready(kids):
             break
         time.sleep(0.1)
@@ -113,9 +113,9 @@ def _kill_label_and_check(cmd: list[str], out: Path, tmp_path: Path, ready: Call
     proc.wait(10)
     printed = log.stat().st_size
     gone = time.monotonic() + 5.0
-    while any(_alive(k) for k in kids) and time.monotonic() < gone:
+    while any(alive(k) for k in kids) and time.monotonic() < gone:
         time.sleep(0.1)
-    assert not [k for k in kids if _alive(k)], "decode processes outlived the killed label"
+    assert not [k for k in kids if alive(k)], "decode processes outlived the killed label"
     time.sleep(1.0)
     assert log.stat().st_size == printed, f"printed after the kill: {log.read_text()[printed:]!r}"
     return {p.name for p in out.glob("*.segments.json")}
