@@ -320,6 +320,8 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
+    from tests.reliability.test_batch_faults import alive, decode_children
+
     files = sorted((DATA / "media/grid").glob("*.mpg"))[: 4 if quick else 10] + [DATA / "media/flipping_a_pancake.mkv"]
     label = [PY, "-m", "streamclf", "label", *map(str, files), "--no-progress", "--out"]
     t0 = time.monotonic()
@@ -332,13 +334,23 @@ def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
         out = tmp / f"killed{k}"
         # a random point inside the batch: after a random number of files are done, a moment later
         target, t0 = rng.randrange(0, len(files)), time.monotonic()
-        proc = subprocess.Popen([*label, str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = tmp / f"killed{k}.stderr"
+        with log.open("w") as err:
+            proc = subprocess.Popen([*label, str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
         while proc.poll() is None and len(list(out.rglob("*.segments.json"))) < target:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.5))
         at = time.monotonic() - t0
+        kids = decode_children(proc.pid) if proc.poll() is None else []
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        printed = log.stat().st_size
+        gone = time.monotonic() + 5.0  # issue 20: the decode processes end with their parent
+        while any(alive(kid) for kid in kids) and time.monotonic() < gone:
+            time.sleep(0.1)
+        left = sum(alive(kid) for kid in kids)
+        time.sleep(1.0)
+        printed_after = log.stat().st_size - printed
         done_before = {p.name for p in out.rglob("*.segments.json")}
         again = subprocess.run([*label, str(out)], cwd=ROOT, capture_output=True, text=True)
         with (out / "summary.csv").open() as f:
@@ -353,6 +365,7 @@ def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
                      "exactly_once": len(done_before) + len(labeled_again) == len(files)
                      and not done_before & labeled_again,
                      "identical_to_clean_run": got == reference, "exit_code": again.returncode,
+                     "decoders_at_kill": len(kids), "decoders_left_5s": left, "printed_after_kill": printed_after,
                      "partial_outputs_left": sum(1 for p in (out / ".partial").rglob("*") if p.is_file())
                      if (out / ".partial").exists() else 0, "records_lost": lost})
     # SIGTERM during a live run: drained and flushed, whole lines, nothing the pipeline made is lost
@@ -377,7 +390,8 @@ def part_kills(quick: bool, tmp: Path) -> dict[str, Any]:
                      "records_lost": gaps})
     print(f"\nkills (clean label run of {len(files)} files: {clean_s:.1f}s)")
     table(rows, ["kill", "at_s", "files", "done_before_kill", "labeled_on_resume", "labeled_twice", "exactly_once",
-                 "identical_to_clean_run", "partial_outputs_left", "exit_code", "whole_lines", "windows_written",
+                 "identical_to_clean_run", "decoders_at_kill", "decoders_left_5s", "printed_after_kill",
+                 "partial_outputs_left", "exit_code", "whole_lines", "windows_written",
                  "drained", "records_lost"])
     return {"clean_label_s": round(clean_s, 1), "rows": rows}
 

@@ -7,6 +7,8 @@ ahead in worker processes; inference stays in this one (one copy of the
 models). Outputs are written to a scratch folder and renamed into place,
 the segments file last: it marks the file done, keyed by path, size, mtime
 and the model/config identity, so a killed job resumes where it stopped.
+A file whose decoding stops before its end is labeled as far as it goes and
+reported "partial", never "ok".
 """
 from __future__ import annotations
 
@@ -15,18 +17,20 @@ import fnmatch
 import glob
 import hashlib
 import json
-import multiprocessing as mp
-import multiprocessing.connection
+import math
 import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import __version__
 from .config import Config, SourcesConfig, load_config
+from .decode_worker import DecodeProcess
 from .sources import Decoder, SourceSpec
 from .stages import Feed
 from .types import SourceEnd, SourceError, SourceInfo, Window
@@ -37,6 +41,11 @@ MEDIA_EXTENSIONS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".
 CHUNK = 16  # windows per inference batch: fixed, so results never depend on timing
 SCRATCH = ".partial"  # unfinished outputs; emptied at the start of every run
 DROP = ("id", "time", "latency_ms")  # live-run fields; batch records are deterministic without them
+# Torch threads for label's inference, in every engine and on every machine: CPU convolutions sum in an
+# order that depends on the thread count (1 vs 2 threads moved a score from 0.1699 to 0.17), so a count
+# taken from the machine or the engine (Ray gives an actor one thread per CPU) would change the bytes.
+THREADS = 2
+SHORT = 1.0  # seconds: decoded media ending this much (or 2%) before the declared duration is a cut file
 
 
 @dataclass
@@ -59,7 +68,7 @@ class FileResult:
 
     path: str
     rel: str
-    status: str  # ok, error
+    status: str  # ok, partial (labeled up to where decoding stopped; ``error`` says why), error
     duration: float | None = None
     windows: int = 0
     top: list[dict[str, Any]] = field(default_factory=list)  # [{label, seconds}], longest first
@@ -116,56 +125,110 @@ def identity(config: Config) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 
+@dataclass
+class Decoded:
+    """What decoding one file has told so far: its info, problems, and how far the media went."""
+
+    path: str
+    info: SourceInfo | None = None
+    errors: list[str] = field(default_factory=list)
+    fatal: bool = False
+    ended_early: bool = False  # the decoder stopped on an error before the end of the file
+    reached: float = -math.inf  # where the decoded audio or video ends, on the file's clock
+
+    def partial(self) -> str | None:
+        """Why the labels stop before the end of the file (cut or damaged), or None when they do not."""
+        if self.fatal:
+            return None
+        if self.ended_early:
+            return self.errors[-1] if self.errors else f"{self.path}: decoding stopped early"
+        declared = self.info.duration if self.info else None
+        if declared and self.info is not None:
+            got = max(0.0, self.reached - self.info.start)
+            if declared - got > max(SHORT, 0.02 * declared):
+                return f"{self.path}: the media ends at {got:.1f}s of the {declared:.1f}s the file declares"
+        return None
+
+    def end(self) -> dict[str, Any]:
+        """The end info every engine reports for a file."""
+        return {"duration": self.info.duration if self.info else None, "errors": list(self.errors),
+                "fatal": self.fatal, "partial": self.partial()}
+
+
 def file_windows(path: str | Path, name: str, config: Config, chunk: int = CHUNK
-                 ) -> Iterator[tuple[list[Window], SourceInfo | None, list[str], bool]]:
-    """Decode one file into chunks of windows: yields (windows, info, errors so far, fatal)."""
+                 ) -> Iterator[tuple[list[Window], Decoded]]:
+    """Decode one file into chunks of windows: yields (windows, what decoding has told so far)."""
     w = config.window
     feed = Feed(256, droppable=lambda item: False)
     decoder = Decoder(SourceSpec(url=str(path), name=name), feed, fps=w.fps, max_side=w.max_side, short_side=w.short_side,
                       settings=config.sources.model_copy(update={"realtime": False}))
     windower = Windower(name, WindowSpec(w.length, w.hop, w.min_audio))
     decoder.start()
-    info, errors, fatal, pending = None, [], False, []
+    state, pending = Decoded(str(path)), []
     try:
         while True:
             item = feed.get()
             if isinstance(item, SourceInfo):
-                info = item
+                state.info = item
             elif isinstance(item, SourceError):
-                errors.append(item.message)
-                fatal |= item.fatal
+                state.errors.append(item.message)
+                state.fatal |= item.fatal
+            elif isinstance(item, SourceEnd):
+                state.ended_early = bool(item.stats.get("ended_early"))
             pending += windower.push(item)
+            state.reached = windower.data_end
             while len(pending) >= chunk:
-                yield pending[:chunk], info, errors, fatal
+                yield pending[:chunk], state
                 pending = pending[chunk:]
             if isinstance(item, SourceEnd):
                 break
-        yield pending, info, errors, fatal
+        yield pending, state
     finally:
         decoder.stop()
 
 
 def decode_chunks(path: str, name: str, config: Config, end: dict[str, Any]) -> Iterator[list[Window]]:
-    """A file's non-empty chunks of windows; then ``end`` holds duration, errors and fatal."""
-    info, errors, fatal = None, [], False
+    """A file's non-empty chunks of windows; then ``end`` holds duration, errors, fatal and partial."""
+    state = Decoded(path)
     try:
-        for windows, info, errors, fatal in file_windows(path, name, config):
+        for windows, state in file_windows(path, name, config):
             if windows:
                 yield windows
     except Exception as e:  # one bad file never stops the batch
-        errors, fatal = [*errors, f"{path}: {e}"], True
-    end.update(duration=info.duration if info else None, errors=list(errors), fatal=fatal)
+        state.errors.append(f"{path}: {e}")
+        state.fatal = True
+    end.update(state.end())
 
 
-def _decode_worker(conn: Any, config_json: str) -> None:
-    """A decode process: a file from ``conn``, its chunks of windows back, then ``end``; until told to stop."""
-    config = Config.model_validate_json(config_json)
-    while (task := conn.recv()) is not None:
-        index, path, name = task
-        end: dict[str, Any] = {}
-        for windows in decode_chunks(path, name, config, end):
-            conn.send((index, "windows", windows))
-        conn.send((index, "end", end))
+@contextmanager
+def _inference_threads() -> Iterator[None]:
+    """Run label's inference on ``THREADS`` torch threads, and give the caller's setting back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != THREADS:
+        torch.set_num_threads(THREADS)
+    try:
+        yield
+    finally:
+        if before != THREADS:
+            torch.set_num_threads(before)
+
+
+def label_windows(models: Any, recorder: Any, windows: list[Window], key: str | None = None,
+                  first: int = 0) -> list[dict[str, Any]]:
+    """A chunk of one file's windows to its records: the one record builder of every engine and of
+    ``iter_records``, so the same chunks give the same bytes wherever they run. ``key`` adds ids
+    (``{key}-{n:06d}``, counting from ``first``)."""
+    with _inference_threads():
+        scored = models.process(windows)
+    records = []
+    for n, s in enumerate(scored, first):
+        record = {k: v for k, v in recorder(s).to_dict().items() if k not in DROP}
+        if key is not None:
+            record["id"] = f"{key}-{n:06d}"
+        records.append(record)
+    return records
 
 
 class _Writer:
@@ -189,12 +252,13 @@ class _Writer:
             return None  # asked for plots this time
         return data
 
-    def write(self, job: Job, key: str, records: list[dict[str, Any]], duration: float | None,
-              warnings: list[str]) -> dict[str, Any]:
+    def write(self, job: Job, key: str, records: list[dict[str, Any]], end: dict[str, Any]) -> dict[str, Any]:
+        duration = end["duration"]
         segments = merge_segments(records, self.threshold, self.hop, duration)
         summary = {"source": job.rel, "path": str(job.path), "key": key, "duration": duration,
                    "windows": len(records), "threshold": self.threshold, "segments": segments,
-                   "warnings": warnings}
+                   "warnings": end["errors"], "status": "partial" if end["partial"] else "ok",
+                   "partial": end["partial"]}
         outputs = {".jsonl": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                    ".vtt": webvtt(segments)}
         if self.plots:
@@ -348,6 +412,17 @@ class _Progress:
         self.progress.update(self.task, files=f"{self.files}/{self.total_files} files")
 
 
+@contextmanager
+def _decode_processes(n: int) -> Iterator[list[DecodeProcess]]:
+    """``n`` started decode processes, all stopped at the end whatever happened."""
+    started = [DecodeProcess.start() for _ in range(n)]
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.stop()
+
+
 def label_files(paths: list[str], out: str | Path, config: Config | None = None, *,
                 include: list[str] | None = None, exclude: list[str] | None = None, force: bool = False,
                 workers: int | None = None, plots: bool = False, threshold: float = 0.3,
@@ -357,7 +432,9 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
 
     Resumes by default (files already labeled with the same models and
     config are skipped); ``force`` relabels. A bad file gives one line to
-    ``on_error`` and an ``error`` row; it never stops the others.
+    ``on_error`` and an ``error`` row; it never stops the others. A file
+    whose decoding stops before its end (cut, damaged) keeps the labels of
+    what decoded, gives one line to ``on_error`` and a ``partial`` row.
     ``engine="ray"`` decodes and infers on a Ray cluster (``ray_address``,
     or a local Ray) and writes the same outputs here.
     """
@@ -367,74 +444,84 @@ def label_files(paths: list[str], out: str | Path, config: Config | None = None,
         from .batch_ray import require_ray
 
         require_ray()  # before the models load: a missing Ray is said at once
-    from .pipeline import Models
-
     config = config or load_config()
     out = Path(out)
     jobs = find_inputs(paths, include, exclude)
-    models = Models(config)
-    config = models.config
-    ident = identity(config)
-    writer = _Writer(out, plots, threshold, config.window.hop)
-    on_error = on_error or (lambda msg: print(f"streamclf: error: {msg}", file=sys.stderr, flush=True))
-    results: dict[int, FileResult] = {}
-    todo = []
-    for i, job in enumerate(jobs):
-        done = None if force else writer.done(job, job.key(ident))
-        if done is not None:
-            results[i] = FileResult(str(job.path), job.rel, "ok", done.get("duration"), done.get("windows", 0),
-                                    _top(done["segments"]), None, len(done.get("warnings", [])), resumed=True)
-        else:
-            todo.append(i)
-    started = time.time()
-    durations = {i: _probe_duration(jobs[i].path) for i in todo}
-    with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
-        if engine == "ray":
-            from .batch_ray import run_ray
+    n = min(workers or default_workers(), len(jobs)) if engine == "local" else 0
+    # The decode processes start first, so that their start-up overlaps with loading torch here; the
+    # inference threads are set once for the run, not switched per chunk.
+    with _decode_processes(n) as spare, _inference_threads():
+        from .pipeline import Models
 
-            stream = run_ray(jobs, todo, config, ident, address=ray_address, num_cpus=workers)
-        else:
-            stream = _run_local(jobs, todo, models, config, workers or default_workers(), ident)
-        for i, records, end in stream:
-            job = jobs[i]
-            if end["fatal"] or not records:
-                message = (end["errors"][-1] if end["fatal"] and end["errors"]
-                           else f"{job.path}: no windows: too little decodable media")
-                on_error(message)
-                results[i] = FileResult(str(job.path), job.rel, "error", end["duration"], error=message)
+        models = Models(config)
+        config = models.config
+        ident = identity(config)
+        writer = _Writer(out, plots, threshold, config.window.hop)
+        on_error = on_error or (lambda msg: print(f"streamclf: error: {msg}", file=sys.stderr, flush=True))
+        results: dict[int, FileResult] = {}
+        todo = []
+        for i, job in enumerate(jobs):
+            done = None if force else writer.done(job, job.key(ident))
+            if done is not None:
+                results[i] = FileResult(str(job.path), job.rel, done.get("status", "ok"), done.get("duration"),
+                                        done.get("windows", 0), _top(done["segments"]), done.get("partial"),
+                                        len(done.get("warnings", [])), resumed=True)
             else:
-                summary = writer.write(job, job.key(ident), records, end["duration"], end["errors"])
-                results[i] = FileResult(str(job.path), job.rel, "ok", end["duration"], len(records),
-                                        _top(summary["segments"]), None, len(end["errors"]))
-            bar.advance(durations.get(i) or end["duration"] or 0.0)
-            bar.file_done()
-    ordered = [results[i] for i in sorted(results)]
-    _write_summary(out, ordered, {"started": started, "finished": time.time(), "inputs": list(paths),
-                                  "identity": ident, "config": json.loads(config.model_dump_json()),
-                                  "engine": engine, "threshold": threshold})
-    return ordered
+                todo.append(i)
+        started = time.time()
+        durations = {i: _probe_duration(jobs[i].path) for i in todo}
+        with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
+            if engine == "ray":
+                from .batch_ray import run_ray
+
+                stream = run_ray(jobs, todo, config, ident, address=ray_address, num_cpus=workers)
+            else:
+                stream = _run_local(jobs, todo, models, config, spare, ident)
+            for i, records, end in stream:
+                job = jobs[i]
+                if end["fatal"] or not records:
+                    message = (end["errors"][-1] if end["fatal"] and end["errors"]
+                               else f"{job.path}: no windows: too little decodable media")
+                    on_error(message)
+                    results[i] = FileResult(str(job.path), job.rel, "error", end["duration"], error=message)
+                else:
+                    summary = writer.write(job, job.key(ident), records, end)
+                    if end["partial"]:
+                        on_error(end["partial"])
+                    results[i] = FileResult(str(job.path), job.rel, summary["status"], end["duration"], len(records),
+                                            _top(summary["segments"]), end["partial"], len(end["errors"]))
+                bar.advance(durations.get(i) or end["duration"] or 0.0)
+                bar.file_done()
+        ordered = [results[i] for i in sorted(results)]
+        _write_summary(out, ordered, {"started": started, "finished": time.time(), "inputs": list(paths),
+                                      "identity": ident, "config": json.loads(config.model_dump_json()),
+                                      "engine": engine, "threshold": threshold})
+        return ordered
 
 
-def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, workers: int, ident: str
-               ) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
-    """Decode in ``workers`` processes, infer here; yields (job index, records, end info) per file."""
+def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, decoders: list[DecodeProcess],
+               ident: str) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+    """Decode in the started ``decoders``, infer here; yields (job index, records, end info) per file.
+
+    The watchdog (``sources.file_timeout``) counts only the time this process spent waiting for a
+    decoder: time spent on inference, its own or another file's, while the decoder waits to hand over
+    windows is not the decoder's fault, however slow the machine.
+    """
     from .pipeline import Recorder
 
     if not todo:
         return
-    ctx = mp.get_context("spawn")  # never fork a process that holds torch's thread pools
     config_json = config.model_dump_json()
     queued = list(todo)
     recorder = Recorder(models, config)
     records: dict[int, list[dict[str, Any]]] = {i: [] for i in todo}
     remaining = set(todo)
     limit = config.sources.file_timeout
-    # One pipe per decode process, no shared queue or lock: a process that dies or is killed
+    # One socket per decode process, no shared queue or lock: a process that dies or is killed
     # mid-message costs its own file, never the others.
-    decoders: list[_DecodeProcess] = []
 
-    def hand_out(d: _DecodeProcess, tries: int = 3) -> None:
-        d.index, d.since = (queued.pop(0) if queued else None), time.monotonic()
+    def hand_out(d: DecodeProcess, tries: int = 3) -> None:
+        d.index, d.quiet = (queued.pop(0) if queued else None), 0.0
         try:
             d.conn.send(None if d.index is None else (d.index, str(jobs[d.index].path), jobs[d.index].rel))
         except OSError:  # it died between files: a new one takes the file
@@ -442,93 +529,61 @@ def _run_local(jobs: list[Job], todo: list[int], models: Any, config: Config, wo
                 queued.insert(0, d.index)
             d.stop()
             if queued and tries > 1:
-                decoders[decoders.index(d)] = replacement = _DecodeProcess.start(ctx, config_json)
+                decoders[decoders.index(d)] = replacement = DecodeProcess.start(config_json)
                 hand_out(replacement, tries - 1)
 
-    def failed(index: int, why: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    def finished(index: int) -> list[dict[str, Any]]:
         remaining.discard(index)
-        records.pop(index, None)
         recorder.reset(jobs[index].rel)
         models.forget(jobs[index].rel)
-        return index, [], {"duration": None, "fatal": True, "errors": [f"{jobs[index].path}: {why}"]}
+        return records.pop(index)
+
+    def failed(index: int, why: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+        finished(index)
+        return index, [], {"duration": None, "fatal": True, "partial": None, "errors": [f"{jobs[index].path}: {why}"]}
 
     try:
-        for _ in range(min(workers, len(todo))):
-            decoders.append(_DecodeProcess.start(ctx, config_json))
-            hand_out(decoders[-1])
+        for d in decoders[:len(todo)]:
+            d.configure(config_json)
+            hand_out(d)
         while remaining:
             busy = [d for d in decoders if d.index is not None]
             if not busy:  # every decoder died and none could be started: say so for what is left
                 for i in sorted(remaining):
                     yield failed(i, "no decoding process could be started")
                 break
-            ready = mp.connection.wait([d.conn for d in busy], timeout=min(5.0, limit / 4))
+            waited = time.monotonic()
+            ready = wait([d.conn for d in busy], timeout=min(5.0, limit / 4))
+            waited = time.monotonic() - waited
             for d in busy:
                 index = d.index
-                if d.conn in ready:
+                if d.conn not in ready:
+                    d.quiet += waited
+                    if d.quiet <= limit:
+                        continue
+                    d.stop()  # stuck in FFmpeg: a hung mount, a pipe with no writer
+                    yield failed(index, f"decoding made no progress for {limit:g}s")
+                else:
                     try:
                         _, kind, payload = d.conn.recv()
                     except (EOFError, OSError):
                         d.stop()
-                        yield failed(index, f"the decoding process died (exit code {d.process.exitcode})")
+                        yield failed(index, f"the decoding process died (exit code {d.exitcode})")
                     else:
+                        d.quiet = 0.0
                         if kind == "windows":
-                            key = jobs[index].key(ident)[:12]
-                            for scored in models.process(payload):
-                                record = {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
-                                record["id"] = f"{key}-{len(records[index]):06d}"
-                                records[index].append(record)
-                            d.since = time.monotonic()  # after the inference, which may be long
-                            continue
-                        remaining.discard(index)
-                        recorder.reset(jobs[index].rel)
-                        models.forget(jobs[index].rel)
-                        yield index, records.pop(index), payload
-                        hand_out(d)
+                            records[index] += label_windows(models, recorder, payload, jobs[index].key(ident)[:12],
+                                                            len(records[index]))
+                        else:
+                            yield index, finished(index), payload
+                            hand_out(d)
                         continue
-                elif time.monotonic() - d.since > limit:  # stuck in FFmpeg: a hung mount, a pipe with no writer
-                    d.stop()
-                    yield failed(index, f"decoding made no progress for {limit:g}s")
-                else:
-                    continue
                 if queued:
-                    decoders[decoders.index(d)] = replacement = _DecodeProcess.start(ctx, config_json)
+                    decoders[decoders.index(d)] = replacement = DecodeProcess.start(config_json)
                     hand_out(replacement)
     finally:
         for d in decoders:
             d.stop(wait=True)
-
-
-@dataclass
-class _DecodeProcess:
-    """A spawned decode process, its end of the pipe, and the file it is on."""
-
-    process: Any
-    conn: Any
-    index: int | None = None
-    since: float = 0.0
-
-    @classmethod
-    def start(cls, ctx: Any, config_json: str) -> "_DecodeProcess":
-        ours, theirs = ctx.Pipe()
-        process = ctx.Process(target=_decode_worker, args=(theirs, config_json), daemon=True)
-        process.start()
-        theirs.close()  # so its death reads as end-of-file here
-        return cls(process, ours)
-
-    def stop(self, wait: bool = False) -> None:
-        """Ask politely when idle (``wait``), else kill; either way reap it."""
-        if wait and self.index is None and self.process.is_alive():
-            try:
-                self.conn.send(None)
-            except OSError:
-                pass
-            self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
-        self.index = None
 
 
 def iter_records(path: str | Path, config: Config | None = None, models: Any = None) -> Iterator[dict[str, Any]]:
@@ -539,14 +594,13 @@ def iter_records(path: str | Path, config: Config | None = None, models: Any = N
     config = models.config
     name = Path(path).name
     recorder = Recorder(models, config)
-    fatal_error = None
-    for windows, _, errors, fatal in file_windows(path, name, config):
-        for scored in models.process(windows):
-            yield {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
-        fatal_error = errors[-1] if fatal and errors else None
+    state = None
+    for windows, state in file_windows(path, name, config):
+        if windows:
+            yield from label_windows(models, recorder, windows)
     models.forget(name)
-    if fatal_error:
-        raise ValueError(fatal_error)
+    if state is not None and state.fatal and state.errors:
+        raise ValueError(state.errors[-1])
 
 
 def _write_summary(out: Path, rows: list[FileResult], manifest: dict[str, Any]) -> None:
@@ -561,7 +615,7 @@ def _write_summary(out: Path, rows: list[FileResult], manifest: dict[str, Any]) 
             w.writerow([r.path, r.rel, "" if r.duration is None else round(r.duration, 3), r.status, r.windows,
                         top, r.warnings, r.resumed, r.error or ""])
     (tmp / "summary.json").write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "error")}
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "partial", "error")}
     manifest = {**manifest, "files": len(rows), **counts, "resumed": sum(r.resumed for r in rows),
                 "streamclf": __version__}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -9,7 +9,9 @@ A Ray Data pipeline of three steps:
 3. an actor pool (``map_batches`` with a callable class, one row at a time)
    that loads the encoders and head once per actor and runs
    ``Models.process`` on those chunks in order, with a fresh ``Recorder``
-   per file, so every file's records are the local engine's, byte for byte.
+   per file, through the same record builder (``batch.label_windows``, which
+   also fixes the torch thread count), so every file's records are the local
+   engine's, byte for byte.
 
 Why a row per file and not a row per chunk: a file's records depend on what
 came before in the same file (smoothing state in the ``Recorder``, the
@@ -35,7 +37,7 @@ import pickle
 import warnings
 from typing import Any, Iterable, Iterator
 
-from .batch import DROP, Job, decode_chunks
+from .batch import THREADS, Job, decode_chunks, label_windows
 from .config import Config
 from .types import Window
 
@@ -99,8 +101,11 @@ class _Infer:
     """Actor: the models, loaded once; each row (a file) to its records, in order, fresh smoothing state."""
 
     def __init__(self, config_json: str) -> None:
+        import torch
+
         from .pipeline import Models
 
+        torch.set_num_threads(THREADS)  # the actor's own process: set once, not switched per chunk
         self.models = Models(Config.model_validate_json(config_json))
         self.config = self.models.config
 
@@ -115,7 +120,7 @@ class _Infer:
                 else:
                     records = self._label(row["name"], row["key"], pickle.loads(row["chunks"]) if row["chunks"] else [])
             except Exception as e:  # inference failing on one file never fails the dataset
-                records, end = [], {"duration": end.get("duration"), "fatal": True,
+                records, end = [], {"duration": end.get("duration"), "fatal": True, "partial": None,
                                     "errors": [*end.get("errors", []), f"{row['path']}: {type(e).__name__}: {e}"]}
             if end.get("fatal"):
                 records = []
@@ -130,10 +135,7 @@ class _Infer:
         records: list[dict[str, Any]] = []
         try:
             for windows in chunks:
-                for scored in self.models.process(windows):
-                    record = {k: v for k, v in recorder(scored).to_dict().items() if k not in DROP}
-                    record["id"] = f"{key}-{len(records):06d}"
-                    records.append(record)
+                records += label_windows(self.models, recorder, windows, key, len(records))
         finally:
             self.models.forget(name)
         return records
@@ -223,7 +225,7 @@ def _run(ray: Any, jobs: list[Job], todo: list[int], config: Config, ident: str,
             remaining.discard(i)
             yield i, pickle.loads(row["records"]), _shown(json.loads(row["end"]), row["path"], str(jobs[i].path))
         for i in sorted(remaining):
-            yield i, [], {"duration": None, "fatal": True, "errors": [f"{jobs[i].path}: {MISSING}"]}
+            yield i, [], {"duration": None, "fatal": True, "partial": None, "errors": [f"{jobs[i].path}: {MISSING}"]}
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
@@ -237,4 +239,6 @@ def _shown(end: dict[str, Any], opened: str, given: str) -> dict[str, Any]:
     """Messages name the file as the user gave it (workers open it by absolute path), as the local engine does."""
     if opened != given:
         end["errors"] = [m.replace(opened, given) for m in end.get("errors", [])]
+        if end.get("partial"):
+            end["partial"] = end["partial"].replace(opened, given)
     return end

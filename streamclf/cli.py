@@ -116,11 +116,11 @@ def _label(args: argparse.Namespace) -> int:
     except RayMissing as e:
         print(f"streamclf: error: {e}", file=sys.stderr)
         return 2
-    ok = sum(r.status == "ok" for r in rows)
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "partial", "error")}
     resumed = sum(r.resumed for r in rows)
-    print(f"labeled {ok - resumed} file(s), {resumed} already done, {len(rows) - ok} failed; "
-          f"summary in {args.out}/summary.csv", file=sys.stderr)
-    return 0 if ok == len(rows) else 1
+    print(f"labeled {len(rows) - resumed - counts['error']} file(s) ({counts['partial']} only partly: cut or damaged), "
+          f"{resumed} already done, {counts['error']} failed; summary in {args.out}/summary.csv", file=sys.stderr)
+    return 0 if counts["ok"] == len(rows) else 1
 
 
 def _events(args: argparse.Namespace) -> int:

@@ -164,6 +164,7 @@ class Decoder(threading.Thread):
         self._shift = 0.0  # added to container PTS so the timeline survives reconnects
         self._last_t: float | None = None
         self._last_wall = 0.0
+        self._progress = 0.0  # when data last came out of FFmpeg or went to the consumer: the stall clock
         self._pace: tuple[float, float] | None = None
 
     def stop(self) -> None:
@@ -179,6 +180,12 @@ class Decoder(threading.Thread):
 
     def _data(self, item: Frame | AudioChunk) -> None:
         self._last_t, self._last_wall = item.pts, time.monotonic()
+        try:
+            self._deliver(item)
+        finally:  # time spent pacing or waiting for a slow consumer is not a stall: the source is fine
+            self._progress = time.monotonic()
+
+    def _deliver(self, item: Frame | AudioChunk) -> None:
         if self.realtime:
             self._pace_to(item.pts)
         if self.drops:
@@ -256,6 +263,7 @@ class Decoder(threading.Thread):
             message = "no data" if isinstance(e, _Stalled) else _describe(e)
             if not self.spec.live:  # a damaged file keeps what was decoded before the damage
                 decoded = self._decoded()
+                self.stats["ended_early"] = True  # the file did not reach its end: the batch labeler says so
                 stop = f" (stopped at {self._last_t:.1f}s)" if decoded and self._last_t is not None else ""
                 self._send(SourceError(name, f"{where}: {message}{stop}", fatal=not decoded))
             return ("stalled" if isinstance(e, _Stalled) or _is_timeout(e) else "failed"), message
@@ -290,8 +298,10 @@ class Decoder(threading.Thread):
         last_slot, size = -math.inf, None
         last_video = -math.inf
         audio_end = -math.inf
-        last_data = heartbeat = time.monotonic()
-        stall = self.settings.stall_timeout
+        self._progress = heartbeat = time.monotonic()
+        # A local file's data is its content: judged by decode errors, never by the clock (a busy machine
+        # would cut it short). Stalls are for feeds, and for files on a web server, whose network can stall.
+        stall = self.settings.stall_timeout if self.spec.live else math.inf
         for packet in container.demux(streams):
             if self._stop_event.is_set():
                 return "ended", "stopped"
@@ -306,11 +316,11 @@ class Decoder(threading.Thread):
                 decoded = packet.decode()
             except av.error.FFmpegError as e:
                 self._decode_error(e)
-                if time.monotonic() - last_data > stall:
+                if time.monotonic() - self._progress > stall:
                     raise _Stalled() from e
                 continue
             for frame in decoded:
-                last_data = time.monotonic()
+                self._progress = time.monotonic()
                 if isinstance(frame, av.AudioFrame):
                     audio_end = max(audio_end, self._audio(resampler.resample(frame), frame))
                     continue
@@ -333,7 +343,7 @@ class Decoder(threading.Thread):
                 self.timings.since("decode", t0)
                 self.stats["frames"] += 1
                 self._data(Frame(name, t, image, full))
-            if time.monotonic() - last_data > stall:
+            if time.monotonic() - self._progress > stall:
                 raise _Stalled()
         if resampler is not None:
             self._audio(resampler.resample(None), None)

@@ -1,5 +1,6 @@
-"""streamclf label --engine ray: on a local 2-CPU Ray, the same output bytes as the local engine,
-bad files as errors in both, whether a file's windows travel in the dataset or the actor decodes it."""
+"""streamclf label --engine ray: on a local 2-CPU Ray, the same output bytes as the local engine on several
+kinds of file (MPEG-PS, Matroska H.264 + Opus, audio-only WAV, a cut file), bad files as errors in both, whether a
+file's windows travel in the dataset or the actor decodes it."""
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,8 @@ from tests.conftest import shared
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]  # Ray's own
 
-GOOD = ["a.mpg", "sub/b.mpg"]
+GOOD = ["a.mpg", "sub/b.mpg", "pancake.mkv", "dog.wav"]
+CUT = ["cut.mkv"]  # the first 60% of the pancake clip: labeled as far as it goes, "partial"
 BAD = ["x.mp4"]
 
 
@@ -41,6 +43,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "sub").mkdir()
     shutil.copy(grid[0], root / "a.mpg")
     shutil.copy(grid[1], root / "sub" / "b.mpg")
+    pancake = shared("media/flipping_a_pancake.mkv")
+    shutil.copy(pancake, root / "pancake.mkv")
+    data = pancake.read_bytes()
+    (root / "cut.mkv").write_bytes(data[: len(data) * 6 // 10])
+    shutil.copy(shared("sounds/scratch/Animal/Dog1.wav"), root / "dog.wav")
     (root / "x.mp4").write_text("not a video\n")
     return root
 
@@ -70,12 +77,13 @@ def test_ray_engine_writes_the_local_engines_bytes(folder: Path, local, tmp_path
     out, errors = tmp_path / "ray", []
     rows = _label_ray(folder, out, monkeypatch, errors)
     outputs = _outputs(out)
-    assert sorted(outputs) == sorted(f"{rel}{ext}" for rel in GOOD for ext in (".jsonl", ".segments.json", ".vtt"))
+    assert sorted(outputs) == sorted(f"{rel}{ext}" for rel in GOOD + CUT for ext in (".jsonl", ".segments.json", ".vtt"))
     assert outputs == _outputs(ref)  # byte for byte: records, ids, segments, subtitles
     assert all(json.loads(line)["labels"] for line in outputs["a.mpg.jsonl"].decode().splitlines())
     assert rows == ref_rows  # the summary rows, the bad file's error message included
-    assert {r.rel: r.status for r in rows} == {"a.mpg": "ok", "sub/b.mpg": "ok", "x.mp4": "error"}
-    assert errors == ref_errors and len(errors) == 1 and str(folder / "x.mp4") in errors[0]
+    assert {r.rel: r.status for r in rows} == {**dict.fromkeys(GOOD, "ok"), "cut.mkv": "partial", "x.mp4": "error"}
+    assert sorted(errors) == sorted(ref_errors) and len(errors) == 2  # in the order files finish
+    assert str(folder / "cut.mkv") in min(errors) and str(folder / "x.mp4") in max(errors)
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((ref / "summary.json").read_text())
     assert not (out / ".partial").exists()
@@ -125,8 +133,8 @@ def test_joining_a_cluster_whose_actors_decode_the_files_gives_the_same_records(
     got = {jobs[i].rel: (records, end) for i, records, end in
            run_ray(jobs, list(range(len(jobs))), config, identity(config), address=cluster, row_bytes=0)}
     assert not ray.is_initialized()  # disconnected from the cluster (which the fixture checks is still up)
-    assert sorted(got) == sorted(GOOD + BAD)
-    for rel in GOOD:
+    assert sorted(got) == sorted(GOOD + CUT + BAD)
+    for rel in GOOD + CUT:
         records, end = got[rel]
         assert not end["fatal"] and end["duration"] > 0
         lines = (ref / f"{rel}.jsonl").read_text().splitlines()

@@ -206,7 +206,8 @@ def label_outcome(files: list[Path], out: Path, cwd: Path, timeout: float = 900.
     summary = out / "summary.csv"
     if summary.exists():
         with summary.open() as f:
-            records = {Path(r["path"]).name: int(r["windows"] or 0) for r in csv.DictReader(f) if r["status"] == "ok"}
+            records = {Path(r["path"]).name: int(r["windows"] or 0) for r in csv.DictReader(f)
+                       if r["status"] in ("ok", "partial")}  # partial: labeled up to the damage
     return _outcome([f.name for f in files], rc, stderr, records)
 
 
