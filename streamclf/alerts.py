@@ -268,7 +268,7 @@ class Alerts:
         ev.modality = dict(per)
         present = {m: v for m, v in per.items() if v is not None}
         ev.driver = max(present, key=present.get) if present else None
-        frame = _middle_frame(window)
+        frame = _snapshot(window, record, per)
         if frame is not None:
             ev.snapshot = self._write_jpeg(ev, frame)
 
@@ -463,6 +463,30 @@ def label_scores(record: dict[str, Any], label: str) -> dict[str, float]:
         fused = record.get("watched", {}).get(label, 0.0)
     per = record.get("modality", {}).get(label, {})
     return {"fused": fused, **{m: v for m, v in per.items() if v is not None}}
+
+
+def _snapshot(window: Window, record: dict[str, Any], per: dict[str, float | None]) -> np.ndarray | None:
+    """What an event's JPEG shows: the middle frame; for a label the detector sees, its best frame with the boxes."""
+    det = record.get("detector")
+    if not (det and det["boxes"] and window.frames and per.get("detector") is not None):
+        return _middle_frame(window)
+    frame = min(window.frames, key=lambda f: abs(f.pts - det["frame"]))
+    return draw_boxes(frame.sharpest, det["boxes"])
+
+
+def draw_boxes(rgb: np.ndarray, boxes: list[dict[str, Any]]) -> np.ndarray:
+    """A copy of the picture with each box (normalised ``box``, ``label``, ``score``) drawn in red."""
+    import cv2
+
+    out = np.ascontiguousarray(rgb).copy()
+    h, w = out.shape[:2]
+    thick = max(2, round(min(h, w) / 200))
+    for b in boxes:
+        x0, y0, x1, y1 = (round(v * s) for v, s in zip(b["box"], (w, h, w, h)))
+        cv2.rectangle(out, (x0, y0), (x1, y1), (255, 0, 0), thick)
+        cv2.putText(out, f"{b['label']} {b['score']:.2f}", (x0 + thick, max(y0 - thick, 12 * thick)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 0, 0), thick)
+    return out
 
 
 def _middle_frame(window: Window) -> np.ndarray | None:

@@ -27,11 +27,13 @@ def _encoder_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
     parser.add_argument("--audio-encoder", help="audio encoder by name (see streamclf models; default yamnet)")
     parser.add_argument("--speech", action="store_true", help="add each window's speech probability (silero-vad)")
+    parser.add_argument("--detector", action=argparse.BooleanOptionalAction, help="the person detector (category "
+                        "person, record field detector); default: on for live sources and alert rules on person")
 
 
 def _encoders(args: argparse.Namespace) -> dict[str, object]:
     return {"video.encoder": args.video_encoder, "audio.encoder": args.audio_encoder,
-            "speech.enabled": args.speech or None}
+            "speech.enabled": args.speech or None, "detector.enabled": args.detector}
 
 
 def _run(args: argparse.Namespace) -> int:

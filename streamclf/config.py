@@ -59,6 +59,21 @@ class SpeechConfig(_Strict):
     encoder: str = "silero_vad"
 
 
+class DetectorConfig(_Strict):
+    """The person detector beside the classifier: it drives the ``person`` category and the record's ``detector``."""
+
+    enabled: bool | None = Field(None, description="null (auto): on for live sources (cameras, streams, "
+                                 "--realtime), off for files; true/false: always/never")
+    encoder: str = "ssdlite_person"
+    fps: float = Field(2.0, gt=0, le=120, description="frames per second the detector reads (at most the window's "
+                       "fps); in between it reuses its last result")
+    threshold: float = Field(0.7, ge=0, le=1, description="score a box needs to be counted and drawn "
+                             "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)")
+    motion: float = Field(0.005, ge=0, le=1, description="share of a small grey copy of the frame that must change "
+                          "since the last detection for the detector to run again (0: always run)")
+    weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
+
+
 class FusionConfig(_Strict):
     categories: str | None = Field(None, description="category map YAML; default: the built-in map")
     head: str | None = Field(None, description="trained head folder (streamclf train); replaces the category map")
@@ -229,6 +244,7 @@ class Config(_Strict):
     audio: AudioConfig = AudioConfig()
     video: VideoConfig = VideoConfig()
     speech: SpeechConfig = SpeechConfig()
+    detector: DetectorConfig = DetectorConfig()
     fusion: FusionConfig = FusionConfig()
     sources: SourcesConfig = SourcesConfig()
     sinks: SinksConfig = SinksConfig()

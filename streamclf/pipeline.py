@@ -30,6 +30,7 @@ import numpy as np
 from .config import Config, WindowConfig
 from .alerts import Alerts
 from .catalog import check_alert_labels
+from .detector import Detector, detector_for
 from .sources import Decoder, SourceSpec
 from .stages import Feed, Timings
 from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
@@ -144,7 +145,8 @@ class Models:
     run many pipelines without reloading weights.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, live: bool = False) -> None:
+        """``live``: some source is live, which turns the person detector on unless the config says otherwise."""
         from .encoders import MODELS, Encoder, pick_device
         from .fusion import CategoryMap, ZeroShotFusion
         from .fusion.categories import BUILTIN
@@ -162,19 +164,30 @@ class Models:
             if enc is not None and enc.modality != m:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")
         self.fusion: ZeroShotFusion | HeadFusion
+        self.detector: Detector | None = None
         if config.fusion.head:
             self.fusion = HeadFusion(config.fusion.head)
             missing = [m for m in self.fusion.head.modalities if m not in self.encoders]
             if missing:
                 raise ValueError(f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled")
             self.fusion.check_encoders({m: e.weights.id for m, e in self.encoders.items()})
+            self.detector = detector_for(config, live, set())
         else:
             labels = {enc.meta["label_space"]: enc.meta["categories"] for enc in self.encoders.values()}
+            detector_meta = MODELS[config.detector.encoder].weights.meta if config.detector.encoder in MODELS else {}
+            if detector_meta:  # the map is checked against the detector's classes even while it is off
+                labels[detector_meta["label_space"]] = detector_meta["categories"]
             known = {entry.weights.meta["label_space"] for entry in MODELS.values()}
             categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels, known)
+            driven = set(categories.members.get(detector_meta.get("label_space", ""), {}))
             spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
                       for m, e in self.encoders.items()}
-            self.fusion = ZeroShotFusion(categories, spaces, {m: getattr(config, m).weight for m in self.encoders})
+            weights = {m: getattr(config, m).weight for m in self.encoders}
+            self.detector = detector_for(config, live, driven)
+            if self.detector is not None:
+                spaces["detector"] = (detector_meta["label_space"], len(self.detector.classes), "sigmoid")
+                weights["detector"] = config.detector.weight
+            self.fusion = ZeroShotFusion(categories, spaces, weights)
         self.names: list[str] = self.fusion.names
         self.config = self.fit_clip(self.adapt(config))
         side = self.encoders["video"].meta.get("resize") if "video" in self.encoders else None
@@ -212,6 +225,8 @@ class Models:
         return config.model_copy(update={"window": w.model_copy(update=update)})
 
     def forget(self, source: str) -> None:
+        if self.detector is not None:
+            self.detector.forget(source)
         for key in [k for k in self._frame_cache if k[0] == source]:
             del self._frame_cache[key]
 
@@ -223,6 +238,13 @@ class Models:
             t0 = time.monotonic()
             self._video(windows, results)
             timings.since("encode video", t0)
+        if self.detector is not None:
+            t0 = time.monotonic()
+            for res, detection in zip(results, self.detector(windows)):
+                res.detection = detection
+                if detection is not None:
+                    res.scores["detector"] = detection.scores
+            timings.since("detect", t0)
         audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
         if "audio" in self.encoders:
             t0 = time.monotonic()
@@ -428,6 +450,8 @@ class Recorder:
         if self.models.speech is not None:  # null: the window had no audio
             speech = s.embeddings.features.get("speech")
             extra["speech"] = None if speech is None else round(speech, 4)
+        if self.models.detector is not None:  # null: the window had no frames
+            extra["detector"] = self.models.detector.record(s.embeddings.detection)
         return Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
                       modality, latency * 1000.0, extra)
 
@@ -685,7 +709,7 @@ def run(sources: list[str], out: str | Path | None = None, config: Config | None
     config = config or load_config()
     specs = [SourceSpec.parse(s) for s in (sources or [str(SAMPLE)])]
     with Dashboard() if dashboard else nullcontext() as view:
-        models = load_models(config, view)
+        models = load_models(config, view, live=any(s.live for s in specs))
         pipeline = Pipeline(config, open_sinks(models.config, out), on_event=view, models=models)
         with _signals(pipeline):
             states = pipeline.run(specs)
@@ -694,14 +718,14 @@ def run(sources: list[str], out: str | Path | None = None, config: Config | None
     return states
 
 
-def load_models(config: Config, view: Dashboard | None = None) -> Models:
+def load_models(config: Config, view: Dashboard | None = None, live: bool = False) -> Models:
     """Load the models, saying what loads and how long it took (importing torch and reading weights
-    are most of the time to the first record); ``view`` (the dashboard) shows it too."""
+    are most of the time to the first record); ``view`` (the dashboard) shows it too; ``live``: see Models."""
     what = f"loading {', '.join(encoder_names(config).values())} ..."
     log.info(what)
     if view is not None:
         view.note(what)
     t0 = time.monotonic()
-    models = Models(config)
+    models = Models(config, live=live)
     log.info("ready in %.1fs", time.monotonic() - t0)
     return models

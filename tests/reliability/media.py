@@ -198,10 +198,10 @@ def _outcome(names: list[str], rc: int | None, stderr: str, records: dict[str, i
 
 
 def label_outcome(files: list[Path], out: Path, cwd: Path, timeout: float = 900.0) -> Outcome:
-    """``streamclf label`` over all inputs in one process (one bad file must not stop the rest)."""
+    """``streamclf label`` over all inputs in one process (one bad file must not stop the rest), detector on."""
     import csv
 
-    rc, stderr = _streamclf(["label", *map(str, files), "--out", str(out), "--no-progress"], timeout, cwd)
+    rc, stderr = _streamclf(["label", *map(str, files), "--out", str(out), "--no-progress", "--detector"], timeout, cwd)
     records: dict[str, int] = {}
     summary = out / "summary.csv"
     if summary.exists():
@@ -212,10 +212,10 @@ def label_outcome(files: list[Path], out: Path, cwd: Path, timeout: float = 900.
 
 
 def run_outcome(files: list[Path], out: Path, cwd: Path, timeout: float = 600.0) -> Outcome:
-    """``streamclf run`` with every input as a source of one process (each its own decoder thread)."""
+    """``streamclf run`` with every input as a source of one process (each its own decoder thread), detector on."""
     import json
 
-    rc, stderr = _streamclf(["run", *map(str, files), "--no-dashboard", "--out", str(out)], timeout, cwd)
+    rc, stderr = _streamclf(["run", *map(str, files), "--no-dashboard", "--out", str(out), "--detector"], timeout, cwd)
     records: dict[str, int] = {}
     if out.exists():
         for line in out.read_text().splitlines():

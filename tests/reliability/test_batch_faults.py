@@ -61,7 +61,7 @@ def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: 
     short = [shared("media/grid/bbaf2n.mpg"), shared("media/grid/brbk7n.mpg")]
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "streamclf", "label", str(long), *map(str, short), "--out", str(out),
-           "--no-progress", "--workers", "1"]
+           "--no-progress", "--workers", "1", "--detector"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.monotonic() + 120

