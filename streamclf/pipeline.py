@@ -147,6 +147,7 @@ class Models:
     def __init__(self, config: Config) -> None:
         from .encoders import MODELS, Encoder, pick_device
         from .fusion import CategoryMap, ZeroShotFusion
+        from .fusion.calibration import load_calibration
         from .fusion.categories import BUILTIN
         from .fusion.trained import HeadFusion
 
@@ -174,7 +175,9 @@ class Models:
             categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels, known)
             spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
                       for m, e in self.encoders.items()}
-            self.fusion = ZeroShotFusion(categories, spaces, {m: getattr(config, m).weight for m in self.encoders})
+            calibration = load_calibration(config.fusion.calibration, {m: e.weights.id for m, e in self.encoders.items()})
+            self.fusion = ZeroShotFusion(categories, spaces, {m: getattr(config, m).weight for m in self.encoders},
+                                         calibration=calibration)
         self.names: list[str] = self.fusion.names
         self.config = self.fit_clip(self.adapt(config))
         side = self.encoders["video"].meta.get("resize") if "video" in self.encoders else None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..types import Embeddings
+from .calibration import logit, sigmoid
 from .categories import CategoryMap
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ class ZeroShotFusion:
         self._proj = {m: categories.projection(space, n) for m, (space, n, _) in spaces.items()}
         self._reduce = {m: act for m, (_, _, act) in spaces.items()}
         self._children = categories.children()
-        self.sees = {m: self._lift(p.any(axis=0)) for m, p in self._proj.items()}
+        self.parent_of = dict(categories.parents)
+        self.sees_raw = {m: p.any(axis=0) for m, p in self._proj.items()}  # through its own members
+        self.sees = {m: self._lift(s) for m, s in self.sees_raw.items()}  # ... or through a child's
         self._scale = {m: calibration.vectors(m, self.names) for m in spaces} if calibration else {}
 
     def _lift(self, scores: np.ndarray) -> np.ndarray:
@@ -89,7 +92,7 @@ class ZeroShotFusion:
         for m, s in self.raw(emb).items():
             if m in self._scale:
                 slope, bias = self._scale[m]
-                s = np.where(self.sees[m], _sigmoid(slope * _logit(s) + bias), 0.0).astype(np.float32)
+                s = np.where(self.sees_raw[m], sigmoid(slope * logit(s) + bias), 0.0).astype(np.float32)
             out[m] = self._lift(s)
         return out
 
@@ -107,11 +110,11 @@ class ZeroShotFusion:
         norm = np.zeros(len(self.names), dtype=np.float64)
         for m, r in self.reliability(per).items():
             w = self.weights.get(m, 0.0) * r * self.sees[m]
-            total += w * (_logit(per[m]) if self.pooling == "loglinear" else per[m])
+            total += w * (logit(per[m]) if self.pooling == "loglinear" else per[m])
             norm += w
         fused = np.divide(total, norm, out=np.zeros_like(total), where=norm > 0)
         if self.pooling == "loglinear":
-            fused = np.where(norm > 0, _sigmoid(fused), 0.0)
+            fused = np.where(norm > 0, sigmoid(fused), 0.0)
         for parent, kids in self._children.items():  # what the best child explains is not the generic parent
             fused[parent] *= 1.0 - fused[kids].max()
         return fused.astype(np.float32), per
@@ -122,18 +125,6 @@ class ZeroShotFusion:
             fused, per = self(emb)
             out.append(Fused(fused, per, {}))
         return out
-
-
-EPS = 1e-4
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
-    return np.log(p / (1 - p))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass
