@@ -83,8 +83,7 @@ def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *
         fits[m], measured[m] = fit_modality(np.stack(rows), target, fusion.sees_raw[m], names, counts)
     card = Card(data=[str(data)], clips=len(clips), windows=len(labels), categories=sorted(counts),
                 measured=measured, note=note)
-    cal = Calibration(encoders={m: e.weights.id for m, e in models.encoders.items()}, modalities=fits, card=card,
-                      sharpness=fusion.sharpness, pooling=fusion.pooling)
+    cal = Calibration(encoders={m: e.weights.id for m, e in models.encoders.items()}, modalities=fits, card=card)
     cal.save(out)
     return cal
 
