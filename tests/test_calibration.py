@@ -100,10 +100,11 @@ def test_the_builtin_calibration_has_a_card_and_is_skipped_for_other_encoders() 
     assert load_calibration("none", IDS) is None
 
 
-@pytest.mark.parametrize("calibrated", [False, True])
+@pytest.mark.parametrize("calibrated,pooling", [(False, "average"), (True, "average"), (True, "loglinear")])
 def test_an_absent_or_silent_modality_cannot_raise_or_lower_what_it_cannot_see(music_map: CategoryMap,
-                                                                                 calibrated: bool) -> None:
+                                                                                 calibrated: bool, pooling: str) -> None:
     cal = _calibration(audio=ModalityFit(slope=0.9, bias=0.2), video=ModalityFit(slope=1.1, bias=-0.3))
+    cal.pooling = pooling
     fusion = ZeroShotFusion(music_map, SPACES, {"audio": 0.5, "video": 0.5}, calibration=cal if calibrated else None)
     speech, dog = music_map.names.index("speech"), music_map.names.index("dog")
     audio = _audio(Speech=0.7)
@@ -117,6 +118,8 @@ def test_an_absent_or_silent_modality_cannot_raise_or_lower_what_it_cannot_see(m
     bark, _ = fusion(Embeddings(scores={"audio": _audio(Dog=0.69), "video": _video()}))
     heard, _ = fusion(Embeddings(scores={"audio": _audio(Dog=0.69)}))
     assert bark[dog] >= 0.9 * heard[dog]  # a diffuse picture barely votes: the bark off camera carries the dog
+    both, per = fusion(Embeddings(scores={"audio": _audio(Dog=0.3), "video": _video(160, 0.9)}))
+    assert min(per["audio"][dog], per["video"][dog]) <= both[dog] <= max(per["audio"][dog], per["video"][dog])
 
 
 def _silent_grey(ffmpeg: str, out: Path, seconds: float = 6.0) -> Path:
