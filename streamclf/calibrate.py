@@ -25,27 +25,27 @@ if TYPE_CHECKING:
 
 
 def clip_scores(clips: list[tuple[Path, str]], models: Models, progress: Callable[[str], None]
-                ) -> tuple[dict[str, list[np.ndarray]], list[str]]:
-    """Raw category scores per modality, one row per window, and each window's label."""
+                ) -> tuple[dict[str, list[tuple[np.ndarray, str]]], int]:
+    """Per modality, the raw category scores and label of every window that has that track; and the window count.
+
+    A clip without a video track still calibrates the audio, and the other way round.
+    """
     from .batch import file_windows
 
-    raw: dict[str, list[np.ndarray]] = {m: [] for m in models.encoders}
-    labels: list[str] = []
+    rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in models.encoders}
+    count = 0
     last = time.monotonic()
     for i, (path, label) in enumerate(clips):
         for windows, _, _, _ in file_windows(path, path.name, models.config):
             for scored in models.process(windows):
-                per = models.fusion.raw(scored.embeddings)
-                if set(per) != set(raw):  # a window without one track says nothing about that track's scale
-                    continue
-                for m, s in per.items():
-                    raw[m].append(s)
-                labels.append(label)
+                for m, s in models.fusion.raw(scored.embeddings).items():
+                    rows[m].append((s, label))
+                count += 1
         models.forget(path.name)
         if time.monotonic() - last > 5 or i == len(clips) - 1:
             last = time.monotonic()
-            progress(f"calibrate: {i + 1}/{len(clips)} clips embedded, {len(labels)} windows")
-    return raw, labels
+            progress(f"calibrate: {i + 1}/{len(clips)} clips embedded, {count} windows")
+    return rows, count
 
 
 def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *, note: str = "",
@@ -67,25 +67,31 @@ def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *
     config = config.model_copy(update={"fusion": config.fusion.model_copy(update={"calibration": "none"})})
     models = Models(config)
     fusion = models.fusion
-    raw, labels = clip_scores(clips, models, say)
-    if not labels:
-        raise ValueError(f"{data}: no clip has both an audio and a video window to calibrate on")
-    names = fusion.names
-    parents = fusion.parent_of
-    target = np.zeros((len(labels), len(names)))
-    for i, label in enumerate(labels):
-        target[i, names.index(label)] = 1.0
-        if label in parents:
-            target[i, names.index(parents[label])] = 1.0
+    rows, count = clip_scores(clips, models, say)
+    if not any(rows.values()):
+        raise ValueError(f"{data}: no clip gave a window with audio or video to calibrate on")
     counts = {c: sum(label == c for _, label in clips) for c in {label for _, label in clips}}
     fits, measured = {}, {}
-    for m, rows in raw.items():
-        fits[m], measured[m] = fit_modality(np.stack(rows), target, fusion.sees_raw[m], names, counts)
-    card = Card(data=[str(data)], clips=len(clips), windows=len(labels), categories=sorted(counts),
+    for m, got in rows.items():
+        if got:  # a modality without windows keeps its raw scores (no entry: identity)
+            target = targets([label for _, label in got], fusion.names, fusion.parent_of)
+            fits[m], measured[m] = fit_modality(np.stack([s for s, _ in got]), target, fusion.sees_raw[m],
+                                                fusion.names, counts)
+    card = Card(data=[str(data)], clips=len(clips), windows=count, categories=sorted(counts),
                 measured=measured, note=note)
     cal = Calibration(encoders={m: e.weights.id for m, e in models.encoders.items()}, modalities=fits, card=card)
     cal.save(out)
     return cal
+
+
+def targets(labels: list[str], names: list[str], parent_of: dict[str, str]) -> np.ndarray:
+    """1 where a window's category is there: its label, and the label's parent (a guitar clip is music)."""
+    out = np.zeros((len(labels), len(names)))
+    for i, label in enumerate(labels):
+        out[i, names.index(label)] = 1.0
+        if label in parent_of:
+            out[i, names.index(parent_of[label])] = 1.0
+    return out
 
 
 def report(cal: Calibration) -> str:
