@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .config import AlertRule
 
 
+CALIBRATION_HELP = "zero-shot calibration file (streamclf calibrate; default: the built-in one; none: raw scores)"
+
+
 def _encoder_flags(parser: argparse.ArgumentParser) -> None:
     """The same encoder choice on every verb that runs the pipeline."""
     parser.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
@@ -43,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
-        "fusion.head": args.head, "sources.realtime": args.realtime or None,
+        "fusion.head": args.head, "fusion.calibration": args.calibration, "sources.realtime": args.realtime or None,
         **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.webhook.secret_env": args.webhook_secret_env,
         "sinks.webhook.spool": args.webhook_spool, "sinks.sqlite.path": args.sqlite,
         "alerts.events_dir": args.events_dir, "output_dir": args.output_dir,
@@ -103,8 +106,8 @@ def _label(args: argparse.Namespace) -> int:
     if args.ray_address and args.engine != "ray":
         print("streamclf: error: --ray-address needs --engine ray", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in {"fusion.head": args.head, "device": args.device, **_encoders(args)}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"fusion.head": args.head, "fusion.calibration": args.calibration,
+                                   "device": args.device, **_encoders(args)}.items() if v is not None}
     config = load_config(args.config, **overrides)
     from .batch import label_files
     from .batch_ray import RayMissing
@@ -200,7 +203,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.gap is not None and not args.compose:
         raise ValueError("--gap needs --compose (clip by clip there are no gaps)")
-    config = load_config(args.config, **({"fusion.head": args.head} if args.head else {}))
+    config = load_config(args.config, **{k: v for k, v in {"fusion.head": args.head,
+                                                           "fusion.calibration": args.calibration}.items() if v})
     from .evaluate import DEFAULT_GAP, DEFAULT_THRESHOLD, evaluate, render, summary_lines, write_json
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
@@ -214,6 +218,17 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {write_json(result, args.json)}", file=sys.stderr)
     return 1 if result["failed"] else 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    config = load_config(args.config, **{k: v for k, v in _encoders(args).items() if v is not None})
+    from .calibrate import calibrate, report
+
+    cal = calibrate(args.data, args.out, config, note=args.note or "", progress=_progress)
+    print(f"wrote {args.out}\n{report(cal)}")
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -250,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--smoothing", type=float, help="EMA alpha across windows (1 = off)")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--head", help="trained head folder (streamclf train) instead of the category map")
+    run.add_argument("--calibration", help=CALIBRATION_HELP)
     run.add_argument("--realtime", action="store_true",
                      help="pace files at real time, like a live feed (windows are dropped when behind)")
     run.add_argument("--alert", action="append", metavar="LABEL[:SCORE]",
@@ -283,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     lb.add_argument("--threshold", type=float, default=0.3, help="minimum fused score for a segment")
     lb.add_argument("--config", help="YAML config (window, encoders, fusion)")
     lb.add_argument("--head", help="trained head folder instead of the category map")
+    lb.add_argument("--calibration", help=CALIBRATION_HELP)
     lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     lb.add_argument("--no-progress", action="store_true", help="no progress bar")
     _encoder_flags(lb)
@@ -325,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     evl = verbs.add_parser("eval", help="fused vs audio-only vs video-only accuracy on labeled clips")
     evl.add_argument("data", help="folder with a sub-folder per category, or a CSV of path,label (as for train)")
     evl.add_argument("--head", help="trained head folder to evaluate (default: the category map)")
+    evl.add_argument("--calibration", help=CALIBRATION_HELP)
     evl.add_argument("--config", help="YAML config (window, encoders, fusion, smoothing) to run with")
     evl.add_argument("--compose", action="store_true", help="run one stream of the clips back to back with gaps "
                      "of silence and grey frames, as in live use (default: clip by clip)")
@@ -333,6 +351,15 @@ def main(argv: list[str] | None = None) -> int:
                      "alarm (default: the default alert min_score, 0.5)")
     evl.add_argument("--json", metavar="FILE", help="also write every figure (and each clip's labels) here")
     evl.set_defaults(func=_eval)
+
+    cal = verbs.add_parser("calibrate", help="fit the zero-shot fusion's calibration on your own labeled clips")
+    cal.add_argument("data", help="folder with a sub-folder per category, or a CSV of path,label (as for train); "
+                     "labels are category-map names")
+    cal.add_argument("--out", required=True, help="calibration file to write (YAML); use it with --calibration")
+    cal.add_argument("--config", help="YAML config (its encoders are the ones calibrated)")
+    cal.add_argument("--note", help="a line for the card: where the clips come from")
+    _encoder_flags(cal)
+    cal.set_defaults(func=_calibrate)
 
     cmp = verbs.add_parser("compare", help="compare every fusion method on AV-digits")
     cmp.add_argument("--methods", nargs="+", choices=FUSION_METHODS, metavar="METHOD",

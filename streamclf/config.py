@@ -77,6 +77,8 @@ class DetectorConfig(_Strict):
 class FusionConfig(_Strict):
     categories: str | None = Field(None, description="category map YAML; default: the built-in map")
     head: str | None = Field(None, description="trained head folder (streamclf train); replaces the category map")
+    calibration: str | None = Field(None, description="zero-shot calibration file (streamclf calibrate); default: the "
+                                    "built-in one when it matches the encoders, 'none' for raw scores")
     top_k: int = Field(5, ge=1, le=50)
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA alpha across windows; 1 = off")
 

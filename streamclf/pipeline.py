@@ -149,6 +149,7 @@ class Models:
         """``live``: some source is live, which turns the person detector on unless the config says otherwise."""
         from .encoders import MODELS, Encoder, pick_device
         from .fusion import CategoryMap, ZeroShotFusion
+        from .fusion.calibration import load_calibration
         from .fusion.categories import BUILTIN
         from .fusion.trained import HeadFusion
 
@@ -187,7 +188,8 @@ class Models:
             if self.detector is not None:
                 spaces["detector"] = (detector_meta["label_space"], len(self.detector.classes), "sigmoid")
                 weights["detector"] = config.detector.weight
-            self.fusion = ZeroShotFusion(categories, spaces, weights)
+            calibration = load_calibration(config.fusion.calibration, {m: e.weights.id for m, e in self.encoders.items()})
+            self.fusion = ZeroShotFusion(categories, spaces, weights, calibration=calibration)
         self.names: list[str] = self.fusion.names
         self.config = self.fit_clip(self.adapt(config))
         side = self.encoders["video"].meta.get("resize") if "video" in self.encoders else None

@@ -29,7 +29,7 @@ def test_unknown_key_is_rejected(tmp_path):
      "alerts.rules.0.min_scor: unknown key; did you mean 'min_score'?"),
     ({"alerts.rules": [{"label": "dog", "sources": {"cam1": {"cooldwn": 5}}}]},
      "alerts.rules.0.sources.cam1.cooldwn: unknown key; did you mean 'cooldown'?"),
-    ({"fusion.zzz": 1}, "fusion.zzz: unknown key (allowed here: categories, head, top_k, smoothing)"),
+    ({"fusion.zzz": 1}, "fusion.zzz: unknown key (allowed here: categories, head, calibration, top_k, smoothing)"),
 ])
 def test_unknown_key_suggests_the_closest_or_lists_the_allowed(overrides, message):
     with pytest.raises(ConfigError) as err:

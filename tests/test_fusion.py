@@ -17,7 +17,7 @@ DETECTOR = {"detector": SSDLite_Person_Weights.DEFAULT.meta["categories"]}
 def test_builtin_map_is_broad_and_valid():
     cats = CategoryMap.load(BUILTIN, {**LABELS, **DETECTOR,
                                       "kinetics-400": Torchvision_Weights.R2PLUS1D_18.meta["categories"]})
-    assert 30 <= len(cats.names) <= 70
+    assert 30 <= len(cats.names) <= 80
     assert len(cats.members["kinetics-400"]) >= 30, "a Kinetics clip model should see most everyday categories"
     for must in ("dog", "cat", "speech", "siren", "car"):
         assert any(must in name for name in cats.names), must

@@ -3,10 +3,16 @@
 It joins native label spaces (ImageNet-1k indices, AudioSet display names,
 ...) into categories that a camera and a microphone can both name. A category
 may be seen by one modality only; the map says so and fusion respects it.
+
+A category may name a ``parent`` (``music`` for ``guitar``): the parent is the
+generic thing, its children the specific ones. Generic tags score high on
+anything of their kind (AudioSet's "Music" is near 1 on every instrument), so
+fusion lets a child with evidence explain its parent away instead of letting
+the generic label win.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,14 @@ class CategoryMap:
     names: list[str]
     members: dict[str, dict[str, list[int]]]
     path: str = ""
+    parents: dict[str, str] = field(default_factory=dict)  # child -> parent
+
+    def children(self) -> dict[int, list[int]]:
+        """Parent index -> its children's indices."""
+        out: dict[int, list[int]] = {}
+        for child, parent in self.parents.items():
+            out.setdefault(self.names.index(parent), []).append(self.names.index(child))
+        return out
 
     @classmethod
     def load(cls, path: str | Path, label_names: dict[str, list[str]], known: set[str] = frozenset()
@@ -42,17 +56,26 @@ class CategoryMap:
             raise ValueError(f"{path}: expected a single top-level key 'categories' mapping names to members")
         names = list(doc["categories"])
         members: dict[str, dict[str, list[int]]] = {space: {} for space in label_names}
+        parents: dict[str, str] = {}
         for cat, spaces in doc["categories"].items():
-            if not isinstance(spaces, dict) or not spaces:
+            if not isinstance(spaces, dict) or not set(spaces) - {"parent"}:
                 raise ValueError(f"{path}: category {cat!r} needs at least one label space")
+            if "parent" in spaces:
+                parent = spaces["parent"]
+                if parent not in names or parent == cat or "parent" in (doc["categories"][parent] or {}):
+                    raise ValueError(f"{path}: category {cat!r}: parent {parent!r} must be another category "
+                                     "of this file without a parent of its own (one level)")
+                parents[cat] = parent
             for space, items in spaces.items():
+                if space == "parent":
+                    continue
                 if space in known and space not in label_names:
                     continue
                 if space not in label_names:
                     raise ValueError(f"{path}: category {cat!r}: unknown label space {space!r} "
                                      f"(known: {', '.join(sorted({*label_names, *known}))})")
                 members[space][cat] = _resolve(items, label_names[space], f"{path}: category {cat!r}: {space}")
-        return cls(names, members, str(path))
+        return cls(names, members, str(path), parents)
 
     def projection(self, space: str, num_classes: int) -> np.ndarray:
         """0/1 matrix ``[num_classes, len(names)]``; all-zero columns are categories this space cannot see."""
