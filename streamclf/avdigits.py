@@ -295,7 +295,8 @@ def segment_accuracy(records: list[dict[str, Any]], timeline: dict[str, Any]) ->
 
 
 def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_pool: np.ndarray | None = None,
-                seed: int = 0, data_dir: Path | None = None, seconds: tuple[float, float] = (1.0, 2.0)) -> list[Path]:
+                seed: int = 0, data_dir: Path | None = None, seconds: tuple[float, float] = (1.0, 2.0),
+                digits: range = range(10)) -> list[Path]:
     """AV-digits as media a user could record: ``out_dir/<digit>/<speaker>/<name>.mp4``, one digit per clip.
 
     Each clip shows one handwritten digit (from ``image_pool``) while the
@@ -315,7 +316,7 @@ def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_
     for speaker in speakers:
         rng = _rng("clips", speaker, seed)
         files = [p for p in fsdd_files(data_dir) if p.stem.split("_")[1] == speaker]
-        for d in range(10):
+        for d in digits:
             said = [p for p in files if p.stem.split("_")[0] == str(d)]
             shown = pool[images.target[pool] == d]
             if not said or not len(shown):

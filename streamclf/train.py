@@ -234,11 +234,11 @@ def with_blanks(x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.
             np.concatenate([y, y[pick]]), np.concatenate([groups, groups[pick]]))
 
 
-def stream_windows(clips: list[tuple[Path, str]], labels: list[str], dims: dict[str, int], models: Models,
-                   work: Path, seed: int, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def stream_windows(clips: list[tuple[Path, str]], usable: list[int], labels: list[str], dims: dict[str, int],
+                   models: Models, work: Path, seed: int, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Training windows that look like deployment windows, through the live pipeline.
 
-    The clips in random order as one stream, each at a random gain
+    The ``usable`` clips (those that decoded) in random order as one stream, each at a random gain
     (``GAIN_DB``), ``STREAM_GAP`` of silence and grey between them, so windows
     straddle clips and gaps; plus a file of silence and grey alone, whose
     windows are the silent/blank embeddings ``with_blanks`` uses.
@@ -246,9 +246,9 @@ def stream_windows(clips: list[tuple[Path, str]], labels: list[str], dims: dict[
     from .clips import compose
 
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(clips))
+    order = np.asarray(usable)[rng.permutation(len(usable))]
     stream, blank = work / "train-stream.mkv", work / "blank.mkv"
-    events = compose([clips[i] for i in order], stream, gap=STREAM_GAP, gains=list(gains_db(len(clips), rng)))
+    events = compose([clips[i] for i in order], stream, gap=STREAM_GAP, gains=list(gains_db(len(order), rng)))
     window = models.config.window
     compose([], blank, gap=2 * window.length + 4 * window.hop)
     rows, errors = _scored([stream, blank], models.config, models, progress, parallel=2)
@@ -313,7 +313,8 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
 
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="streamclf-train-") as tmp:
-        aug = stream_windows(pairs, emb["labels"], emb["dims"], models, Path(tmp), seed, progress) if augment else None
+        aug = (stream_windows(pairs, sorted(set(emb["group"].tolist())), emb["labels"], emb["dims"], models, Path(tmp),
+                              seed, progress) if augment else None)
         if held:
             val = np.array([g in held for g in groups])
             head = fit(~val)
