@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--digits", type=int, default=20, help="digits per stream (1 s each)")
     ap.add_argument("--held-out-speakers", action="store_true", help="train with `train --group` per held-out speaker")
     ap.add_argument("--speakers", default=",".join(SPEAKERS), help="with --held-out-speakers: which to hold out")
-    ap.add_argument("--per-digit", type=int, default=8, help="training clips per digit and speaker")
+    ap.add_argument("--per-digit", type=int, default=16, help="training clips per digit and speaker")
     ap.add_argument("--fusion", default="gated")
     ap.add_argument("--no-augment", dest="augment", action="store_false")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "streamclf-avdigits-stream"))

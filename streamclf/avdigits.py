@@ -322,13 +322,13 @@ def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_
             if not said or not len(shown):
                 raise ValueError(f"no recording or image of digit {d} for speaker {speaker!r} in the pool")
             for wav in sorted(rng.choice(said, min(per_digit, len(said)), replace=False)):
-                img = int(rng.choice(shown))
+                img, length = int(rng.choice(shown)), float(rng.uniform(*seconds))  # drawn even when kept
                 clip = out_dir / str(d) / speaker / f"{wav.stem}_img{img}.mp4"
                 if not clip.exists():
                     clip.parent.mkdir(parents=True, exist_ok=True)
                     png = clip.with_suffix(".png")
                     cv2.imwrite(str(png), render_digit(images.images[img]))
-                    pair_clip(png, wav, clip, min_seconds=float(rng.uniform(*seconds)), max_seconds=seconds[1])
+                    pair_clip(png, wav, clip, min_seconds=length, max_seconds=seconds[1])
                     png.unlink()
                 made.append(clip)
     return made

@@ -312,9 +312,10 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
         return build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(x, present, y, g)
 
     metrics: dict[str, Any] = {}
+    usable = sorted(set(emb["group"].tolist()))  # clips that gave windows
     with tempfile.TemporaryDirectory(prefix="streamclf-train-") as tmp:
-        aug = (stream_windows(pairs, sorted(set(emb["group"].tolist())), emb["labels"], emb["dims"], models, Path(tmp),
-                              seed, progress) if augment else None)
+        aug = (stream_windows(pairs, usable, emb["labels"], emb["dims"], models, Path(tmp), seed, progress)
+               if augment else None)
         if held:
             val = np.array([g in held for g in groups])
             head = fit(~val)
@@ -322,9 +323,11 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
             metrics = {**({"group": group or "sub-folder", "held_out_groups": held} if group is not None else {}),
                        "held_out_clips": int(val.sum()),
                        "accuracy": accuracy_by_presence(head, {m: v[w] for m, v in emb["x"].items()},
-                                                        {m: v[w] for m, v in emb["present"].items()}, emb["y"][w]),
-                       "stream": stream_figures(head, [pairs[i] for i in np.flatnonzero(val)], models.config,
-                                                _card(models.config, encoders, {}, {}), Path(tmp), progress)}
+                                                        {m: v[w] for m, v in emb["present"].items()}, emb["y"][w])}
+            streamed = [pairs[i] for i in usable if val[i]]
+            if len({label for _, label in streamed}) >= 2:  # eval needs two categories to name
+                metrics["stream"] = stream_figures(head, streamed, models.config,
+                                                   _card(models.config, encoders, {}, {}), Path(tmp), progress)
         head = fit(np.ones(len(clips), bool))
     data_card = {"source": str(data), "clips": len(clips), "windows": int(len(emb["y"])), "skipped": emb["errors"],
                  "augmented": augment}

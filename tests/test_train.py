@@ -179,3 +179,25 @@ def test_train_group_end_to_end_holds_out_a_speaker_and_names_it(tmp_path, capsy
     assert set(metrics["stream"]) >= {"fused", "audio only", "video only", "gain"}
     out = capsys.readouterr().out
     assert f"held out groups: {held[0]}" in out and "held-out stream" in out
+
+
+def test_composed_training_stream_applies_each_clips_gain(tmp_path):
+    """A -20 dB clip in a training stream plays at a tenth of its amplitude: the quiet-microphone case."""
+    import av
+
+    from streamclf.clips import compose
+    from streamclf.sources import SAMPLE_RATE, read_audio
+
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    wav = tmp_path / "tone.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=SAMPLE_RATE)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    events = compose([(wav, "a"), (wav, "a")], tmp_path / "s.mkv", gap=0.5, gains=[0.0, -20.0])
+    audio = read_audio(tmp_path / "s.mkv")
+    peak = [np.abs(audio[int(e.start * SAMPLE_RATE):int(e.end * SAMPLE_RATE)]).max() for e in events]
+    assert peak[0] == pytest.approx(0.5, rel=0.02) and peak[1] == pytest.approx(0.05, rel=0.05)
