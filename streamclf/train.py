@@ -307,9 +307,14 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
     models, modalities = emb["models"], tuple(emb["dims"])
     encoders = {m: models.encoders[m].weights.id for m in modalities}
 
+    group_code = np.unique(groups, return_inverse=True)[1]  # per clip
+
     def fit(use: np.ndarray) -> Head:
-        x, present, y, g = training_set(emb, aug, use, seed)
-        return build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(x, present, y, g)
+        # rows carry their clip's group, so heads that validate internally (weighted_average, stacking,
+        # hybrid) judge each modality on unseen speakers/cameras, not on unseen clips of known ones
+        x, present, y, clip = training_set(emb, aug, use, seed)
+        return build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(x, present, y,
+                                                                                           group_code[clip])
 
     metrics: dict[str, Any] = {}
     usable = sorted(set(emb["group"].tolist()))  # clips that gave windows

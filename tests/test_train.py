@@ -201,3 +201,35 @@ def test_composed_training_stream_applies_each_clips_gain(tmp_path):
     audio = read_audio(tmp_path / "s.mkv")
     peak = [np.abs(audio[int(e.start * SAMPLE_RATE):int(e.end * SAMPLE_RATE)]).max() for e in events]
     assert peak[0] == pytest.approx(0.5, rel=0.02) and peak[1] == pytest.approx(0.05, rel=0.05)
+
+
+def test_heads_get_the_clip_groups_so_internal_validation_is_across_speakers(tmp_path, monkeypatch):
+    """`fit` sees one group per speaker (not per clip): stacking/hybrid then weigh audio on unseen speakers."""
+    from types import SimpleNamespace
+
+    import streamclf.fusion as fusion
+    from streamclf.config import load_config
+
+    for speaker in ("ann", "bob"):
+        for label in ("cat", "dog"):
+            for i in range(2):
+                (tmp_path / "data" / label / speaker).mkdir(parents=True, exist_ok=True)
+                (tmp_path / "data" / label / speaker / f"{i}.mp4").write_bytes(b"")
+    clip = np.repeat(np.arange(8), 2)  # two windows per clip, clips in grouped_clips order
+    models = SimpleNamespace(config=load_config(), encoders={"audio": SimpleNamespace(weights=SimpleNamespace(id="w"))})
+    monkeypatch.setattr(train_module, "clip_embeddings", lambda *a, **k: {
+        "x": {"audio": np.zeros((16, 2), np.float32)}, "present": {"audio": np.ones(16, bool)},
+        "y": clip // 4, "group": clip, "labels": ["cat", "dog"], "dims": {"audio": 2}, "errors": [], "models": models})
+    seen = {}
+
+    class Recorder:
+        def fit(self, x, present, y, groups):
+            seen["groups"] = groups
+            return self
+
+    monkeypatch.setattr(fusion, "build_head", lambda *a, **k: Recorder())
+    monkeypatch.setattr(fusion, "save_head", lambda *a, **k: None)
+    train_module.train(tmp_path / "data", "stacking", tmp_path / "head", val_fraction=0, group=FOLDER_GROUP,
+                       augment=False)
+    # clips: cat/ann 0,1  cat/bob 2,3  dog/ann 4,5  dog/bob 6,7 -> ann = 0, bob = 1
+    assert seen["groups"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
