@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -144,31 +146,83 @@ def _scored(paths: list[Path], config: Config, models: Models, progress: Callabl
     return rows, errors
 
 
-def _stack(scored: list[Scored], dims: dict[str, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Embeddings ``[N, D]`` per modality (zeros where absent) and the presence masks."""
-    x = {m: np.stack([s.embeddings.embedding.get(m, np.zeros(d, np.float32)) for s in scored]).reshape(-1, d)
-         for m, d in dims.items()}
-    return x, {m: np.array([m in s.embeddings.embedding for s in scored], bool) for m in dims}
+def _stack(windows: list[dict[str, np.ndarray]], dims: dict[str, int]
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Embeddings ``[N, D]`` per modality (zeros where absent) and the presence masks, from per-window dicts."""
+    x = {m: np.stack([w.get(m, np.zeros(d, np.float32)) for w in windows]).reshape(-1, d) for m, d in dims.items()}
+    return x, {m: np.array([m in w for w in windows], bool) for m in dims}
+
+
+EMBED_RECIPE = "train-windows-v1"  # bump when windowing or pooling changes what a clip's windows hold
+
+
+def _cache_file(path: Path, config: Config, models: Models) -> Path:
+    """Where a clip's window embeddings are kept: keyed by the file (path, size, mtime), window, pooling, weights."""
+    from .encoders import cache_dir
+
+    st = path.stat()
+    raw = json.dumps([EMBED_RECIPE, str(path.resolve()), st.st_size, st.st_mtime_ns, config.window.model_dump(),
+                      {m: [getattr(config, m).pool, e.weights.id] for m, e in sorted(models.encoders.items())}])
+    return cache_dir() / "train-windows" / f"{hashlib.sha1(raw.encode()).hexdigest()[:20]}.npz"
+
+
+def _save_windows(file: Path, windows: list[dict[str, np.ndarray]]) -> None:
+    arrays: dict[str, np.ndarray] = {"n": np.array(len(windows))}
+    for m in sorted({m for w in windows for m in w}):
+        at = [i for i, w in enumerate(windows) if m in w]
+        arrays[m], arrays[f"{m}.at"] = np.stack([windows[i][m] for i in at]), np.array(at)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(file)
+
+
+def _load_windows(file: Path) -> list[dict[str, np.ndarray]]:
+    with np.load(file) as z:
+        windows: list[dict[str, np.ndarray]] = [{} for _ in range(int(z["n"]))]
+        for m in (k for k in z.files if k != "n" and not k.endswith(".at")):
+            for i, v in zip(z[f"{m}.at"], z[m]):
+                windows[int(i)][m] = v
+    return windows
 
 
 def clip_embeddings(clips: list[tuple[Path, str]], config: Config, models: Models | None = None,
                     progress: Callable[[str], None] | None = None, parallel: int = 4) -> dict[str, Any]:
-    """Window embeddings of every clip through the live pipeline; bad clips are reported and skipped."""
+    """Window embeddings of every clip through the live pipeline; bad clips are reported and skipped.
+
+    Embedding is the slow part of training, so each clip's windows are cached
+    (``_cache_file``): training again, with another method or seed, embeds only new or changed clips.
+    """
     from .pipeline import Models
 
     models = models or Models(config)
-    rows, errors = _scored([p for p, _ in clips], config, models, progress, parallel)
-    if not rows:
+    per_clip: dict[int, list[dict[str, np.ndarray]]] = {}
+    todo = []
+    for i, (path, _) in enumerate(clips):
+        file = _cache_file(path, models.config, models)
+        if file.exists():
+            per_clip[i] = _load_windows(file)
+        else:
+            todo.append(i)
+    if progress and len(todo) < len(clips):
+        progress(f"{len(clips) - len(todo)} of {len(clips)} clips' windows from the cache")
+    rows, errors = _scored([clips[i][0] for i in todo], config, models, progress, parallel)
+    for k, i in enumerate(todo):
+        windows = [dict(s.embeddings.embedding) for j, s in rows if j == k]
+        if windows:
+            per_clip[i] = windows
+            _save_windows(_cache_file(clips[i][0], models.config, models), windows)
+    windows = [(i, w) for i in sorted(per_clip) for w in per_clip[i]]
+    if not windows:
         raise ValueError("no windows came out of the clips (all failed or too short)")
     labels = sorted({label for _, label in clips})
-    empty = sorted(set(labels) - {clips[i][1] for i, _ in rows})
+    empty = sorted(set(labels) - {clips[i][1] for i, _ in windows})
     if empty:
         raise ValueError(f"class {empty[0]!r}: no windows came out of its clips (all failed or too short)")
-    dims = {m: len(next(s.embeddings.embedding[m] for _, s in rows if m in s.embeddings.embedding))
-            for m in models.encoders if any(m in s.embeddings.embedding for _, s in rows)}
-    x, present = _stack([s for _, s in rows], dims)
-    y = np.array([labels.index(clips[i][1]) for i, _ in rows])
-    return {"x": x, "present": present, "y": y, "group": np.array([i for i, _ in rows]), "labels": labels,
+    dims = {m: len(next(w[m] for _, w in windows if m in w)) for m in models.encoders if any(m in w for _, w in windows)}
+    x, present = _stack([w for _, w in windows], dims)
+    y = np.array([labels.index(clips[i][1]) for i, _ in windows])
+    return {"x": x, "present": present, "y": y, "group": np.array([i for i, _ in windows]), "labels": labels,
             "dims": dims, "errors": errors, "models": models}
 
 
@@ -258,8 +312,8 @@ def stream_windows(clips: list[tuple[Path, str]], usable: list[int], labels: lis
     inside, touched = window_events([(s.window.t_start, s.window.t_end) for s in scored],
                                     [(e.start, e.end) for e in events])
     keep = np.flatnonzero(inside >= 0)
-    x, present = _stack([scored[k] for k in keep], dims)
-    bx, bpresent = _stack([s for i, s in rows if i == 1], dims)
+    x, present = _stack([scored[k].embeddings.embedding for k in keep], dims)
+    bx, bpresent = _stack([s.embeddings.embedding for i, s in rows if i == 1], dims)
     return {"x": x, "present": present, "clip": order[inside[keep]],
             "y": np.array([labels.index(clips[order[inside[k]]][1]) for k in keep], np.int64),
             "touched": [{int(order[t]) for t in touched[k]} for k in keep],

@@ -233,3 +233,43 @@ def test_heads_get_the_clip_groups_so_internal_validation_is_across_speakers(tmp
                        augment=False)
     # clips: cat/ann 0,1  cat/bob 2,3  dog/ann 4,5  dog/bob 6,7 -> ann = 0, bob = 1
     assert seen["groups"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from streamclf.config import load_config
+
+    monkeypatch.setenv("STREAMCLF_CACHE", str(tmp_path / "cache"))
+    clips = []
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "a.mp4").write_bytes(label.encode())
+        clips.append((tmp_path / label / "a.mp4", label))
+    models = SimpleNamespace(config=load_config(), encoders={m: SimpleNamespace(weights=SimpleNamespace(id=m))
+                                                             for m in ("audio", "video")})
+    embedded = []
+
+    def scored(paths, *args):
+        embedded.extend(paths)
+        rows = []
+        for k, p in enumerate(paths):  # cat: two windows, the second without video; dog: one window
+            n = 2 if "cat" in str(p) else 1
+            for w in range(n):
+                emb = {"audio": np.full(3, k + w, np.float32), **({"video": np.ones(2, np.float32)} if w == 0 else {})}
+                rows.append((k, SimpleNamespace(embeddings=SimpleNamespace(embedding=emb))))
+        return rows, []
+
+    monkeypatch.setattr(train_module, "_scored", scored)
+    first = train_module.clip_embeddings(clips, models.config, models)
+    assert embedded == [p for p, _ in clips]
+    second = train_module.clip_embeddings(clips, models.config, models)
+    assert embedded == [p for p, _ in clips]  # nothing embedded again
+    for key in ("y", "group"):
+        assert (first[key] == second[key]).all()
+    for m in ("audio", "video"):
+        assert (first["x"][m] == second["x"][m]).all() and (first["present"][m] == second["present"][m]).all()
+    assert second["present"]["video"].tolist() == [True, False, True]
+    clips[1][0].write_bytes(b"changed dog")  # a changed file is embedded again
+    train_module.clip_embeddings(clips, models.config, models)
+    assert embedded[-1] == clips[1][0] and len(embedded) == 3
