@@ -1,7 +1,7 @@
 """Streaming checks of AV-digits heads on composed streams of speakers and images they never saw.
 
     .venv/bin/python benchmarks/avdigits_stream.py [--streams 3] [--digits 20]
-    .venv/bin/python benchmarks/avdigits_stream.py --held-out-speakers [--per-digit 8] [--work DIR] [--no-augment]
+    .venv/bin/python benchmarks/avdigits_stream.py --held-out-speakers [--per-digit 16] [--work DIR] [--no-augment]
 
 Default: the shipped heads (models/heads/avdigits*), `streamclf run` over composed MP4s of their held-out
 speaker, windows inside a digit's slot scored against the timeline (key "shipped_head" in the JSON).
