@@ -292,3 +292,43 @@ def segment_accuracy(records: list[dict[str, Any]], timeline: dict[str, Any]) ->
             else:
                 misses.append((seg["start"], seg["label"], r["labels"][0]["label"]))
     return {"accuracy": hits / total if total else float("nan"), "windows": total, "misses": misses}
+
+
+def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_pool: np.ndarray | None = None,
+                seed: int = 0, data_dir: Path | None = None, seconds: tuple[float, float] = (1.0, 2.0),
+                digits: range = range(10)) -> list[Path]:
+    """AV-digits as media a user could record: ``out_dir/<digit>/<speaker>/<name>.mp4``, one digit per clip.
+
+    Each clip shows one handwritten digit (from ``image_pool``) while the
+    speaker says it at their natural loudness, and lasts a random 1-2 s
+    (``seconds``), so ``train --group`` can hold out whole speakers and
+    ``eval --compose`` can play the clips as a stream. Existing clips are kept.
+    """
+    from sklearn.datasets import load_digits
+
+    from .clips import pair_clip
+
+    data_dir = data_dir or default_data_dir()
+    images = load_digits()
+    pool = np.arange(len(images.target)) if image_pool is None else np.asarray(image_pool)
+    out_dir = Path(out_dir)
+    made = []
+    for speaker in speakers:
+        rng = _rng("clips", speaker, seed)
+        files = [p for p in fsdd_files(data_dir) if p.stem.split("_")[1] == speaker]
+        for d in digits:
+            said = [p for p in files if p.stem.split("_")[0] == str(d)]
+            shown = pool[images.target[pool] == d]
+            if not said or not len(shown):
+                raise ValueError(f"no recording or image of digit {d} for speaker {speaker!r} in the pool")
+            for wav in sorted(rng.choice(said, min(per_digit, len(said)), replace=False)):
+                img, length = int(rng.choice(shown)), float(rng.uniform(*seconds))  # drawn even when kept
+                clip = out_dir / str(d) / speaker / f"{wav.stem}_img{img}.mp4"
+                if not clip.exists():
+                    clip.parent.mkdir(parents=True, exist_ok=True)
+                    png = clip.with_suffix(".png")
+                    cv2.imwrite(str(png), render_digit(images.images[img]))
+                    pair_clip(png, wav, clip, min_seconds=length, max_seconds=seconds[1])
+                    png.unlink()
+                made.append(clip)
+    return made

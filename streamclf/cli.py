@@ -193,7 +193,8 @@ def _train(args: argparse.Namespace) -> int:
     if config is None:
         card = train_avdigits(args.fusion, args.out, hold_out=args.hold_out, seed=args.seed, **hyper)
     else:
-        card = train(args.data, args.fusion, args.out, config, seed=args.seed, progress=_progress, **hyper)
+        card = train(args.data, args.fusion, args.out, config, seed=args.seed, progress=_progress, group=args.group,
+                     augment=args.augment, **hyper)
     print(f"saved {args.fusion} head to {args.out}\n{report(card)}")
     return 0
 
@@ -329,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--epochs", type=int, help="training epochs for neural heads")
     tr.add_argument("--hidden", type=int, help="hidden width for neural heads")
     tr.add_argument("--hold-out", default="yweweler", help="avdigits: speaker kept out of training")
+    tr.add_argument("--group", nargs="?", const="", metavar="COLUMN",
+                    help="validate on whole held-out groups (speakers, cameras, days): a CSV column, or alone for "
+                         "class/group/clip folders")
+    tr.add_argument("--no-augment", dest="augment", action="store_false",
+                    help="train on the clips' own windows only (no composed stream, gain or blank-modality copies)")
     tr.set_defaults(func=_train)
 
     md = verbs.add_parser("models", help="list encoders and heads: labels, input, size, license, weights here or not")

@@ -218,12 +218,15 @@ def canvas_size(paths: list[str | Path], max_side: int = MAX_SIDE) -> tuple[int,
 
 
 def compose(clips: list[tuple[str | Path, str]], out: str | Path, gap: float = 2.0, fps: float = 8.0,
-            size: tuple[int, int] | None = None, progress: Callable[[str], None] | None = None) -> list[Event]:
+            size: tuple[int, int] | None = None, progress: Callable[[str], None] | None = None,
+            gains: list[float] | None = None) -> list[Event]:
     """One stream of ``clips`` (path, label) back to back, a gap of silence and grey before each and at the end.
 
     Each clip lasts as long as the longer of its tracks (rounded up to a
     frame); a missing or shorter track is filled with grey or silence, so
-    the tracks stay in step. Returns where each clip lies in the stream.
+    the tracks stay in step. ``gains`` (dB per clip) scale each clip's audio,
+    as a nearer or farther microphone would (training augmentation). Returns
+    where each clip lies in the stream.
     """
     size = size or canvas_size([p for p, _ in clips])
     gap_frames = round(gap * fps)
@@ -233,6 +236,8 @@ def compose(clips: list[tuple[str | Path, str]], out: str | Path, gap: float = 2
         frame = _write_segment(writer, (), silence, size, gap_frames)
         for i, (path, label) in enumerate(clips):
             audio = read_audio(path) if "audio" in tracks(path) else silence
+            if gains is not None:
+                audio = audio * np.float32(10 ** (gains[i] / 20))
             try:
                 n = _write_segment(writer, frames_at(path, fps, size), audio, size, 1)
             except av.error.FFmpegError as e:

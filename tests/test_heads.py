@@ -137,3 +137,23 @@ def test_the_light_catalog_names_every_method_and_the_unsavable_ones():
 
     assert FUSION_METHODS == tuple(METHODS)
     assert set(COMPARE_ONLY) == {m for m, f in METHODS.items() if not getattr(getattr(f, "func", f), "savable", True)}
+
+
+def test_comparison_table_gets_the_held_out_speaker_stream_column(tmp_path) -> None:
+    """Measured methods show their mean fused stream accuracy; the others keep every cell and show '-'."""
+    import json
+
+    from streamclf.compare import held_out_stream, table
+
+    bench = tmp_path / "avdigits_stream.json"
+    assert held_out_stream(bench) == {}
+    speakers = {s: {"stream": {"fused": f}} for s, f in (("a", 0.9), ("b", 0.8))}
+    bench.write_text(json.dumps({"held_out_speakers": {"fusion": "gated", "speakers": speakers}}))
+    stream = held_out_stream(bench)
+    assert stream == {"gated": pytest.approx(0.85)}
+    cell = {"clean": [0.9, 0.01]}
+    summary = {m: {"accuracy": cell, "macro_f1": [0.9, 0.0], "ece": [0.1, 0.0], "params": 1, "ms_per_sample": 0.1}
+               for m in ("video", "gated")}
+    lines = table({"summary": summary, "conditions": ["clean"], "methods": ["video", "gated"]}, stream).splitlines()
+    assert lines[0].endswith("| held-out speaker stream |")
+    assert lines[2].endswith("| - |") and lines[3].endswith("| 0.850 |")

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamclf import train as train_module
-from streamclf.train import check_fusion, fusion_warnings, labeled_clips, report
+from streamclf.train import (FOLDER_GROUP, check_fusion, fusion_warnings, gains_db, grouped_clips, labeled_clips,
+                             report, split_groups, window_events, with_blanks)
+
+from .conftest import DATA, shared
 
 
 def _folder(root: Path, classes: dict[str, int]) -> Path:
@@ -66,3 +70,206 @@ def test_report_is_a_table_and_warns_when_fusion_is_worse_than_one_modality():
         "the other modality hurts: try --fusion video, more clips, or another method"]
     assert fusion_warnings({"accuracy": {"all": 1.0, "audio only": 0.6, "video only": 1.0}}) == []
     assert report({"metrics": {}}) == "no held-out metrics (fewer than 5 clips)"
+
+
+def test_groups_come_from_a_csv_column_or_the_first_sub_folder(tmp_path):
+    for rel in ("dog/cam1/a.mp4", "dog/cam2/b.mp4", "cat/cam1/deep/c.mp4", "cat/cam2/d.mp4"):
+        (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / rel).write_bytes(b"")
+    assert [(p.name, label, g) for p, label, g in grouped_clips(tmp_path / "data", FOLDER_GROUP)] == [
+        ("c.mp4", "cat", "cam1"), ("d.mp4", "cat", "cam2"), ("a.mp4", "dog", "cam1"), ("b.mp4", "dog", "cam2")]
+    csv = tmp_path / "clips.csv"
+    csv.write_text("path,label,speaker\ndata/dog/cam1/a.mp4,dog,ann\ndata/cat/cam2/d.mp4,cat,bob\n")
+    assert [g for *_, g in grouped_clips(csv, "speaker")] == ["ann", "bob"]
+
+
+@pytest.mark.parametrize("layout, group, message", [
+    ("csv", "day", r"clips.csv: --group 'day': no such column \(columns: path, label, speaker\)"),
+    ("csv-no-header", "day", r"no such column \(columns: none: the first row is not a path,label,... header\)"),
+    ("flat", FOLDER_GROUP, r"cat/a.mp4: --group needs class/group/clip folders, but this clip sits directly in"),
+    ("flat", "speaker", r"--group 'speaker' names a CSV column, but the data is a folder"),
+])
+def test_bad_group_input_is_one_clear_line_and_exit_2(tmp_path, capsys, layout, group, message):
+    from streamclf.cli import main
+
+    for name in ("dog", "cat"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "a.mp4").write_bytes(b"")
+    data = tmp_path / "data"
+    if layout.startswith("csv"):
+        data = tmp_path / "clips.csv"
+        header = "path,label,speaker\n" if layout == "csv" else ""
+        data.write_text(header + "data/dog/a.mp4,dog,ann\ndata/cat/a.mp4,cat,bob\n")
+    with pytest.raises(ValueError, match=message):
+        grouped_clips(data, group)
+    argv = ["train", str(data), "--out", str(tmp_path / "head"), "--group", *([group] if group else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("streamclf: error: ")
+
+
+def test_one_class_dataset_with_group_exits_2(tmp_path, capsys):
+    from streamclf.cli import main
+
+    (tmp_path / "data" / "dog" / "cam1").mkdir(parents=True)
+    (tmp_path / "data" / "dog" / "cam1" / "a.mp4").write_bytes(b"")
+    assert main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "head"), "--group"]) == 2
+    assert "found only class 'dog'" in capsys.readouterr().err
+
+
+def test_split_holds_out_whole_groups_never_on_both_sides():
+    groups = [f"speaker{i % 7}" for i in range(70)]
+    for seed in range(20):
+        train, held = split_groups(groups, 0.2, seed)
+        assert held and train and not set(train) & set(held) and set(train) | set(held) == set(groups)
+        assert len(held) == 1  # 20 % of 7 groups, rounded
+    assert split_groups(["a", "b"], 0.9, 0)[0]  # never all groups held out
+    with pytest.raises(ValueError, match=r"--group needs at least two groups to hold one out, found 1 \(a\)"):
+        split_groups(["a", "a"], 0.2, 0)
+
+
+def test_gain_augmentation_spans_quiet_to_loud():
+    g = gains_db(2000, np.random.default_rng(0))
+    assert g.min() >= -30 and g.max() <= 6 and g.min() < -25 and g.max() > 0
+
+
+def test_blank_copies_replace_one_modality_with_a_silent_or_blank_window_and_keep_the_label():
+    rng = np.random.default_rng(0)
+    x = {"audio": np.ones((40, 3), np.float32), "video": 2 * np.ones((40, 4), np.float32)}
+    present = {"audio": np.ones(40, bool), "video": np.arange(40) < 30}  # 10 rows have no video
+    y, groups = np.arange(40) % 5, np.arange(40)
+    blank = {"audio": np.full((2, 3), -1, np.float32), "video": np.full((1, 4), -2, np.float32)}
+    x2, p2, y2, g2 = with_blanks(x, present, y, groups, blank, rng, share=0.5)
+    new = slice(40, None)
+    assert 5 < len(y2) - 40 < 25 and (g2[new] < 30).all()  # only two-modality rows are copied
+    assert (y2[new] == y[g2[new]]).all()
+    silent = (x2["audio"][new] == -1).all(1)
+    blanked = (x2["video"][new] == -2).all(1)
+    assert (silent ^ blanked).all() and silent.any() and blanked.any()  # exactly one modality replaced
+    assert (x2["audio"][new][blanked] == 1).all() and p2["audio"][new].all() and p2["video"][new].all()
+    assert with_blanks(x, present, y, groups, {}, rng)[2] is y
+
+
+def test_composed_windows_take_the_event_they_mostly_cover():
+    events = [(0.5, 2.0), (2.5, 3.5)]
+    spans = [(0.0, 1.0), (0.5, 1.5), (1.5, 2.5), (2.0, 3.0), (2.5, 3.5), (3.5, 4.5)]
+    inside, touched = window_events(spans, events)
+    assert inside.tolist() == [-1, 0, -1, -1, 1, -1]  # (0,1) and (2,3) are only half inside: context, not label
+    assert touched == [{0}, {0}, {0}, {1}, {1}, set()]
+
+
+@pytest.mark.slow
+def test_train_group_end_to_end_holds_out_a_speaker_and_names_it(tmp_path, capsys):
+    """Real spoken digits + handwritten digits, speakers as groups: the report names the held-out speaker."""
+    from streamclf.avdigits import write_clips
+    from streamclf.cli import main
+
+    shared("fsdd")
+    write_clips(tmp_path / "data", ["george", "jackson", "nicolas"], 2, data_dir=DATA, digits=range(2))
+    config = tmp_path / "c.yaml"
+    config.write_text("window: {length: 1.0, hop: 0.5}\n")
+    head = tmp_path / "head"
+    assert main(["train", str(tmp_path / "data"), "--group", "--out", str(head), "--config", str(config),
+                 "--epochs", "20"]) == 0
+    import yaml
+
+    metrics = yaml.safe_load((head / "card.yaml").read_text())["metrics"]
+    held = metrics["held_out_groups"]
+    assert len(held) == 1 and held[0] in ("george", "jackson", "nicolas") and metrics["held_out_clips"] == 4
+    assert set(metrics["stream"]) >= {"fused", "audio only", "video only", "gain"}
+    out = capsys.readouterr().out
+    assert f"held out groups: {held[0]}" in out and "held-out stream" in out
+
+
+def test_composed_training_stream_applies_each_clips_gain(tmp_path):
+    """A -20 dB clip in a training stream plays at a tenth of its amplitude: the quiet-microphone case."""
+    import av
+
+    from streamclf.clips import compose
+    from streamclf.sources import SAMPLE_RATE, read_audio
+
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
+    wav = tmp_path / "tone.wav"
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=SAMPLE_RATE)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    events = compose([(wav, "a"), (wav, "a")], tmp_path / "s.mkv", gap=0.5, gains=[0.0, -20.0])
+    audio = read_audio(tmp_path / "s.mkv")
+    peak = [np.abs(audio[int(e.start * SAMPLE_RATE):int(e.end * SAMPLE_RATE)]).max() for e in events]
+    assert peak[0] == pytest.approx(0.5, rel=0.02) and peak[1] == pytest.approx(0.05, rel=0.05)
+
+
+def test_heads_get_the_clip_groups_so_internal_validation_is_across_speakers(tmp_path, monkeypatch):
+    """`fit` sees one group per speaker (not per clip): stacking/hybrid then weigh audio on unseen speakers."""
+    from types import SimpleNamespace
+
+    import streamclf.fusion as fusion
+    from streamclf.config import load_config
+
+    for speaker in ("ann", "bob"):
+        for label in ("cat", "dog"):
+            for i in range(2):
+                (tmp_path / "data" / label / speaker).mkdir(parents=True, exist_ok=True)
+                (tmp_path / "data" / label / speaker / f"{i}.mp4").write_bytes(b"")
+    clip = np.repeat(np.arange(8), 2)  # two windows per clip, clips in grouped_clips order
+    models = SimpleNamespace(config=load_config(), encoders={"audio": SimpleNamespace(weights=SimpleNamespace(id="w"))})
+    monkeypatch.setattr(train_module, "clip_embeddings", lambda *a, **k: {
+        "x": {"audio": np.zeros((16, 2), np.float32)}, "present": {"audio": np.ones(16, bool)},
+        "y": clip // 4, "group": clip, "labels": ["cat", "dog"], "dims": {"audio": 2}, "errors": [], "models": models})
+    seen = {}
+
+    class Recorder:
+        def fit(self, x, present, y, groups):
+            seen["groups"] = groups
+            return self
+
+    monkeypatch.setattr(fusion, "build_head", lambda *a, **k: Recorder())
+    monkeypatch.setattr(fusion, "save_head", lambda *a, **k: None)
+    train_module.train(tmp_path / "data", "stacking", tmp_path / "head", val_fraction=0, group=FOLDER_GROUP,
+                       augment=False)
+    # clips: cat/ann 0,1  cat/bob 2,3  dog/ann 4,5  dog/bob 6,7 -> ann = 0, bob = 1
+    assert seen["groups"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from streamclf.config import load_config
+
+    monkeypatch.setenv("STREAMCLF_CACHE", str(tmp_path / "cache"))
+    clips = []
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "a.mp4").write_bytes(label.encode())
+        clips.append((tmp_path / label / "a.mp4", label))
+    models = SimpleNamespace(config=load_config(), encoders={m: SimpleNamespace(weights=SimpleNamespace(id=m))
+                                                             for m in ("audio", "video")})
+    embedded = []
+
+    def scored(paths, *args):
+        embedded.extend(paths)
+        rows = []
+        for k, p in enumerate(paths):  # cat: two windows, the second without video; dog: one window
+            n = 2 if "cat" in str(p) else 1
+            for w in range(n):
+                emb = {"audio": np.full(3, k + w, np.float32), **({"video": np.ones(2, np.float32)} if w == 0 else {})}
+                rows.append((k, SimpleNamespace(embeddings=SimpleNamespace(embedding=emb))))
+        return rows, []
+
+    monkeypatch.setattr(train_module, "_scored", scored)
+    first = train_module.clip_embeddings(clips, models.config, models)
+    assert embedded == [p for p, _ in clips]
+    second = train_module.clip_embeddings(clips, models.config, models)
+    assert embedded == [p for p, _ in clips]  # nothing embedded again
+    for key in ("y", "group"):
+        assert (first[key] == second[key]).all()
+    for m in ("audio", "video"):
+        assert (first["x"][m] == second["x"][m]).all() and (first["present"][m] == second["present"][m]).all()
+    assert second["present"]["video"].tolist() == [True, False, True]
+    clips[1][0].write_bytes(b"changed dog")  # a changed file is embedded again
+    train_module.clip_embeddings(clips, models.config, models)
+    assert embedded[-1] == clips[1][0] and len(embedded) == 3
