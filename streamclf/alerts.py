@@ -21,7 +21,9 @@ the start of the first (2 s long) window that heard it.
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
 import time
 import wave
@@ -29,12 +31,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from .config import AlertRule, AlertsConfig, SpeechGate
 from .types import Frame, Window
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SAMPLE_RATE = 16000
 MAX_CLIP = 120.0  # seconds an event clip may hold (a never-ending event must not fill memory)
@@ -172,7 +177,9 @@ class _FrameTrail:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "source"
+    """A file or folder name: never empty, ``.`` or ``..`` (a source named so must stay inside the events folder)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    return slug if slug.strip(".") else "source"
 
 
 class Alerts:
@@ -270,7 +277,7 @@ class Alerts:
         ev.driver = max(present, key=present.get) if present else None
         frame = _snapshot(window, record, per)
         if frame is not None:
-            ev.snapshot = self._write_jpeg(ev, frame)
+            ev.snapshot = _saved(lambda: self._write_jpeg(ev, frame), "snapshot")
 
     def _flush(self, source: str | None, audio_end: float | None) -> list[dict[str, Any]]:
         """End records for events whose post-roll audio has arrived (all of them when ``audio_end`` is None)."""
@@ -279,7 +286,8 @@ class Alerts:
             rule = next(t.rule for t in self.tracks[ev.source] if t.rule.label == ev.label)
             ready = audio_end is None or (ev.end or 0.0) + rule.post_roll <= audio_end
             if (source is None or ev.source == source) and ready:
-                out.append(self._record(ev, "ended", self._write_clips(ev, rule)))
+                out.append(self._record(ev, "ended", _saved(lambda: self._write_clips(ev, rule), "clip")
+                                        or {"clip": None}))
             else:
                 keep.append(ev)
         self.pending = keep
@@ -305,7 +313,10 @@ class Alerts:
         if time.monotonic() - self.swept_at < SWEEP_EVERY:
             return
         self.swept_at = time.monotonic()
-        sweep(self.dir, self.config.retain_days, self.config.max_disk_mb)
+        try:
+            sweep(self.dir, self.config.retain_days, self.config.max_disk_mb)
+        except OSError as e:  # retention must never stop the cameras; the next sweep tries again
+            log.warning("alerts: retention sweep of %s failed: %s", self.dir, e)
 
     def _path(self, ev: _Event, ext: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(ev.wall))
@@ -423,6 +434,17 @@ def write_mp4(path: Path, frames: list[tuple[float, np.ndarray]], audio: np.ndar
             out.mux(sound.encode())
 
 
+def _saved(write: Callable[[], T], what: str) -> T | None:
+    """Event media is a bonus: a full disk or a codec that fails costs the file (one warning), never the run."""
+    import av
+
+    try:
+        return write()
+    except (OSError, av.error.FFmpegError) as e:
+        log.warning("alerts: cannot save the %s: %s", what, e)
+        return None
+
+
 def sweep(folder: Path, retain_days: float | None, max_disk_mb: float | None, now: float | None = None) -> list[Path]:
     """Delete old events under ``folder`` (all files of one event together, oldest first); returns what went.
 
@@ -435,7 +457,13 @@ def sweep(folder: Path, retain_days: float | None, max_disk_mb: float | None, no
         if EVENT_FILE.match(path.name):
             events.setdefault(path.with_suffix(""), []).append(path)
     now = time.time() if now is None else now
-    stats = {key: [(p, p.stat()) for p in files] for key, files in events.items()}
+    stats: dict[Path, list[tuple[Path, os.stat_result]]] = {}
+    for key, files in events.items():
+        for path in files:
+            try:
+                stats.setdefault(key, []).append((path, path.stat()))
+            except OSError:  # gone meanwhile (another run's sweep): nothing to keep or delete
+                continue
     ordered = sorted(stats, key=lambda k: max(st.st_mtime for _, st in stats[k]))
     total = sum(st.st_size for files in stats.values() for _, st in files)
     gone: list[Path] = []
@@ -446,7 +474,11 @@ def sweep(folder: Path, retain_days: float | None, max_disk_mb: float | None, no
         if not (too_old or too_big):
             break  # the rest are younger, and the total already fits
         for path, st in stats[key]:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:  # not ours to delete (another user's run): leave it, go on with the rest
+                log.warning("alerts: cannot delete %s: %s", path, e)
+                continue
             total -= st.st_size
             gone.append(path)
     return gone
@@ -491,4 +523,8 @@ def draw_boxes(rgb: np.ndarray, boxes: list[dict[str, Any]]) -> np.ndarray:
 
 def _middle_frame(window: Window) -> np.ndarray | None:
     """The window's middle frame as sharp as we have it: the source's full resolution when the decoder kept it."""
-    return window.frames[len(window.frames) // 2].sharpest if window.frames else None
+    if not window.frames:
+        return None
+    middle = len(window.frames) // 2
+    kept = [i for i, f in enumerate(window.frames) if f.full is not None]  # the decoder keeps one a second
+    return window.frames[min(kept, key=lambda i: abs(i - middle)) if kept else middle].sharpest

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16000
 _MAX_DECODE_ERRORS = 50  # a stream this broken is not worth following
+FULL_EVERY = 1.0  # seconds between full-size pictures kept for alert snapshots (one per window, not per frame)
+FULL_MAX_SIDE = 1920  # pixels: a snapshot's long side at most (a 4K camera's snapshot is still 1080p)
 
 
 def audio_resampler() -> av.AudioResampler:
@@ -166,6 +168,7 @@ class Decoder(threading.Thread):
         self._last_wall = 0.0
         self._progress = 0.0  # when data last came out of FFmpeg or went to the consumer: the stall clock
         self._pace: tuple[float, float] | None = None
+        self._last_full = -math.inf  # when the last snapshot-sized picture was kept
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -338,8 +341,7 @@ class Decoder(threading.Thread):
                 if size is None:
                     size = _scaled_size(frame.width, frame.height, self.max_side, self.short_side)
                 image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                full = (frame.to_ndarray(format="rgb24")
-                        if self.full_frames and size != (frame.width, frame.height) else None)
+                full = self._full(frame, t, size)
                 self.timings.since("decode", t0)
                 self.stats["frames"] += 1
                 self._data(Frame(name, t, image, full))
@@ -351,6 +353,17 @@ class Decoder(threading.Thread):
         if self.spec.live and not (duration and end - self._shift >= start + duration - 1.0):
             return "failed", "stream ended"
         return "ended", "end of stream"
+
+    def _full(self, frame: av.VideoFrame, t: float, size: tuple[int, int]) -> np.ndarray | None:
+        """A snapshot-sized picture, at most one per ``FULL_EVERY`` seconds: a copy of every sampled frame at
+        source size would ride through the queues (hundreds of frames in flight, gigabytes at 1080p)."""
+        if not self.full_frames or t - self._last_full < FULL_EVERY:
+            return None
+        full_size = _scaled_size(frame.width, frame.height, FULL_MAX_SIDE)
+        if full_size == size:  # the scaled picture is already the source's own
+            return None
+        self._last_full = t
+        return frame.to_ndarray(format="rgb24", width=full_size[0], height=full_size[1])
 
     def _audio(self, chunks: list[av.AudioFrame], source_frame: av.AudioFrame | None) -> float:
         """Send resampled audio; returns where it ends on the timeline."""

@@ -262,3 +262,51 @@ def test_bad_alert_flags_give_one_line() -> None:
         assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
             f"streamclf: error: --alert {flag}: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE,video=SCORE "
             "with scores in [0, 1]"]
+
+
+def test_event_media_that_cannot_be_saved_costs_the_file_not_the_run(tmp_path: Path, monkeypatch) -> None:
+    """A full disk (or a codec failure) while writing the snapshot or clip: the alert records still come,
+    without the media, and nothing raises into the router that serves every camera."""
+    rules = _rules(tmp_path, min_score=0.6, min_windows=1)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Alerts, "_write_jpeg", full_disk)
+    monkeypatch.setattr(Alerts, "_write_mp4", full_disk)
+    events = _feed(rules, [0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert [e["state"] for e in events] == ["started", "ended"]
+    assert events[-1]["snapshot"] is None and events[-1]["clip"] is None
+
+
+def test_retention_goes_on_past_a_file_it_may_not_delete(tmp_path: Path, monkeypatch) -> None:
+    """Old events left by another user's run: that file stays, the others still go, and nothing raises."""
+    import os
+    import time
+
+    from streamclf.alerts import sweep
+
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    names = ["20261001-120000-dog-5.0s.jpg", "20261002-120000-dog-6.0s.jpg"]
+    for name in names:
+        (cam / name).write_bytes(b"x")
+        os.utime(cam / name, (time.time() - 40 * 86400,) * 2)
+    unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self.name == names[0]:
+            raise PermissionError(13, "Permission denied", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    gone = sweep(tmp_path, retain_days=30, max_disk_mb=None)
+    assert [p.name for p in gone] == [names[1]] and (cam / names[0]).exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../..", "///"])
+def test_a_source_named_dots_stays_inside_the_events_folder(tmp_path: Path, name: str) -> None:
+    from streamclf.alerts import _slug
+
+    slug = _slug(name)
+    assert slug.strip(".") and (tmp_path / slug).resolve().parent == tmp_path.resolve()

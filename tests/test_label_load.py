@@ -161,3 +161,19 @@ def test_the_readme_api_example_runs_as_a_plain_script(tmp_path: Path) -> None:
     with open(tmp_path / "labels" / "summary.csv", newline="") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok"]
     assert all((tmp_path / "labels" / f"{c.name}.png").exists() for c in grid[:2])
+
+
+def test_snapshot_pictures_are_kept_once_a_second_not_per_frame() -> None:
+    """With alerts on, the decoder keeps the source's full-size picture for snapshots, but on at most one
+    frame a second: a copy on every sampled frame would ride through the queues (gigabytes at 1080p)."""
+    feed = Feed(10_000, droppable=lambda item: False)
+    decoder = Decoder(SourceSpec.parse(str(shared("media/bbb_720p_30s.mp4"))), feed, fps=4.0, full_frames=True)
+    decoder.start()
+    frames = []
+    while not isinstance(item := feed.get(timeout=60), SourceEnd):
+        if isinstance(item, Frame):
+            frames.append(item)
+    kept = [f for f in frames if f.full is not None]
+    assert len(frames) >= 100 and 25 <= len(kept) <= 31  # 30 s of video: about one a second
+    assert all(b.pts - a.pts >= 1.0 - 1e-6 for a, b in zip(kept, kept[1:]))
+    assert kept[0].full.shape == (720, 1280, 3) and frames[0].image.shape[0] < 720
