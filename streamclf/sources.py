@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import av
 import numpy as np
 
+from .retry import backoff
 from .stages import Feed, Timings
 from .types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceItem, SourceStatus
 
@@ -224,7 +224,7 @@ class Decoder(threading.Thread):
 
     def _watch(self) -> None:
         s, name, where = self.settings, self.spec.name, self.spec.display
-        delay, failures = s.backoff_initial, 0
+        failures = 0
         while not self._stop_event.is_set():
             self._send(SourceStatus(name, "connecting", "", self._stats()))
             frames_before = self.stats["frames"] + self.stats["audio_s"]
@@ -232,7 +232,7 @@ class Decoder(threading.Thread):
             if outcome == "ended" or not self.spec.live or self._stop_event.is_set():
                 return
             if self.stats["frames"] + self.stats["audio_s"] > frames_before:
-                delay, failures = s.backoff_initial, 0  # it worked for a while: start over
+                failures = 0  # it worked for a while: start over
             failures += 1
             if s.max_reconnects is not None and failures > s.max_reconnects:
                 self._send(SourceError(name, f"{where}: gave up after {failures - 1} reconnects: {message}",
@@ -241,12 +241,11 @@ class Decoder(threading.Thread):
             if outcome == "stalled":
                 self.stats["stalls"] += 1
                 self._send(SourceStatus(name, "stalled", message, self._stats()))
-            wait = delay * random.uniform(0.5, 1.0)
+            wait = backoff(failures, s.backoff_initial, s.backoff_max)
             self.stats["reconnects"] += 1
             self._send(SourceStatus(name, "reconnecting", f"{message}; retrying in {wait:.1f}s", self._stats()))
             if self._stop_event.wait(wait):
                 return
-            delay = min(delay * 2, s.backoff_max)
 
     def _session(self) -> tuple[str, str]:
         """One connection: ("ended" | "stalled" | "failed", why)."""

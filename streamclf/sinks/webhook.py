@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import random
 import sqlite3
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from ..config import WebhookConfig
+from ..retry import backoff
 from ..sources import redact
 from .sqlite import iso_utc, record_key
 
@@ -119,8 +119,7 @@ class WebhookSink:
         """Exponential with jitter so many senders do not retry in lockstep; the receiver's Retry-After wins."""
         if retry_after is not None:
             return min(retry_after, self.cfg.backoff_max)
-        exponential = _FIRST_DELAY * 2 ** min(attempt, 30)  # bounded: an outage may last a night
-        return min(exponential, self.cfg.backoff_max) * random.uniform(0.5, 1.0)
+        return backoff(attempt + 1, _FIRST_DELAY, self.cfg.backoff_max)
 
     def _run(self) -> None:
         with closing(_connect(self.spool)) as db, \
