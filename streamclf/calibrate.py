@@ -18,6 +18,7 @@ import numpy as np
 from .config import Config, load_config
 from .evaluate import check_labels
 from .fusion.calibration import Calibration, Card, fit_modality
+from .fusion.zeroshot import ZeroShotFusion
 from .train import labeled_clips
 
 if TYPE_CHECKING:
@@ -32,13 +33,14 @@ def clip_scores(clips: list[tuple[Path, str]], models: Models, progress: Callabl
     """
     from .batch import file_windows
 
+    fusion = _zero_shot(models)
     rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in models.encoders}
     count = 0
     last = time.monotonic()
     for i, (path, label) in enumerate(clips):
-        for windows, _, _, _ in file_windows(path, path.name, models.config):
+        for windows, _ in file_windows(path, path.name, models.config):
             for scored in models.process(windows):
-                for m, s in models.fusion.raw(scored.embeddings).items():
+                for m, s in fusion.raw(scored.embeddings).items():
                     rows[m].append((s, label))
                 count += 1
         models.forget(path.name)
@@ -46,6 +48,13 @@ def clip_scores(clips: list[tuple[Path, str]], models: Models, progress: Callabl
             last = time.monotonic()
             progress(f"calibrate: {i + 1}/{len(clips)} clips embedded, {count} windows")
     return rows, count
+
+
+def _zero_shot(models: Models) -> ZeroShotFusion:
+    """The fusion calibrate fits: a trained head has no raw category scores to scale (it is calibrated by training)."""
+    if not isinstance(models.fusion, ZeroShotFusion):
+        raise ValueError("calibrate fits the category map's zero-shot fusion, not a trained head")
+    return models.fusion
 
 
 def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *, note: str = "",
@@ -66,7 +75,7 @@ def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *
 
     config = config.model_copy(update={"fusion": config.fusion.model_copy(update={"calibration": "none"})})
     models = Models(config)
-    fusion = models.fusion
+    fusion = _zero_shot(models)
     rows, count = clip_scores(clips, models, say)
     if not any(rows.values()):
         raise ValueError(f"{data}: no clip gave a window with audio or video to calibrate on")
