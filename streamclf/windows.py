@@ -106,6 +106,7 @@ class Windower:
                 parts.append(c.samples[i0:i1])
         audio = np.concatenate(parts) if parts else None
         if audio is not None:
+            assert self.audio_start is not None  # set by the first chunk, and audio came from chunks
             covered = min(t_end, self.watermark["audio"]) - max(t_start, self.audio_start)
             if len(audio) < min(self.spec.min_audio, covered / 2) * sr:
                 audio = None

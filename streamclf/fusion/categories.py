@@ -12,6 +12,7 @@ the generic label win.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class CategoryMap:
         return out
 
     @classmethod
-    def load(cls, path: str | Path, label_names: dict[str, list[str]], known: set[str] = frozenset()
+    def load(cls, path: str | Path, label_names: dict[str, list[str]], known: Collection[str] = frozenset()
              ) -> "CategoryMap":
         """Parse the YAML, resolving names against ``label_names[space]``.
 

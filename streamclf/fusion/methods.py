@@ -16,9 +16,10 @@ from .kernel import MKLHead
 from .shared import CCAHead
 
 
-def _unimodal(modality: str, modalities: tuple[str, ...], *args: Any, **kw: Any) -> Head:
+def _unimodal(modality: str, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
+              **kw: Any) -> Head:
     kw.pop("net", None)
-    return NeuralHead((modality,), *args, net="unimodal", **kw)
+    return NeuralHead((modality,), classes, dims, seed, net="unimodal", **kw)
 
 
 METHODS: dict[str, Callable[..., Head]] = {

@@ -61,7 +61,7 @@ class ZeroShotFusion:
         self._reduce = {m: act for m, (_, _, act) in spaces.items()}
         self._children = categories.children()
         self.parent_of = dict(categories.parents)
-        self.sees_raw = {m: p.any(axis=0) for m, p in self._proj.items()}  # through its own members
+        self.sees_raw = {m: np.asarray(p.any(axis=0)) for m, p in self._proj.items()}  # through its own members
         self.sees = {m: self._lift(s) for m, s in self.sees_raw.items()}  # ... or through a child's
         self._scale = {m: calibration.vectors(m, self.names) for m in spaces} if calibration else {}
 

@@ -128,7 +128,8 @@ def query_events(path: str | Path, source: str | None = None, since: str | None 
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     if not Path(path).is_file():
         raise ValueError(f"{path}: no event database here (the sqlite sink creates it)")
-    where, args = ["type = ?"], [kind]
+    where = ["type = ?"]
+    args: list[str | int] = [kind]
     if source is not None:
         where.append("source = ?")
         args.append(source)
