@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 import numpy as np
 
@@ -274,7 +274,7 @@ class Alerts:
         per = record.get("modality", {}).get(ev.label, {})
         ev.modality = dict(per)
         present = {m: v for m, v in per.items() if v is not None}
-        ev.driver = max(present, key=present.get) if present else None
+        ev.driver = max(present, key=present.__getitem__) if present else None
         frame = _snapshot(window, record, per)
         if frame is not None:
             ev.snapshot = _saved(lambda: self._write_jpeg(ev, frame), "snapshot")
@@ -382,7 +382,7 @@ def _pcm16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
 
 
-def video_codec() -> str:
+def video_codec() -> Literal["libx264", "mpeg4"]:
     """H.264 when this PyAV build has libx264 (the PyPI wheels do), else MPEG-4 part 2, which every build has."""
     import av
 
@@ -403,34 +403,35 @@ def write_mp4(path: Path, frames: list[tuple[float, np.ndarray]], audio: np.ndar
 
     ms = Fraction(1, 1000)
     with av.open(str(path), "w", format="mp4") as out:
-        video = sound = None
+        video: av.VideoStream | None = None
+        sound: av.AudioStream | None = None
         if frames:
             height, width = (side - side % 2 for side in frames[0][1].shape[:2])  # yuv420p wants even sides
             video = out.add_stream(video_codec(), rate=1000)  # millisecond timestamps: variable frame rate
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if len(audio):
             sound = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        last = -1
-        for t, image in frames:
-            pts = int(round((t - t0) * 1000))
-            if pts <= last or pts < 0:
-                continue
-            if image.shape[:2] != (video.height, video.width):  # a reconnect may change the size
-                import cv2
-
-                image = cv2.resize(image, (video.width, video.height))
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:video.height, :video.width]),
-                                               format="rgb24")
-            frame.pts, frame.time_base, last = pts, ms, pts
-            out.mux(video.encode(frame))
         if video is not None:
+            last = -1
+            for t, image in frames:
+                pts = int(round((t - t0) * 1000))
+                if pts <= last or pts < 0:
+                    continue
+                if image.shape[:2] != (video.height, video.width):  # a reconnect may change the size
+                    import cv2
+
+                    image = cv2.resize(image, (video.width, video.height))
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:video.height, :video.width]),
+                                                   format="rgb24")
+                frame.pts, frame.time_base, last = pts, ms, pts
+                out.mux(video.encode(frame))
             out.mux(video.encode())
         if sound is not None:
             pcm = _pcm16(audio)
             for i in range(0, len(pcm), 1024):
-                frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 1024], format="s16", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, i, Fraction(1, SAMPLE_RATE)
-                out.mux(sound.encode(frame))
+                chunk = av.AudioFrame.from_ndarray(pcm[None, i:i + 1024], format="s16", layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = SAMPLE_RATE, i, Fraction(1, SAMPLE_RATE)
+                out.mux(sound.encode(chunk))
             out.mux(sound.encode())
 
 

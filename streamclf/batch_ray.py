@@ -35,7 +35,8 @@ import logging
 import os
 import pickle
 import warnings
-from typing import Any, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, cast
 
 from .batch import THREADS, Job, decode_chunks, label_windows
 from .config import Config
@@ -77,7 +78,8 @@ def _decode_stage(batch: Any, config_json: str, row_bytes: int) -> Any:
         end: dict[str, Any] = {}
         chunks, size, deferred = [], 0, False
         seen: set[int] = set()
-        gen = decode_chunks(row["path"], row["name"], config, end)
+        # a generator function (annotated as an Iterator), so it can be closed early
+        gen = cast(Generator[list[Window], None, None], decode_chunks(row["path"], row["name"], config, end))
         for windows in gen:
             chunks.append(windows)
             for w in windows:  # windows share frames: count each frame once, as pickle stores it once

@@ -42,7 +42,7 @@ def tracks(path: str | Path) -> set[str]:
     """Which of ``audio`` / ``video`` a file holds (a cover picture counts as no video)."""
     try:
         with av.open(str(path)) as c:
-            found = {s.type for s in c.streams if s.type in ("audio", "video")}
+            found: set[str] = {s.type for s in c.streams if s.type in ("audio", "video")}
             if "video" in found and all(_is_picture(s) for s in c.streams.video):
                 found.discard("video")
     except av.error.FFmpegError as e:
@@ -108,7 +108,7 @@ def frames_at(path: str | Path, fps: float, size: tuple[int, int]) -> Iterator[n
             return
         stream = streams[0]
         stream.thread_type = "AUTO"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
         n, last, last_t = 0, None, 0.0
         for frame in c.decode(stream):
             t = (frame.time - start) if frame.time is not None else last_t
@@ -137,7 +137,9 @@ class MediaWriter:
         self.video.width, self.video.height = size
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": "20", "preset": "veryfast"}
-        self.audio = self.out.add_stream(audio_codec, rate=SAMPLE_RATE)
+        audio = self.out.add_stream(audio_codec, rate=SAMPLE_RATE)
+        assert isinstance(audio, av.AudioStream), f"{audio_codec} is not an audio codec"
+        self.audio = audio
         self.audio.layout = "mono"
         self.frames = 0
         self.samples = 0

@@ -324,8 +324,10 @@ class Decoder(threading.Thread):
             for frame in decoded:
                 self._progress = time.monotonic()
                 if isinstance(frame, av.AudioFrame):
+                    assert resampler is not None  # made with the audio stream, the only source of audio frames
                     audio_end = max(audio_end, self._audio(resampler.resample(frame), frame))
                     continue
+                assert isinstance(frame, av.VideoFrame)  # only the video and audio streams are demuxed
                 t = frame.time
                 if t is None:
                     continue
