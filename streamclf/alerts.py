@@ -28,10 +28,12 @@ import re
 import time
 import wave
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -73,11 +75,15 @@ class _Rule:
     post_roll: float
 
     @classmethod
-    def resolve(cls, rule: AlertRule, source: str) -> "_Rule | None":
+    def resolve(cls, rule: AlertRule, source: str) -> _Rule | None:
         o = rule.sources.get(source)
         if o is not None and not o.enabled:
             return None
-        pick = lambda name: getattr(o, name) if o is not None and getattr(o, name) is not None else getattr(rule, name)
+
+        def pick(name: str) -> Any:
+            """The source's override of a rule setting, else the rule's own."""
+            return getattr(o, name) if o is not None and getattr(o, name) is not None else getattr(rule, name)
+
         starts = {**rule.thresholds(), **({"fused": o.min_score} if o is not None and o.min_score is not None else {})}
         ends = {k: END_RATIO * v for k, v in starts.items()}
         if rule.end_score is not None and "fused" in starts:
@@ -286,7 +292,7 @@ class Alerts:
             rule = next(t.rule for t in self.tracks[ev.source] if t.rule.label == ev.label)
             ready = audio_end is None or (ev.end or 0.0) + rule.post_roll <= audio_end
             if (source is None or ev.source == source) and ready:
-                out.append(self._record(ev, "ended", _saved(lambda: self._write_clips(ev, rule), "clip")
+                out.append(self._record(ev, "ended", _saved(partial(self._write_clips, ev, rule), "clip")
                                         or {"clip": None}))
             else:
                 keep.append(ev)
@@ -515,7 +521,7 @@ def draw_boxes(rgb: np.ndarray, boxes: list[dict[str, Any]]) -> np.ndarray:
     h, w = out.shape[:2]
     thick = max(2, round(min(h, w) / 200))
     for b in boxes:
-        x0, y0, x1, y1 = (round(v * s) for v, s in zip(b["box"], (w, h, w, h)))
+        x0, y0, x1, y1 = (round(v * s) for v, s in zip(b["box"], (w, h, w, h), strict=True))
         cv2.rectangle(out, (x0, y0), (x1, y1), (255, 0, 0), thick)
         cv2.putText(out, f"{b['label']} {b['score']:.2f}", (x0 + thick, max(y0 - thick, 12 * thick)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 0, 0), thick)

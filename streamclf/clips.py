@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
@@ -165,7 +165,7 @@ class MediaWriter:
         self.out.mux(self.audio.encode(af))
         self.samples += len(samples)
 
-    def __enter__(self) -> "MediaWriter":
+    def __enter__(self) -> MediaWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:

@@ -27,7 +27,7 @@ def _bars(entries: list[dict[str, Any]] | None, n: int = 3, width: int = 10) -> 
 def _mix(record: dict[str, Any]) -> Text:
     """Which modality drove each fused label: per-modality scores side by side."""
     out = Text()
-    for label, per in list(record.get("modality", {}).items())[:3]:
+    for per in list(record.get("modality", {}).values())[:3]:
         parts = [f"{m[0].upper()}:{v:.2f}" if v is not None else f"{m[0].upper()}:-" for m, v in per.items()]
         out.append(" ".join(parts) + "\n", style="cyan")
     return out
@@ -98,7 +98,7 @@ class Dashboard:
         else:
             self.console.print(text, markup=False, highlight=False)
 
-    def __enter__(self) -> "Dashboard":
+    def __enter__(self) -> Dashboard:
         if self.console.is_terminal:
             self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
             self.live.__enter__()

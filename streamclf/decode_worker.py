@@ -48,7 +48,7 @@ class DecodeProcess:
     quiet: float = 0.0  # seconds the parent spent waiting without hearing from it, since its last message
 
     @classmethod
-    def start(cls, config_json: str | None = None) -> "DecodeProcess":
+    def start(cls, config_json: str | None = None) -> DecodeProcess:
         """A new process; it decodes once it has the config (now, or later with ``configure``)."""
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parents[1])  # this streamclf, whatever the caller's sys.path was

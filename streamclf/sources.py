@@ -72,7 +72,7 @@ class SourceSpec:
     live: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "SourceSpec":
+    def parse(cls, text: str) -> SourceSpec:
         """``clip.mp4``, ``name=clip.mp4``, ``rtsp://...``, ``/dev/video0`` or a camera index."""
         name, sep, url = text.partition("=")
         if not sep or "/" in name or ":" in name:

@@ -40,7 +40,7 @@ class CategoryMap:
 
     @classmethod
     def load(cls, path: str | Path, label_names: dict[str, list[str]], known: Collection[str] = frozenset()
-             ) -> "CategoryMap":
+             ) -> CategoryMap:
         """Parse the YAML, resolving names against ``label_names[space]``.
 
         Integer members and ``"a-b"`` ranges are indices; other strings are

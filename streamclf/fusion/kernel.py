@@ -57,7 +57,7 @@ class MKLHead(Head):
         k = sum(w[:, i:i + 1] * rbf(v, self.train[i], self.gamma[i]) for i, v in enumerate(self._std(x, n)))
         return k / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "MKLHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> MKLHead:
         full = mask_of(present, self.modalities, len(y)).all(1)
         x = {m: np.asarray(x[m])[full] for m in self.modalities}
         y = y[full]
@@ -71,7 +71,7 @@ class MKLHead(Head):
             kernels.append(rbf(v, v, self.gamma[-1]))
         a = np.array([max(alignment(k, y), 1e-6) for k in kernels])
         self.b = a / a.sum()
-        gram = sum(b * k for b, k in zip(self.b, kernels))
+        gram = sum(b * k for b, k in zip(self.b, kernels, strict=True))
         with warnings.catch_warnings():  # SVC's Platt scaling is the one that works on a precomputed kernel
             warnings.filterwarnings("ignore", "The `probability` parameter", FutureWarning)
             self.svm = SVC(C=self.C, kernel="precomputed", probability=True, random_state=self.seed).fit(gram, y)

@@ -1,9 +1,10 @@
 """The registry of fusion methods, and saving/loading fitted heads (safetensors + card)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml

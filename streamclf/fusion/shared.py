@@ -43,7 +43,7 @@ class CCAHead(Head):
         total = sum(mask[:, i:i + 1] * p for i, p in enumerate(parts))
         return total / np.maximum(mask.sum(1, keepdims=True), 1)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "CCAHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> CCAHead:
         full = mask_of(present, self.modalities, len(y)).all(1)
         self.pca_size = min(self.pca_size, int(full.sum()) - 1, *self.dims.values())
         self.components = min(self.components, self.pca_size)

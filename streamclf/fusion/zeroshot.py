@@ -1,4 +1,7 @@
-"""Decision-level fusion without a trained head: native scores -> shared categories -> calibrated, reliability-weighted pooling."""
+"""Decision-level fusion without a trained head.
+
+Native scores -> shared categories -> calibrated, reliability-weighted pooling.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import threading
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +164,7 @@ class WebhookSink:
             db.execute("BEGIN")
             db.execute("INSERT INTO dead (seq, key, body, status, reason, time) VALUES (?, ?, ?, ?, ?, ?)",
                        (seq, key, body, response.status_code, response.reason_phrase,
-                        iso_utc(datetime.now(timezone.utc))))
+                        iso_utc(datetime.now(UTC))))
             db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
         self.failed += 1
         print(f"webhook: {self.url} refused record {key} with HTTP {response.status_code} "
