@@ -1,4 +1,5 @@
 """JSON lines, one record per line, flushed per record so a crash loses nothing."""
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,11 @@ class JsonlSink:
             return
         tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
         cut = tail.rfind(b"\n")
-        if cut < 0 and size > len(tail) or not tail[cut + 1:].lstrip().startswith(b"{"):
+        if cut < 0 and size > len(tail) or not tail[cut + 1 :].lstrip().startswith(b"{"):
             os.close(fd)
-            raise ValueError(f"{self.path}: not a JSON-lines file (it ends in something else); "
-                             "choose another output file")
+            raise ValueError(
+                f"{self.path}: not a JSON-lines file (it ends in something else); choose another output file"
+            )
         os.ftruncate(fd, size - len(tail) + cut + 1)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -75,8 +77,12 @@ class JsonlSink:
             except OSError as e:
                 os.ftruncate(fd, end)  # never leave half a line behind
                 if self._failing is None:
-                    print(f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
-                          "and retrying with the next one", file=sys.stderr, flush=True)
+                    print(
+                        f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
+                        "and retrying with the next one",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 self._failing = e.strerror or str(e)
                 return False
             self._pending.popleft()
@@ -93,7 +99,11 @@ class JsonlSink:
         while not self._drain(self._fd) and time.monotonic() < deadline:
             time.sleep(0.2)
         if self._pending or self.lost:
-            print(f"jsonl: {self.path}: {len(self._pending) + self.lost} records could not be written "
-                  f"({self._failing or 'too many waiting'})", file=sys.stderr, flush=True)
+            print(
+                f"jsonl: {self.path}: {len(self._pending) + self.lost} records could not be written "
+                f"({self._failing or 'too many waiting'})",
+                file=sys.stderr,
+                flush=True,
+            )
         os.close(self._fd)
         self._fd = None

@@ -4,6 +4,7 @@ Each record is kept whole as JSON next to the few columns that queries
 filter on. ``query_events`` and ``format_events`` are what ``streamclf events``
 calls. Times are the router's wall clock, UTC, ISO 8601 ("...T05:12:00.123Z").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,9 @@ def parse_since(value: str) -> str:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"since: {value!r} is neither an ISO date/time (2026-11-28T05:00) "
-                         f"nor an age like 30m, 2h, 7d") from None
+        raise ValueError(
+            f"since: {value!r} is neither an ISO date/time (2026-11-28T05:00) nor an age like 30m, 2h, 7d"
+        ) from None
     return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
@@ -103,8 +105,18 @@ class SqliteSink:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO events (id, type, source, label, state, time, t_start, t_end, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record_key(record), kind, record.get("source"), label, state, time, t_start, t_end,
-                 json.dumps(record, ensure_ascii=False)))
+                (
+                    record_key(record),
+                    kind,
+                    record.get("source"),
+                    label,
+                    state,
+                    time,
+                    t_start,
+                    t_end,
+                    json.dumps(record, ensure_ascii=False),
+                ),
+            )
         if cursor.rowcount:
             self.stored += 1
         else:
@@ -118,8 +130,14 @@ class SqliteSink:
         return {"stored": self.stored, "duplicates": self.duplicates}
 
 
-def query_events(path: str | Path, source: str | None = None, since: str | None = None,
-                 label: str | None = None, kind: str = "alert", limit: int | None = None) -> list[dict[str, Any]]:
+def query_events(
+    path: str | Path,
+    source: str | None = None,
+    since: str | None = None,
+    label: str | None = None,
+    kind: str = "alert",
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Stored records of one kind, oldest first; with ``limit``, the newest ``limit`` of them.
 
     ``label`` matches an alert's label or a window's top label, ignoring case.
@@ -184,8 +202,18 @@ def format_events(rows: list[dict[str, Any]]) -> str:
             top = (r.get("labels") or [{}])[0]
             what, start, end, peak = top.get("label"), r.get("t_start"), r.get("t_end"), top.get("score")
         time = str(r["time"])[:19].replace("T", " ") + "Z"  # to the second
-        lines.append((time, str(r.get("source", "-")), str(what or "-"), _span(start, end),
-                      "-" if peak is None else f"{peak:.2f}", "  ".join(str(d) for d in details if d)))
+        lines.append(
+            (
+                time,
+                str(r.get("source", "-")),
+                str(what or "-"),
+                _span(start, end),
+                "-" if peak is None else f"{peak:.2f}",
+                "  ".join(str(d) for d in details if d),
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
-    return "\n".join("  ".join([*(col.ljust(w) for col, w in zip(line[:5], widths, strict=True)), line[5]]).rstrip()
-                     for line in lines)
+    return "\n".join(
+        "  ".join([*(col.ljust(w) for col, w in zip(line[:5], widths, strict=True)), line[5]]).rstrip()
+        for line in lines
+    )
