@@ -1,4 +1,5 @@
 """Kernel-level fusion: multiple kernel learning with one RBF kernel per modality."""
+
 from __future__ import annotations
 
 import warnings
@@ -40,21 +41,30 @@ class MKLHead(Head):
     method = "mkl"
     savable = False
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 C: float = 10.0, **_: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        C: float = 10.0,
+        **_: Any,
+    ) -> None:
         super().__init__(modalities, classes, dims, seed)
         self.C = C
         self.b = np.ones(len(self.modalities)) / len(self.modalities)
 
     def _std(self, x: Inputs, n: int) -> list[np.ndarray]:
-        return [((np.asarray(x[m], np.float64) - self.mean[m]) / self.std[m]) if m in x
-                else np.zeros((n, self.dims[m])) for m in self.modalities]
+        return [
+            ((np.asarray(x[m], np.float64) - self.mean[m]) / self.std[m]) if m in x else np.zeros((n, self.dims[m]))
+            for m in self.modalities
+        ]
 
     def _kernel(self, x: Inputs, present: Present) -> np.ndarray:
         n = rows(x, present)
         mask = mask_of(present, self.modalities, n).astype(np.float64)
         w = self.b[None, :] * mask
-        k = sum(w[:, i:i + 1] * rbf(v, self.train[i], self.gamma[i]) for i, v in enumerate(self._std(x, n)))
+        k = sum(w[:, i : i + 1] * rbf(v, self.train[i], self.gamma[i]) for i, v in enumerate(self._std(x, n)))
         return k / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
     def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> MKLHead:

@@ -2,6 +2,7 @@
 
 Native scores -> shared categories -> calibrated, reliability-weighted pooling.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,9 +47,14 @@ class ZeroShotFusion:
     raise a category.
     """
 
-    def __init__(self, categories: CategoryMap, spaces: dict[str, tuple[str, int, str]],
-                 weights: dict[str, float], sharpness: float | None = None,
-                 calibration: Calibration | None = None) -> None:
+    def __init__(
+        self,
+        categories: CategoryMap,
+        spaces: dict[str, tuple[str, int, str]],
+        weights: dict[str, float],
+        sharpness: float | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         """``spaces[modality] = (label space, number of classes, activation)``; ``sharpness`` 0 = fixed weights.
 
         ``sharpness`` and the pooling rule come from ``calibration`` when one
