@@ -12,6 +12,7 @@ Prints a table and writes benchmarks/results/animal_vehicle.json.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -69,6 +70,7 @@ def pictures(models) -> list[dict]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from streamclf import load_config
     from streamclf.encoders import MODELS
     from streamclf.fusion.categories import BUILTIN, CategoryMap

@@ -70,6 +70,8 @@ def test_every_benchmark_the_docs_name_exists_and_knows_its_flags() -> None:
     for script, flags in sorted(uses.items()):
         path = ROOT / "benchmarks" / script
         assert path.exists(), f"docs name benchmarks/{script}, which does not exist"
+        source = path.read_text()  # a script without a parser would run (and overwrite its results) on --help
+        assert "ArgumentParser" in source or "streamclf.cli" in source, f"benchmarks/{script} takes no --help"
         proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"benchmarks/{script} --help: {proc.stderr[-300:]}"
         unknown = {f for f in flags if f not in proc.stdout}
