@@ -13,7 +13,8 @@ Every source is a file played at real time (``sources.realtime``), as a camera d
 Settings: ``surveillance`` is configs/surveillance.yaml (2 fps, window 2 s, hop 1 s, detector on)
 without its sinks and alert rules; ``default`` the defaults (4 fps, window 2 s, hop 0.5 s).
 Per condition (settings x scene x detector x reuse) the source counts are tried in increasing order
-until one fails; ``capacity`` is the largest count that passed (of those tried). Latency is from the
+until one fails (the conditions take turns at each count, so they share the machine's load);
+``capacity`` is the largest count that passed (of those tried). Latency is from the
 moment a window became complete (its last sample arrived) to its record; dropped counts what the live
 feeds threw away because the worker fell behind. The machine is shared: each run records the load
 average before it, and the ratios between conditions of one run are the figures to read.
@@ -155,16 +156,16 @@ def main() -> None:
         scenes["static"] = static_scene(Path(tempfile.mkdtemp(prefix="live_latency-")))
     rows = []
     for settings, scene, counts in plan:
-        for detector in both[args.detector]:
-            for reuse in both[args.reuse]:
-                for n in counts:
-                    row = measure(n, seconds, scenes[scene], settings, detector, reuse)
-                    rows.append(row)
-                    print(f"{settings} {scene} detector={'on' if detector else 'off'} reuse={'on' if reuse else 'off'} "
-                          f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
-                          f"{'ok' if row['ok'] else 'over'} (load {row['load_before']})", file=sys.stderr, flush=True)
-                    if not row["ok"]:
-                        break
+        active = [(d, r) for d in both[args.detector] for r in both[args.reuse]]
+        for n in counts:  # conditions interleaved per count, so that each count sees them under the same load
+            for detector, reuse in list(active):
+                row = measure(n, seconds, scenes[scene], settings, detector, reuse)
+                rows.append(row)
+                print(f"{settings} {scene} detector={'on' if detector else 'off'} reuse={'on' if reuse else 'off'} "
+                      f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
+                      f"{'ok' if row['ok'] else 'over'} (load {row['load_before']})", file=sys.stderr, flush=True)
+                if not row["ok"]:
+                    active.remove((detector, reuse))
     print(f"{'settings':<13}{'scene':<16}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}{'p50 ms':>8}"
           f"{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}")
     for r in rows:
