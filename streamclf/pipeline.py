@@ -251,19 +251,20 @@ class Models:
                 if detection is not None:
                     res.scores["detector"] = detection.scores
             timings.since("detect", t0)
-        audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
-        silent = [self.reuse.silent(w.source, w.audio) for _, w in audio_windows]
-        for (_, w), quiet in zip(audio_windows, silent):
+        audio_windows = [(i, w.source, w.audio) for i, w in enumerate(windows) if w.audio is not None]
+        silent = [self.reuse.silent(source, audio) for _, source, audio in audio_windows]
+        for (_, source, _), quiet in zip(audio_windows, silent):
             if quiet:
-                self.reuse.count(w.source, "audio_windows")
+                self.reuse.count(source, "audio_windows")
+        audio = [a for _, _, a in audio_windows]
         if "audio" in self.encoders:
             t0 = time.monotonic()
-            for (i, _), (emb, scores) in zip(audio_windows, self._embed_audio("audio", audio_windows, silent)):
+            for (i, _, _), (emb, scores) in zip(audio_windows, self._embed_audio("audio", audio, silent)):
                 self._pool(results[i], "audio", emb, scores)
             timings.since("encode audio", t0)
         if self.speech is not None:
             t0 = time.monotonic()
-            for (i, _), (_, prob) in zip(audio_windows, self._embed_audio("speech", audio_windows, silent)):
+            for (i, _, _), (_, prob) in zip(audio_windows, self._embed_audio("speech", audio, silent)):
                 results[i].features["speech"] = float(prob[0, 0])
             timings.since("speech", t0)
         self.reuse.trim(windows)
@@ -275,9 +276,9 @@ class Models:
     def _video(self, windows: list[Window], results: list[Embeddings]) -> None:
         encoder = self.encoders["video"]
         if encoder.meta.get("clip"):  # one clip per window: its transform picks the frames
-            todo = [(i, w) for i, w in enumerate(windows) if w.frames]
-            for (i, _), (emb, scores) in zip(todo, encoder.embed([np.stack([f.image for f in w.frames])
-                                                                  for _, w in todo])):
+            clips = [(i, w) for i, w in enumerate(windows) if w.frames]
+            for (i, _), (emb, scores) in zip(clips, encoder.embed([np.stack([f.image for f in w.frames])
+                                                                   for _, w in clips])):
                 results[i].embedding["video"], results[i].scores["video"] = emb[0], scores[0]
             return
         cache = self._frame_cache
@@ -315,20 +316,20 @@ class Models:
                 self._pool(res, "video", np.stack([e for e, _ in items]), np.stack([s for _, s in items]))
         trim_frames(cache, windows)
 
-    def _embed_audio(self, name: str, audio_windows: list[tuple[int, Window]],
-                     silent: list[bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _embed_audio(self, name: str, audio: list[np.ndarray], silent: list[bool]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``name`` encoder's output per window ("audio" or "speech"): silent windows take the result of
         silence of their length (computed once), the others go through the encoder in one call."""
         encoder = self.encoders["audio"] if name == "audio" else self.speech
-        loud = iter(encoder.embed([w.audio for (_, w), quiet in zip(audio_windows, silent) if not quiet]))
+        assert encoder is not None
+        loud = iter(encoder.embed([a for a, quiet in zip(audio, silent) if not quiet]))
         out = []
-        for (_, w), quiet in zip(audio_windows, silent):
+        for a, quiet in zip(audio, silent):
             if not quiet:
                 out.append(next(loud))
                 continue
-            key = (name, len(w.audio))
+            key = (name, len(a))
             if key not in self._silence:
-                self._silence[key] = encoder.embed([np.zeros(len(w.audio), np.float32)])[0]
+                self._silence[key] = encoder.embed([np.zeros(len(a), np.float32)])[0]
             out.append(self._silence[key])
         return out
 
