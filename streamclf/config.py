@@ -71,6 +71,13 @@ class DetectorConfig(_Strict):
                              "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)")
     weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _motion_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "motion" in data:
+            raise ValueError("motion moved to reuse.motion (one change measure for the detector and the video encoder)")
+        return data
+
 
 class ReuseConfig(_Strict):
     """Work not done twice: unchanged frames reuse the video embedding and detections of the last computed frame,

@@ -129,3 +129,11 @@ def test_status_lines_name_what_was_reused() -> None:
     record = {"source": "cam", "state": "ended", "stats": {"windows": 9, "reused": {"video_frames": 20,
                                                                                     "audio_windows": 0}}}
     assert status_line(record, SourceState("cam"), "live", 1.0) == "[cam] ended: 9 windows, reused: 20 video frames"
+
+
+def test_the_old_detector_motion_key_says_where_it_went() -> None:
+    from streamclf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="motion moved to reuse.motion"):
+        load_config(**{"detector.motion": 0.01})
+    assert load_config(**{"reuse.motion": 0.01}).reuse.motion == 0.01
