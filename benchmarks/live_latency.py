@@ -12,6 +12,8 @@ Every source is a file played at real time (``sources.realtime``), as a camera d
   ../shared/data at the start of the run.
 Settings: ``surveillance`` is configs/surveillance.yaml (2 fps, window 2 s, hop 1 s, detector on)
 without its sinks and alert rules; ``default`` the defaults (4 fps, window 2 s, hop 0.5 s).
+Latency percentiles leave out the windows that end in each source's first 5 media seconds (all
+sources start in the same second; ``latency_p95_with_warmup_ms`` keeps them); dropped counts all.
 Per condition (settings x scene x detector x reuse) the source counts are tried in increasing order
 until one fails (the conditions take turns at each count, so they share the machine's load);
 ``capacity`` is the largest count that passed (of those tried). Latency is from the
@@ -38,6 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MARGIN = 0.3  # seconds over the hop a window's p95 latency may take
+WARMUP = 5.0  # media seconds at the start of each source left out of the steady-state latency (every camera
+              # starting in the same second, the first batches pay for the models' first runs)
 PLAN = [  # (settings, scene, source counts tried): the targets of issues 17 and 18
     ("surveillance", "moving", [2, 4, 6, 8, 12, 16]),
     ("surveillance", "static", [8, 16, 24, 32]),
@@ -63,12 +67,12 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     from streamclf.sources import SourceSpec
 
     config = config_for(settings, detector, reuse)
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
     def on_event(record: dict, states: dict) -> None:
         if "type" not in record:
-            latencies.append(record["latency_ms"])
+            latencies.append((record["t_end"], record["latency_ms"]))
         elif record["type"] == "timings":
             final.update(record)
 
@@ -81,7 +85,8 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     states = pipeline.run(specs)
     wall = time.monotonic() - t0
     timer.cancel()
-    lat = np.array(latencies) if latencies else np.array([np.nan])
+    everything = np.array([ms for _, ms in latencies] or [np.nan])
+    lat = np.array([ms for t, ms in latencies if t > WARMUP] or [np.nan])
     dropped = {k: sum(st.dropped.get(k, 0) for st in states.values()) for k in ("windows", "frames", "audio_chunks")}
     hop = config.window.hop
     p95 = round(float(np.percentile(lat, 95)), 1)
@@ -89,7 +94,8 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
             "load_before": round(load, 2), "wall_s": round(wall, 1),
             "windows": int(sum(st.windows for st in states.values())),
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1), "latency_p95_ms": p95,
-            "latency_p99_ms": round(float(np.percentile(lat, 99)), 1), "dropped": dropped,
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
+            "latency_p95_with_warmup_ms": round(float(np.percentile(everything, 95)), 1), "dropped": dropped,
             "fps": config.window.fps, "hop_s": hop, "length_s": config.window.length,
             "ok": dropped["windows"] == 0 and p95 <= (hop + MARGIN) * 1000.0,
             "reused": final.get("reused", {}), "stages": final.get("stages", {})}

@@ -88,7 +88,8 @@ class ReuseConfig(_Strict):
     motion: float = Field(0.005, ge=0, le=1, description="share of a small grey copy of the frame that must change "
                           "since the last computed frame for the video encoder and detector to run again (0: always)")
     max_age: float | None = Field(10.0, gt=0, description="seconds a computed result may stand for unchanged frames "
-                                  "before it is computed again (null: as long as nothing moves)")
+                                  "before it is computed again (each source gets between half and all of it, so "
+                                  "that cameras started together do not compute at once; null: no limit)")
     silence_dbfs: float = Field(-70.0, le=0, description="a window whose audio is quieter than this (dBFS) reuses "
                                 "the result of silence instead of running the audio encoders")
 

@@ -10,7 +10,9 @@ and the person detector): each frame's grey copy is made once, and each
 consumer keeps its own last computed frame per source, because they run at
 different rates. Comparing with the last *computed* frame, not the previous
 one, means a slow change adds up until it counts; ``reuse.max_age`` bounds
-how long a result may stand even when nothing seems to move.
+how long a result may stand even when nothing seems to move (each source
+gets a period between half and all of it, so that cameras started together
+do not all compute again at once).
 
 Whether reuse applies is per source: ``reuse.enabled`` null means live
 sources only (cameras, streams, files paced at real time); batch labelling
@@ -19,6 +21,7 @@ reads every frame unless asked.
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
@@ -116,12 +119,19 @@ class FrameReuse:
         if anchor is None:
             return None
         age = frame.pts - anchor.pts
-        if age < 0 or (self.config.max_age is not None and age > self.config.max_age):
+        if age < 0 or age > self._max_age(frame.source):
             return None  # the timeline went back (a reconnect), or the result is too old to trust
         if changed(self._thumb(frame), anchor.thumb) >= self.config.motion:
             return None
         self.counts[(frame.source, f"{consumer}_frames")] += 1
         return anchor.slot
+
+    def _max_age(self, source: str) -> float:
+        """How long a result may stand for this source: between half and all of ``reuse.max_age``, fixed per
+        source name, so that cameras started together do not all compute again in the same second."""
+        if self.config.max_age is None:
+            return math.inf
+        return self.config.max_age * (0.5 + 0.5 * zlib.crc32(source.encode()) / 2**32)
 
     def keep(self, consumer: str, frame: Frame, slot: Slot) -> None:
         """``frame`` is being computed into ``slot``: later frames of its source are compared with it."""

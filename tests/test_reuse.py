@@ -33,7 +33,7 @@ def models():
     """(reuse on, reuse as configured by default), both with the detector on; loaded once for the module."""
     from streamclf.pipeline import Models
 
-    return (Models(load_config(**{"detector.enabled": True, "reuse.enabled": True})),
+    return (Models(load_config(**{"detector.enabled": True, "reuse.enabled": True, "reuse.max_age": 60.0})),
             Models(load_config(**{"detector.enabled": True})))
 
 
@@ -121,6 +121,26 @@ def test_silent_windows_reuse_the_result_of_silence(models) -> None:
     finally:
         encoder.embed = real
         on.forget("mic")
+
+
+def test_an_unchanged_result_is_computed_again_within_max_age_and_not_all_sources_at_once() -> None:
+    from streamclf.config import ReuseConfig
+    from streamclf.reuse import FrameReuse, Slot
+    from streamclf.types import Frame
+
+    reuse = FrameReuse(ReuseConfig(enabled=True, max_age=10.0))
+    image = np.full((90, 160, 3), 128, np.uint8)
+    computed: dict[str, list[float]] = {}
+    for pts in np.arange(0.0, 40.0, 0.5):
+        for source in ("cam1", "cam2"):
+            frame = Frame(source, float(pts), image)
+            if reuse.last("video", frame) is None:
+                reuse.keep("video", frame, Slot())
+                computed.setdefault(source, []).append(float(pts))
+    for times in computed.values():
+        gaps = np.diff(times)
+        assert len(set(gaps)) == 1 and 5.0 <= gaps[0] <= 10.5  # one period per source, at most max_age
+    assert computed["cam1"] != computed["cam2"]  # started together, they do not compute together
 
 
 def test_status_lines_name_what_was_reused() -> None:
