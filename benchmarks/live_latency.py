@@ -18,7 +18,9 @@ Per condition (settings x scene x detector x reuse) the source counts are tried 
 until one fails (the conditions take turns at each count, so they share the machine's load);
 ``capacity`` is the largest count that passed (of those tried). Latency is from the
 moment a window became complete (its last sample arrived) to its record; dropped counts what the live
-feeds threw away because the worker fell behind. The machine is shared: each run records the load
+feeds threw away because the worker fell behind. ``cpu_ms_per_source_s`` is this process's CPU time
+(every thread: decoding, encoders, detector) per second of one source: the cost of a camera, which
+other jobs on the machine disturb far less than latency (2 cores give 2000 ms a second in all). The machine is shared: each run records the load
 average before it, and the ratios between conditions of one run are the figures to read.
 Prints a table and writes benchmarks/results/live_latency.json (with the command).
 """
@@ -81,9 +83,9 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     specs = [SourceSpec.parse(f"cam{i + 1}={media}") for i in range(n)]
     timer = threading.Timer(seconds, pipeline.stop)
     timer.start()
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     states = pipeline.run(specs)
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     timer.cancel()
     everything = np.array([ms for _, ms in latencies] or [np.nan])
     lat = np.array([ms for t, ms in latencies if t > WARMUP] or [np.nan])
@@ -92,6 +94,7 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     p95 = round(float(np.percentile(lat, 95)), 1)
     return {"settings": settings, "scene": media.stem, "sources": n, "detector": detector, "reuse": reuse,
             "load_before": round(load, 2), "wall_s": round(wall, 1),
+            "cpu_ms_per_source_s": round(1000.0 * cpu / (n * wall), 1),
             "windows": int(sum(st.windows for st in states.values())),
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1), "latency_p95_ms": p95,
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
@@ -169,15 +172,17 @@ def main() -> None:
                 rows.append(row)
                 print(f"{settings} {scene} detector={'on' if detector else 'off'} reuse={'on' if reuse else 'off'} "
                       f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
-                      f"{'ok' if row['ok'] else 'over'} (load {row['load_before']})", file=sys.stderr, flush=True)
+                      f"{'ok' if row['ok'] else 'over'} (load {row['load_before']}, "
+                      f"{row['cpu_ms_per_source_s']} cpu ms per source-second)", file=sys.stderr, flush=True)
                 if not row["ok"]:
                     active.remove((detector, reuse))
     print(f"{'settings':<13}{'scene':<16}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}{'p50 ms':>8}"
-          f"{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}")
+          f"{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}")
     for r in rows:
         print(f"{r['settings']:<13}{r['scene']:<16}{'on' if r['detector'] else 'off':>9}{'on' if r['reuse'] else 'off':>6}"
               f"{r['sources']:>8}{r['windows']:>8}{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
-              f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}")
+              f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}"
+              f"{r['cpu_ms_per_source_s']:>13.0f}")
     caps = capacity(rows)
     print(f"\ncapacity: sources with 0 dropped windows and p95 <= hop + {MARGIN * 1000:.0f} ms (largest tried that passed)")
     for c in caps:
