@@ -255,7 +255,8 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every verb and flag; the docs test parses each command the README and docs/ show with it."""
     parser = argparse.ArgumentParser(prog="streamclf", description="Real-time audio-visual classification.")
     verbs = parser.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="classify files, cameras or streams live")
@@ -386,8 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--data", help="shared data folder (default: ../shared/data or STREAMCLF_SHARED_DATA)")
     cmp.add_argument("--out", default="benchmarks/results", help="folder for fusion_avdigits.{md,json,png}")
     cmp.set_defaults(func=_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.command_line = " ".join(["streamclf", *argv])
     try:
         return args.func(args)
