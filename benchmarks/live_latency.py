@@ -20,8 +20,9 @@ until one fails (the conditions take turns at each count, so they share the mach
 moment a window became complete (its last sample arrived) to its record; dropped counts what the live
 feeds threw away because the worker fell behind. ``cpu_ms_per_source_s`` is this process's CPU time
 (every thread: decoding, encoders, detector) per second of one source: the cost of a camera, which
-other jobs on the machine disturb far less than latency (2 cores give 2000 ms a second in all). The machine is shared: each run records the load
-average before it, and the ratios between conditions of one run are the figures to read.
+other jobs on the machine disturb far less than latency (2 cores give 2000 ms a second in all). The
+machine is shared: each run records the load average before it, and the ratios between conditions
+of one run are the figures to read.
 Prints a table and writes benchmarks/results/live_latency.json (with the command).
 """
 from __future__ import annotations
@@ -51,24 +52,27 @@ PLAN = [  # (settings, scene, source counts tried): the targets of issues 17 and
 ]
 
 
-def config_for(settings: str, detector: bool, reuse: bool):
-    """The config of one condition: surveillance.yaml without sinks and alerts, or the defaults; real-time files."""
+def config_for(settings: str, detector: bool, reuse: bool, hop: float | None = None):
+    """The config of one condition: surveillance.yaml without sinks and alerts, or the defaults; real-time files;
+    ``hop`` replaces the settings' hop."""
     from streamclf import load_config
     from streamclf.config import AlertsConfig, SinksConfig
 
-    overrides = {"sources.realtime": True, "detector.enabled": detector, "reuse.enabled": reuse}
+    overrides = {"sources.realtime": True, "detector.enabled": detector, "reuse.enabled": reuse,
+                 **({"window.hop": hop} if hop else {})}
     if settings == "default":
         return load_config(**overrides)
     config = load_config(ROOT / "configs" / "surveillance.yaml", **overrides)
     return config.model_copy(update={"sinks": SinksConfig(), "alerts": AlertsConfig()})
 
 
-def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, reuse: bool) -> dict:
+def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, reuse: bool,
+            hop: float | None = None) -> dict:
     """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
     from streamclf.pipeline import Pipeline
     from streamclf.sources import SourceSpec
 
-    config = config_for(settings, detector, reuse)
+    config = config_for(settings, detector, reuse, hop)
     latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
@@ -145,6 +149,7 @@ def main() -> None:
     ap.add_argument("--detector", choices=["off", "on", "both"], default="both")
     ap.add_argument("--reuse", choices=["off", "on", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=30.0, help="media seconds per run")
+    ap.add_argument("--hop", type=float, help="seconds between windows, instead of the settings' hop")
     ap.add_argument("--media", default="bbb_360p_60s.mp4", help="the moving clip under shared/data/media")
     ap.add_argument("--quick", action="store_true", help="1 source, 8 s, surveillance, moving: checks the script")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "live_latency.json"))
@@ -168,7 +173,7 @@ def main() -> None:
         active = [(d, r) for d in both[args.detector] for r in both[args.reuse]]
         for n in counts:  # conditions interleaved per count, so that each count sees them under the same load
             for detector, reuse in list(active):
-                row = measure(n, seconds, scenes[scene], settings, detector, reuse)
+                row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop)
                 rows.append(row)
                 print(f"{settings} {scene} detector={'on' if detector else 'off'} reuse={'on' if reuse else 'off'} "
                       f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
@@ -179,12 +184,14 @@ def main() -> None:
     print(f"{'settings':<13}{'scene':<16}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}{'p50 ms':>8}"
           f"{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}")
     for r in rows:
-        print(f"{r['settings']:<13}{r['scene']:<16}{'on' if r['detector'] else 'off':>9}{'on' if r['reuse'] else 'off':>6}"
-              f"{r['sources']:>8}{r['windows']:>8}{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
+        print(f"{r['settings']:<13}{r['scene']:<16}{'on' if r['detector'] else 'off':>9}"
+              f"{'on' if r['reuse'] else 'off':>6}{r['sources']:>8}{r['windows']:>8}"
+              f"{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
               f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}"
               f"{r['cpu_ms_per_source_s']:>13.0f}")
     caps = capacity(rows)
-    print(f"\ncapacity: sources with 0 dropped windows and p95 <= hop + {MARGIN * 1000:.0f} ms (largest tried that passed)")
+    print(f"\ncapacity: sources with 0 dropped windows and p95 <= hop + {MARGIN * 1000:.0f} ms "
+          "(largest tried that passed)")
     for c in caps:
         print(f"  {c['settings']:<13}{c['scene']:<16}detector {'on ' if c['detector'] else 'off'}  "
               f"reuse {'on ' if c['reuse'] else 'off'}  {c['capacity']:>3}  (tried {c['tried']})")

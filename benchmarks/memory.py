@@ -107,11 +107,13 @@ def main() -> None:
            "rss_early_mb": round(early, 1), "rss_late_mb": round(late, 1),
            "growth_percent": round(100 * (late - early) / early, 2),
            "samples": [[round(a, 1), round(b, 1)] for a, b in zip(t, rss)]}
-    print("| sources | minutes | windows | peak RSS MB | RSS at 10-20 % MB | RSS at 90-100 % MB | growth (target < 5 %) |")
+    print("| sources | minutes | windows | peak RSS MB | RSS at 10-20 % MB | RSS at 90-100 % MB "
+          "| growth (target < 5 %) |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {row['sources']} | {row['minutes']} | {row['windows']} | {row['rss_peak_mb']} | {row['rss_early_mb']} | "
           f"{row['rss_late_mb']} | {row['growth_percent']} % |")
-    doc = {"command": " ".join(["benchmarks/memory.py", *sys.argv[1:]]), "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+    doc = {"command": " ".join(["benchmarks/memory.py", *sys.argv[1:]]),
+           "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
            "quick": args.quick, "runs": [row]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")

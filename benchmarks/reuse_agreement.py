@@ -63,7 +63,7 @@ def agreement(off: list[dict], on: list[dict], threshold: float) -> dict:
     assert len(off) == len(on), "reuse changed the number of windows"
 
     def same(key) -> int:
-        return sum(key(a) == key(b) for a, b in zip(off, on))
+        return sum(key(a) == key(b) for a, b in zip(off, on, strict=True))
 
     return {"windows": len(off),
             "fused_top1_same": same(lambda r: r["labels"][0]["label"]),
@@ -98,11 +98,12 @@ def main() -> None:
             on = records(models[True], path)
             t_on = time.monotonic() - t0
             reused = {k: v - before[k] for k, v in models[True].reuse.totals().items()}
-            row = {"setting": setting, "group": group, "clip": path.name, **agreement(off, on, threshold), "reused": reused,
-                   "seconds_off": round(t_off, 1), "seconds_on": round(t_on, 1)}
+            row = {"setting": setting, "group": group, "clip": path.name, **agreement(off, on, threshold),
+                   "reused": reused, "seconds_off": round(t_off, 1), "seconds_on": round(t_on, 1)}
             rows.append(row)
-            print(f"{setting:<12} {path.name:<24} windows {row['windows']:>4}  fused top-1 same {row['fused_top1_same']:>4}"
-                  f"  video {row['video_top1_same']:>4}  person {row['person_same']:>4}  reused {reused}",
+            print(f"{setting:<12} {path.name:<24} windows {row['windows']:>4}  "
+                  f"fused top-1 same {row['fused_top1_same']:>4}  video {row['video_top1_same']:>4}  "
+                  f"person {row['person_same']:>4}  reused {reused}",
                   file=sys.stderr, flush=True)
     keys = ("windows", "fused_top1_same", "video_top1_same", "person_same")
     summary = {}

@@ -54,7 +54,8 @@ def _run(args: argparse.Namespace) -> int:
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "fusion.calibration": args.calibration, "sources.realtime": args.realtime or None,
         **_encoders(args), "reuse.enabled": args.reuse, "sinks.webhook.url": args.webhook,
-        "sinks.webhook.secret_env": args.webhook_secret_env, "sinks.webhook.spool": args.webhook_spool, "sinks.sqlite.path": args.sqlite,
+        "sinks.webhook.secret_env": args.webhook_secret_env, "sinks.webhook.spool": args.webhook_spool,
+        "sinks.sqlite.path": args.sqlite,
         "alerts.events_dir": args.events_dir, "output_dir": args.output_dir,
     }.items() if v is not None}
     if args.mqtt:

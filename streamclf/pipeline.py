@@ -316,7 +316,8 @@ class Models:
                 self._pool(res, "video", np.stack([e for e, _ in items]), np.stack([s for _, s in items]))
         trim_frames(cache, windows)
 
-    def _embed_audio(self, name: str, audio: list[np.ndarray], silent: list[bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _embed_audio(self, name: str, audio: list[np.ndarray],
+                     silent: list[bool]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``name`` encoder's output per window ("audio" or "speech"): silent windows take the result of
         silence of their length (computed once), the others go through the encoder in one call."""
         encoder = self.encoders["audio"] if name == "audio" else self.speech

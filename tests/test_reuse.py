@@ -90,7 +90,7 @@ def test_reuse_does_not_change_labels_on_a_moving_clip(models) -> None:
     clip = shared("media/flipping_a_pancake.mkv")
     on, off = (_records(m, clip) for m in models)
     assert len(on) == len(off) == 18
-    same = sum(a["labels"][0]["label"] == b["labels"][0]["label"] for a, b in zip(on, off))
+    same = sum(a["labels"][0]["label"] == b["labels"][0]["label"] for a, b in zip(on, off, strict=True))
     assert same / len(on) >= 0.99
     assert [a["video"][0]["label"] for a in on] == [b["video"][0]["label"] for b in off]
 
@@ -103,7 +103,8 @@ def test_silent_windows_reuse_the_result_of_silence(models) -> None:
     n = 32000
     loud = np.resize(bark.mean(axis=1), n)  # a loud window (its sample rate does not matter here)
     quiet = (np.random.default_rng(0).standard_normal(n) * 10 ** (-80 / 20)).astype(np.float32)  # -80 dBFS hiss
-    windows = [Window("mic", i, 2.0 * i, 2.0 * i + 2.0, [], a) for i, a in enumerate((np.zeros(n, np.float32), quiet, loud))]
+    audio = (np.zeros(n, np.float32), quiet, loud)
+    windows = [Window("mic", i, 2.0 * i, 2.0 * i + 2.0, [], a) for i, a in enumerate(audio)]
     encoder = on.encoders["audio"]
     seen: list[int] = []
     real = encoder.embed
