@@ -19,7 +19,8 @@ until one fails (the conditions take turns at each count, so they share the mach
 ``capacity`` is the largest count that passed (of those tried). Latency is from the
 moment a window became complete (its last sample arrived) to its record; dropped counts what the live
 feeds threw away because the worker fell behind. ``cpu_ms_per_source_s`` is this process's CPU time
-(every thread: decoding, encoders, detector) per second of one source: the cost of a camera, which
+(every thread: decoding, encoders, detector; queued windows are finished after the stop) per media
+second of one source: the cost of a camera (exact when nothing was dropped), which
 other jobs on the machine disturb far less than latency (2 cores give 2000 ms a second in all). The
 machine is shared: each run records the load average before it, and the ratios between conditions
 of one run are the figures to read.
@@ -98,7 +99,7 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     p95 = round(float(np.percentile(lat, 95)), 1)
     return {"settings": settings, "scene": media.stem, "sources": n, "detector": detector, "reuse": reuse,
             "load_before": round(load, 2), "wall_s": round(wall, 1),
-            "cpu_ms_per_source_s": round(1000.0 * cpu / (n * wall), 1),
+            "cpu_s": round(cpu, 1), "cpu_ms_per_source_s": round(1000.0 * cpu / (n * seconds), 1),
             "windows": int(sum(st.windows for st in states.values())),
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1), "latency_p95_ms": p95,
             "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
