@@ -1,4 +1,5 @@
 """streamclf: real-time audio-visual classification of files, cameras and streams."""
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,14 @@ __version__ = "0.1.0"
 
 # Each name is loaded when first asked for: the pipeline pulls in torch (seconds), and even the
 # config's pydantic is more than `streamclf --help` or a decode-only process needs.
-_HOME = {"Config": "config", "load_config": "config", "Pipeline": "pipeline", "run": "pipeline",
-         "label_files": "batch", "iter_records": "batch"}
+_HOME = {
+    "Config": "config",
+    "load_config": "config",
+    "Pipeline": "pipeline",
+    "run": "pipeline",
+    "label_files": "batch",
+    "iter_records": "batch",
+}
 
 
 def __getattr__(name: str) -> Any:

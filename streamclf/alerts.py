@@ -19,6 +19,7 @@ Event times are window centres: a window stands for the moment in its
 middle, so a short bark at 5.0 s gives an event starting near 5.0 s, not at
 the start of the first (2 s long) window that heard it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,10 +29,12 @@ import re
 import time
 import wave
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -73,17 +76,31 @@ class _Rule:
     post_roll: float
 
     @classmethod
-    def resolve(cls, rule: AlertRule, source: str) -> "_Rule | None":
+    def resolve(cls, rule: AlertRule, source: str) -> _Rule | None:
         o = rule.sources.get(source)
         if o is not None and not o.enabled:
             return None
-        pick = lambda name: getattr(o, name) if o is not None and getattr(o, name) is not None else getattr(rule, name)
+
+        def pick(name: str) -> Any:
+            """The source's override of a rule setting, else the rule's own."""
+            return getattr(o, name) if o is not None and getattr(o, name) is not None else getattr(rule, name)
+
         starts = {**rule.thresholds(), **({"fused": o.min_score} if o is not None and o.min_score is not None else {})}
         ends = {k: END_RATIO * v for k, v in starts.items()}
         if rule.end_score is not None and "fused" in starts:
             ends["fused"] = min(rule.end_score, starts["fused"])
-        return cls(rule.label, starts, ends, pick("min_windows"), rule.end_windows, pick("cooldown"),
-                   pick("loudness_dbfs"), rule.speech, rule.pre_roll, rule.post_roll)
+        return cls(
+            rule.label,
+            starts,
+            ends,
+            pick("min_windows"),
+            rule.end_windows,
+            pick("cooldown"),
+            pick("loudness_dbfs"),
+            rule.speech,
+            rule.pre_roll,
+            rule.post_roll,
+        )
 
     def strength(self, scores: dict[str, float]) -> tuple[float, str]:
         """How far the window is past the start thresholds (>= 1: it counts) and which condition got it furthest."""
@@ -229,11 +246,13 @@ class Alerts:
         self._sweep()
         return out
 
-    def _step(self, track: _Track, record: dict[str, Any], window: Window, scores: dict[str, float],
-              loudness: float) -> list[dict[str, Any]]:
+    def _step(
+        self, track: _Track, record: dict[str, Any], window: Window, scores: dict[str, float], loudness: float
+    ) -> list[dict[str, Any]]:
         rule, centre = track.rule, (record["t_start"] + record["t_end"]) / 2
-        admitted = ((rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs)
-                    and (rule.speech is None or rule.speech.admits(record.get("speech"))))
+        admitted = (rule.loudness_dbfs is None or loudness >= rule.loudness_dbfs) and (
+            rule.speech is None or rule.speech.admits(record.get("speech"))
+        )
         strength, trigger = rule.strength(scores)
         ev = track.event
         if ev is None:
@@ -247,8 +266,9 @@ class Alerts:
                 track.above = 0
             if track.above >= rule.min_windows and track.first_above >= track.cooldown_until:
                 onset = t0 if track.rising is None else track.rising
-                track.event = ev = _Event(record["source"], rule.label, track.first_above, onset=onset,
-                                          trigger=trigger, last_above=centre)
+                track.event = ev = _Event(
+                    record["source"], rule.label, track.first_above, onset=onset, trigger=trigger, last_above=centre
+                )
                 track.below = 0
                 self._peak(ev, record, scores, strength, window)
                 return [self._record(ev, "started")]
@@ -268,13 +288,14 @@ class Alerts:
         self.pending.append(ev)
         return []
 
-    def _peak(self, ev: _Event, record: dict[str, Any], scores: dict[str, float], strength: float,
-              window: Window) -> None:
+    def _peak(
+        self, ev: _Event, record: dict[str, Any], scores: dict[str, float], strength: float, window: Window
+    ) -> None:
         ev.peak, ev.strength, ev.peak_at = scores["fused"], strength, (record["t_start"] + record["t_end"]) / 2
         per = record.get("modality", {}).get(ev.label, {})
         ev.modality = dict(per)
         present = {m: v for m, v in per.items() if v is not None}
-        ev.driver = max(present, key=present.get) if present else None
+        ev.driver = max(present, key=present.__getitem__) if present else None
         frame = _snapshot(window, record, per)
         if frame is not None:
             ev.snapshot = _saved(lambda: self._write_jpeg(ev, frame), "snapshot")
@@ -286,8 +307,9 @@ class Alerts:
             rule = next(t.rule for t in self.tracks[ev.source] if t.rule.label == ev.label)
             ready = audio_end is None or (ev.end or 0.0) + rule.post_roll <= audio_end
             if (source is None or ev.source == source) and ready:
-                out.append(self._record(ev, "ended", _saved(lambda: self._write_clips(ev, rule), "clip")
-                                        or {"clip": None}))
+                out.append(
+                    self._record(ev, "ended", _saved(partial(self._write_clips, ev, rule), "clip") or {"clip": None})
+                )
             else:
                 keep.append(ev)
         self.pending = keep
@@ -371,18 +393,30 @@ class Alerts:
 
     @staticmethod
     def _record(ev: _Event, state: str, clips: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"type": "alert", "source": ev.source, "label": ev.label, "state": state,
-                "event": f"{ev.source}:{ev.label}:{ev.start:.2f}", "start": round(ev.start, 3),
-                "end": None if ev.end is None else round(ev.end, 3), "peak": round(ev.peak, 4),
-                "peak_at": round(ev.peak_at, 3), "trigger": ev.trigger, "driver": ev.driver, "modality": ev.modality,
-                "snapshot": ev.snapshot, "clip": None, **(clips or {})}
+        return {
+            "type": "alert",
+            "source": ev.source,
+            "label": ev.label,
+            "state": state,
+            "event": f"{ev.source}:{ev.label}:{ev.start:.2f}",
+            "start": round(ev.start, 3),
+            "end": None if ev.end is None else round(ev.end, 3),
+            "peak": round(ev.peak, 4),
+            "peak_at": round(ev.peak_at, 3),
+            "trigger": ev.trigger,
+            "driver": ev.driver,
+            "modality": ev.modality,
+            "snapshot": ev.snapshot,
+            "clip": None,
+            **(clips or {}),
+        }
 
 
 def _pcm16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
 
 
-def video_codec() -> str:
+def video_codec() -> Literal["libx264", "mpeg4"]:
     """H.264 when this PyAV build has libx264 (the PyPI wheels do), else MPEG-4 part 2, which every build has."""
     import av
 
@@ -403,34 +437,36 @@ def write_mp4(path: Path, frames: list[tuple[float, np.ndarray]], audio: np.ndar
 
     ms = Fraction(1, 1000)
     with av.open(str(path), "w", format="mp4") as out:
-        video = sound = None
+        video: av.VideoStream | None = None
+        sound: av.AudioStream | None = None
         if frames:
             height, width = (side - side % 2 for side in frames[0][1].shape[:2])  # yuv420p wants even sides
             video = out.add_stream(video_codec(), rate=1000)  # millisecond timestamps: variable frame rate
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if len(audio):
             sound = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        last = -1
-        for t, image in frames:
-            pts = int(round((t - t0) * 1000))
-            if pts <= last or pts < 0:
-                continue
-            if image.shape[:2] != (video.height, video.width):  # a reconnect may change the size
-                import cv2
-
-                image = cv2.resize(image, (video.width, video.height))
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:video.height, :video.width]),
-                                               format="rgb24")
-            frame.pts, frame.time_base, last = pts, ms, pts
-            out.mux(video.encode(frame))
         if video is not None:
+            last = -1
+            for t, image in frames:
+                pts = int(round((t - t0) * 1000))
+                if pts <= last or pts < 0:
+                    continue
+                if image.shape[:2] != (video.height, video.width):  # a reconnect may change the size
+                    import cv2
+
+                    image = cv2.resize(image, (video.width, video.height))
+                frame = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(image[: video.height, : video.width]), format="rgb24"
+                )
+                frame.pts, frame.time_base, last = pts, ms, pts
+                out.mux(video.encode(frame))
             out.mux(video.encode())
         if sound is not None:
             pcm = _pcm16(audio)
             for i in range(0, len(pcm), 1024):
-                frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 1024], format="s16", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, i, Fraction(1, SAMPLE_RATE)
-                out.mux(sound.encode(frame))
+                chunk = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="s16", layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = SAMPLE_RATE, i, Fraction(1, SAMPLE_RATE)
+                out.mux(sound.encode(chunk))
             out.mux(sound.encode())
 
 
@@ -514,10 +550,17 @@ def draw_boxes(rgb: np.ndarray, boxes: list[dict[str, Any]]) -> np.ndarray:
     h, w = out.shape[:2]
     thick = max(2, round(min(h, w) / 200))
     for b in boxes:
-        x0, y0, x1, y1 = (round(v * s) for v, s in zip(b["box"], (w, h, w, h)))
+        x0, y0, x1, y1 = (round(v * s) for v, s in zip(b["box"], (w, h, w, h), strict=True))
         cv2.rectangle(out, (x0, y0), (x1, y1), (255, 0, 0), thick)
-        cv2.putText(out, f"{b['label']} {b['score']:.2f}", (x0 + thick, max(y0 - thick, 12 * thick)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 0, 0), thick)
+        cv2.putText(
+            out,
+            f"{b['label']} {b['score']:.2f}",
+            (x0 + thick, max(y0 - thick, 12 * thick)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thick,
+            (255, 0, 0),
+            thick,
+        )
     return out
 
 

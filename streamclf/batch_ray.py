@@ -28,6 +28,7 @@ are caught per file; a worker process that dies outright (a crash in a
 decoder library) only loses its block, and the file is reported as an error.
 Inputs must be readable at the same absolute path on every node.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,8 @@ import logging
 import os
 import pickle
 import warnings
-from typing import Any, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, cast
 
 from .batch import THREADS, Job, decode_chunks, label_windows
 from .config import Config
@@ -77,7 +79,8 @@ def _decode_stage(batch: Any, config_json: str, row_bytes: int) -> Any:
         end: dict[str, Any] = {}
         chunks, size, deferred = [], 0, False
         seen: set[int] = set()
-        gen = decode_chunks(row["path"], row["name"], config, end)
+        # a generator function (annotated as an Iterator), so it can be closed early
+        gen = cast(Generator[list[Window], None, None], decode_chunks(row["path"], row["name"], config, end))
         for windows in gen:
             chunks.append(windows)
             for w in windows:  # windows share frames: count each frame once, as pickle stores it once
@@ -115,17 +118,31 @@ class _Infer:
             end: dict[str, Any] = json.loads(row["end"])
             try:
                 if row["deferred"]:
-                    records = self._label(row["name"], row["key"],
-                                          decode_chunks(row["path"], row["name"], self.config, end))
+                    records = self._label(
+                        row["name"], row["key"], decode_chunks(row["path"], row["name"], self.config, end)
+                    )
                 else:
                     records = self._label(row["name"], row["key"], pickle.loads(row["chunks"]) if row["chunks"] else [])
             except Exception as e:  # inference failing on one file never fails the dataset
-                records, end = [], {"duration": end.get("duration"), "fatal": True, "partial": None,
-                                    "errors": [*end.get("errors", []), f"{row['path']}: {type(e).__name__}: {e}"]}
+                records, end = (
+                    [],
+                    {
+                        "duration": end.get("duration"),
+                        "fatal": True,
+                        "partial": None,
+                        "errors": [*end.get("errors", []), f"{row['path']}: {type(e).__name__}: {e}"],
+                    },
+                )
             if end.get("fatal"):
                 records = []
-            out.append({"index": row["index"], "path": row["path"], "records": pickle.dumps(records, protocol=5),
-                        "end": json.dumps(end)})
+            out.append(
+                {
+                    "index": row["index"],
+                    "path": row["path"],
+                    "records": pickle.dumps(records, protocol=5),
+                    "end": json.dumps(end),
+                }
+            )
         return _table(out, "records")
 
     def _label(self, name: str, key: str, chunks: Iterable[list[Window]]) -> list[dict[str, Any]]:
@@ -155,9 +172,15 @@ def require_ray() -> Any:
     return ray
 
 
-def run_ray(jobs: list[Job], todo: list[int], config: Config, ident: str, address: str | None = None,
-            num_cpus: int | None = None, row_bytes: int = ROW_BYTES
-            ) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+def run_ray(
+    jobs: list[Job],
+    todo: list[int],
+    config: Config,
+    ident: str,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    row_bytes: int = ROW_BYTES,
+) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
     """Label ``jobs[i] for i in todo`` on Ray; yields (job index, records, end info) per file, as files finish.
 
     The same contract and records as ``batch._run_local``. Joins the cluster
@@ -169,8 +192,16 @@ def run_ray(jobs: list[Job], todo: list[int], config: Config, ident: str, addres
     return _run(ray, jobs, todo, config, ident, address, num_cpus, row_bytes)
 
 
-def _run(ray: Any, jobs: list[Job], todo: list[int], config: Config, ident: str, address: str | None,
-         num_cpus: int | None, row_bytes: int) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+def _run(
+    ray: Any,
+    jobs: list[Job],
+    todo: list[int],
+    config: Config,
+    ident: str,
+    address: str | None,
+    num_cpus: int | None,
+    row_bytes: int,
+) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
     if not todo:
         return
     from ray.data import DataContext
@@ -183,9 +214,11 @@ def _run(ray: Any, jobs: list[Job], todo: list[int], config: Config, ident: str,
             ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
         started = True
     ctx = DataContext.get_current()
-    settings = {"enable_progress_bars": False,  # label_files has its own progress bar
-                "print_on_execution_start": False,
-                "max_errored_blocks": len(todo)}  # a crashed worker loses its file, not the job
+    settings = {
+        "enable_progress_bars": False,  # label_files has its own progress bar
+        "print_on_execution_start": False,
+        "max_errored_blocks": len(todo),  # a crashed worker loses its file, not the job
+    }
     saved = {k: getattr(ctx, k) for k in settings if hasattr(ctx, k)}
     loggers = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
     levels = {name: lg.level for name, lg in loggers.items()}
@@ -198,8 +231,10 @@ def _run(ray: Any, jobs: list[Job], todo: list[int], config: Config, ident: str,
         if config.device == "cpu":  # asked not to use GPUs: don't hold them either
             resources.pop("GPU", None)
         sizes = plan(resources)
-        items = [{"index": i, "path": str(jobs[i].path.absolute()), "name": jobs[i].rel,
-                  "key": jobs[i].key(ident)[:12]} for i in todo]
+        items = [
+            {"index": i, "path": str(jobs[i].path.absolute()), "name": jobs[i].rel, "key": jobs[i].key(ident)[:12]}
+            for i in todo
+        ]
         config_json = config.model_dump_json()
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4096))
         # A decode task holds up to row_bytes of windows and their pickle: reserving that memory also
@@ -209,14 +244,26 @@ def _run(ray: Any, jobs: list[Job], todo: list[int], config: Config, ident: str,
             # Ray 2.5x deprecates passing max_retries & co. this way (removal announced for 2.64) and offers
             # no named parameter yet; without them a file that crashes its worker is retried forever.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-            ds = ds.map_batches(_decode_stage, batch_size=1, batch_format="pyarrow",
-                                fn_kwargs={"config_json": config_json, "row_bytes": row_bytes},
-                                num_cpus=sizes["decode_cpus"], memory=2 * row_bytes + (256 << 20),
-                                max_retries=RETRIES)
-            ds = ds.map_batches(_Infer, batch_size=1, batch_format="pyarrow", fn_constructor_args=(config_json,),
-                                compute=ray.data.ActorPoolStrategy(size=sizes["actors"]),
-                                num_cpus=sizes["actor_cpus"], num_gpus=sizes["actor_gpus"] or None,
-                                max_restarts=-1, max_task_retries=RETRIES)
+            ds = ds.map_batches(
+                _decode_stage,
+                batch_size=1,
+                batch_format="pyarrow",
+                fn_kwargs={"config_json": config_json, "row_bytes": row_bytes},
+                num_cpus=sizes["decode_cpus"],
+                memory=2 * row_bytes + (256 << 20),
+                max_retries=RETRIES,
+            )
+            ds = ds.map_batches(
+                _Infer,
+                batch_size=1,
+                batch_format="pyarrow",
+                fn_constructor_args=(config_json,),
+                compute=ray.data.ActorPoolStrategy(size=sizes["actors"]),
+                num_cpus=sizes["actor_cpus"],
+                num_gpus=sizes["actor_gpus"] or None,
+                max_restarts=-1,
+                max_task_retries=RETRIES,
+            )
         remaining = set(todo)
         for row in ds.iter_rows():
             i = int(row["index"])

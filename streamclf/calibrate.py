@@ -7,38 +7,43 @@ scores (``ZeroShotFusion.raw``) are then Platt-scaled against the clip's
 label (``fusion.calibration.fit_modality``). A label's parent counts as
 present too (a guitar clip is music).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import Config, load_config
 from .evaluate import check_labels
 from .fusion.calibration import Calibration, Card, fit_modality
+from .fusion.zeroshot import ZeroShotFusion
 from .train import labeled_clips
 
 if TYPE_CHECKING:
     from .pipeline import Models
 
 
-def clip_scores(clips: list[tuple[Path, str]], models: Models, progress: Callable[[str], None]
-                ) -> tuple[dict[str, list[tuple[np.ndarray, str]]], int]:
+def clip_scores(
+    clips: list[tuple[Path, str]], models: Models, progress: Callable[[str], None]
+) -> tuple[dict[str, list[tuple[np.ndarray, str]]], int]:
     """Per modality, the raw category scores and label of every window that has that track; and the window count.
 
     A clip without a video track still calibrates the audio, and the other way round.
     """
     from .batch import file_windows
 
+    fusion = _zero_shot(models)
     rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in models.encoders}
     count = 0
     last = time.monotonic()
     for i, (path, label) in enumerate(clips):
-        for windows, _, _, _ in file_windows(path, path.name, models.config):
+        for windows, _ in file_windows(path, path.name, models.config):
             for scored in models.process(windows):
-                for m, s in models.fusion.raw(scored.embeddings).items():
+                for m, s in fusion.raw(scored.embeddings).items():
                     rows[m].append((s, label))
                 count += 1
         models.forget(path.name)
@@ -48,8 +53,21 @@ def clip_scores(clips: list[tuple[Path, str]], models: Models, progress: Callabl
     return rows, count
 
 
-def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *, note: str = "",
-              progress: Callable[[str], None] | None = None) -> Calibration:
+def _zero_shot(models: Models) -> ZeroShotFusion:
+    """The fusion calibrate fits: a trained head has no raw category scores to scale (it is calibrated by training)."""
+    if not isinstance(models.fusion, ZeroShotFusion):
+        raise ValueError("calibrate fits the category map's zero-shot fusion, not a trained head")
+    return models.fusion
+
+
+def calibrate(
+    data: str | Path,
+    out: str | Path,
+    config: Config | None = None,
+    *,
+    note: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> Calibration:
     """Fit a calibration on the labeled clips in ``data`` and write it to ``out`` (see the module docstring).
 
     Raises ValueError (one line, before any model loads) for unusable input:
@@ -58,7 +76,9 @@ def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *
     """
     config = config or load_config()
     if config.fusion.head:
-        raise ValueError(f"{config.fusion.head}: calibrate fits the category map's zero-shot fusion, not a trained head")
+        raise ValueError(
+            f"{config.fusion.head}: calibrate fits the category map's zero-shot fusion, not a trained head"
+        )
     clips = labeled_clips(data)
     check_labels(data, (label for _, label in clips), config)
     say = progress or (lambda msg: None)
@@ -66,7 +86,7 @@ def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *
 
     config = config.model_copy(update={"fusion": config.fusion.model_copy(update={"calibration": "none"})})
     models = Models(config)
-    fusion = models.fusion
+    fusion = _zero_shot(models)
     rows, count = clip_scores(clips, models, say)
     if not any(rows.values()):
         raise ValueError(f"{data}: no clip gave a window with audio or video to calibrate on")
@@ -75,10 +95,12 @@ def calibrate(data: str | Path, out: str | Path, config: Config | None = None, *
     for m, got in rows.items():
         if got:  # a modality without windows keeps its raw scores (no entry: identity)
             target = targets([label for _, label in got], fusion.names, fusion.parent_of)
-            fits[m], measured[m] = fit_modality(np.stack([s for s, _ in got]), target, fusion.sees_raw[m],
-                                                fusion.names, counts)
-    card = Card(data=[str(data)], clips=len(clips), windows=count, categories=sorted(counts),
-                measured=measured, note=note)
+            fits[m], measured[m] = fit_modality(
+                np.stack([s for s, _ in got]), target, fusion.sees_raw[m], fusion.names, counts
+            )
+    card = Card(
+        data=[str(data)], clips=len(clips), windows=count, categories=sorted(counts), measured=measured, note=note
+    )
     cal = Calibration(encoders={m: e.weights.id for m, e in models.encoders.items()}, modalities=fits, card=card)
     cal.save(out)
     return cal
@@ -100,6 +122,8 @@ def report(cal: Calibration) -> str:
     for m, fit in cal.modalities.items():
         got = cal.card.measured[m]
         own = f"; own bias for {', '.join(fit.category_bias)}" if fit.category_bias else ""
-        lines.append(f"{m}: slope {fit.slope:g}, bias {fit.bias:+g}{own}; log-loss {got['log_loss_before']:.4f} -> "
-                     f"{got['log_loss_after']:.4f}, ECE {got['ece_before']:.4f} -> {got['ece_after']:.4f}")
+        lines.append(
+            f"{m}: slope {fit.slope:g}, bias {fit.bias:+g}{own}; log-loss {got['log_loss_before']:.4f} -> "
+            f"{got['log_loss_after']:.4f}, ECE {got['ece_before']:.4f} -> {got['ece_after']:.4f}"
+        )
     return "\n".join(lines)

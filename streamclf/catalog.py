@@ -5,11 +5,13 @@ should answer at once. So the fusion method names and the fused label names
 of a config are read here from plain data (a constant, the category map
 YAML, a head's card), with only the standard library and PyYAML.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -19,10 +21,23 @@ if TYPE_CHECKING:
 # Every fusion method by family, in the order `compare` reports them; fusion.methods.METHODS
 # builds them (a test keeps the two in step).
 FUSION_FAMILIES: dict[str, str] = {
-    "audio": "unimodal", "video": "unimodal", "concat": "feature", "weighted_sum": "feature",
-    "attention": "feature", "gated": "feature", "tensor": "feature", "lowrank": "feature", "mkl": "kernel",
-    "average": "decision", "soft_vote": "decision", "weighted_average": "decision", "majority_vote": "decision",
-    "stacking": "decision", "cca": "shared space", "hybrid": "hybrid"}
+    "audio": "unimodal",
+    "video": "unimodal",
+    "concat": "feature",
+    "weighted_sum": "feature",
+    "attention": "feature",
+    "gated": "feature",
+    "tensor": "feature",
+    "lowrank": "feature",
+    "mkl": "kernel",
+    "average": "decision",
+    "soft_vote": "decision",
+    "weighted_average": "decision",
+    "majority_vote": "decision",
+    "stacking": "decision",
+    "cca": "shared space",
+    "hybrid": "hybrid",
+}
 FUSION_METHODS: tuple[str, ...] = tuple(FUSION_FAMILIES)
 # These keep their training set (a kernel, a CCA fit): `compare` runs them, `train` cannot save them.
 COMPARE_ONLY: tuple[str, ...] = ("mkl", "cca")
@@ -69,5 +84,7 @@ def check_alert_labels(labels: Iterable[str], names: list[str], where: str = "co
     known = set(names)
     for label in labels:
         if label not in known:
-            raise ConfigError(f"{where}: alerts.rules: {label!r} is not a fused label; closest: "
-                              f"{', '.join(closest(label, names))} ({len(names)} labels in all)")
+            raise ConfigError(
+                f"{where}: alerts.rules: {label!r} is not a fused label; closest: "
+                f"{', '.join(closest(label, names))} ({len(names)} labels in all)"
+            )

@@ -10,14 +10,15 @@ the form of the ``avpairs`` data. Audio is written as the pipeline reads it
 (float32 mono at ``sources.SAMPLE_RATE``), so composing never changes what the
 audio encoder hears.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
@@ -42,7 +43,7 @@ def tracks(path: str | Path) -> set[str]:
     """Which of ``audio`` / ``video`` a file holds (a cover picture counts as no video)."""
     try:
         with av.open(str(path)) as c:
-            found = {s.type for s in c.streams if s.type in ("audio", "video")}
+            found: set[str] = {s.type for s in c.streams if s.type in ("audio", "video")}
             if "video" in found and all(_is_picture(s) for s in c.streams.video):
                 found.discard("video")
     except av.error.FFmpegError as e:
@@ -96,7 +97,7 @@ def _fit(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     fw, fh = _even(frame.width * scale), _even(frame.height * scale)
     canvas = np.full((h, w, 3), GREY, np.uint8)
     top, left = (h - fh) // 2, (w - fw) // 2
-    canvas[top:top + fh, left:left + fw] = frame.reformat(fw, fh, format="rgb24").to_ndarray()
+    canvas[top : top + fh, left : left + fw] = frame.reformat(fw, fh, format="rgb24").to_ndarray()
     return canvas
 
 
@@ -108,7 +109,9 @@ def frames_at(path: str | Path, fps: float, size: tuple[int, int]) -> Iterator[n
             return
         stream = streams[0]
         stream.thread_type = "AUTO"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        start = (
+            float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        )
         n, last, last_t = 0, None, 0.0
         for frame in c.decode(stream):
             t = (frame.time - start) if frame.time is not None else last_t
@@ -137,7 +140,9 @@ class MediaWriter:
         self.video.width, self.video.height = size
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": "20", "preset": "veryfast"}
-        self.audio = self.out.add_stream(audio_codec, rate=SAMPLE_RATE)
+        audio = self.out.add_stream(audio_codec, rate=SAMPLE_RATE)
+        assert isinstance(audio, av.AudioStream), f"{audio_codec} is not an audio codec"
+        self.audio = audio
         self.audio.layout = "mono"
         self.frames = 0
         self.samples = 0
@@ -163,7 +168,7 @@ class MediaWriter:
         self.out.mux(self.audio.encode(af))
         self.samples += len(samples)
 
-    def __enter__(self) -> "MediaWriter":
+    def __enter__(self) -> MediaWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
@@ -180,8 +185,9 @@ class MediaWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def _write_segment(writer: MediaWriter, frames: Iterable[np.ndarray], audio: np.ndarray, size: tuple[int, int],
-                   min_frames: int = 0) -> int:
+def _write_segment(
+    writer: MediaWriter, frames: Iterable[np.ndarray], audio: np.ndarray, size: tuple[int, int], min_frames: int = 0
+) -> int:
     """``frames``, then grey until ``audio`` has played; silence under frames past its end. Returns the frames.
 
     Every frame carries exactly its share of samples, so the tracks never drift apart.
@@ -217,9 +223,15 @@ def canvas_size(paths: list[str | Path], max_side: int = MAX_SIDE) -> tuple[int,
     return _even(w * scale), _even(h * scale)
 
 
-def compose(clips: list[tuple[str | Path, str]], out: str | Path, gap: float = 2.0, fps: float = 8.0,
-            size: tuple[int, int] | None = None, progress: Callable[[str], None] | None = None,
-            gains: list[float] | None = None) -> list[Event]:
+def compose(
+    clips: list[tuple[str | Path, str]],
+    out: str | Path,
+    gap: float = 2.0,
+    fps: float = 8.0,
+    size: tuple[int, int] | None = None,
+    progress: Callable[[str], None] | None = None,
+    gains: list[float] | None = None,
+) -> list[Event]:
     """One stream of ``clips`` (path, label) back to back, a gap of silence and grey before each and at the end.
 
     Each clip lasts as long as the longer of its tracks (rounded up to a
@@ -249,8 +261,14 @@ def compose(clips: list[tuple[str | Path, str]], out: str | Path, gap: float = 2
     return events
 
 
-def pair_clip(image: str | Path, sound: str | Path, out: str | Path, fps: float = 4.0, max_seconds: float = 10.0,
-              min_seconds: float = 2.0) -> Path:
+def pair_clip(
+    image: str | Path,
+    sound: str | Path,
+    out: str | Path,
+    fps: float = 4.0,
+    max_seconds: float = 10.0,
+    min_seconds: float = 2.0,
+) -> Path:
     """An MP4 showing ``image`` while ``sound`` plays: as long as the sound, cut at ``max_seconds``.
 
     A sound shorter than ``min_seconds`` (one default window) is followed by
@@ -260,7 +278,7 @@ def pair_clip(image: str | Path, sound: str | Path, out: str | Path, fps: float 
     with av.open(str(image)) as c:
         picture = next(c.decode(video=0))
     size = (_even(picture.width), _even(picture.height))
-    audio = read_audio(sound)[:int(max_seconds * SAMPLE_RATE)]
+    audio = read_audio(sound)[: int(max_seconds * SAMPLE_RATE)]
     n = max(math.ceil(len(audio) * fps / SAMPLE_RATE - 1e-9), math.ceil(min_seconds * fps))
     still = _fit(picture, size)
     with MediaWriter(out, size, fps, audio_codec="aac") as writer:
@@ -268,8 +286,12 @@ def pair_clip(image: str | Path, sound: str | Path, out: str | Path, fps: float 
     return Path(out)
 
 
-def pair_clips(pairs: Iterable[tuple[str, str | Path, str | Path]], out_dir: str | Path,
-               progress: Callable[[str], None] | None = None, **settings: float) -> list[Path]:
+def pair_clips(
+    pairs: Iterable[tuple[str, str | Path, str | Path]],
+    out_dir: str | Path,
+    progress: Callable[[str], None] | None = None,
+    **settings: float,
+) -> list[Path]:
     """``pair_clip`` for each (name, image, sound) into ``out_dir``/name.mp4; a clip newer than its inputs is kept.
 
     ``settings`` go to ``pair_clip`` (fps, max_seconds, min_seconds); a

@@ -1,4 +1,5 @@
 """Live terminal view of records and source states (rich); plain lines when not a terminal."""
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,7 @@ def _bars(entries: list[dict[str, Any]] | None, n: int = 3, width: int = 10) -> 
 def _mix(record: dict[str, Any]) -> Text:
     """Which modality drove each fused label: per-modality scores side by side."""
     out = Text()
-    for label, per in list(record.get("modality", {}).items())[:3]:
+    for per in list(record.get("modality", {}).values())[:3]:
         parts = [f"{m[0].upper()}:{v:.2f}" if v is not None else f"{m[0].upper()}:-" for m, v in per.items()]
         out.append(" ".join(parts) + "\n", style="cyan")
     return out
@@ -46,9 +47,11 @@ def _health(st: Any, now: float) -> Text:
     elapsed = max(now - st.started, 1e-6)
     frames = st.stats.get("frames", 0)
     dropped = sum(st.dropped.values())
-    lines = [f"{'reading' if st.state == 'live' and not st.feed else st.state}",
-             f"in {frames / elapsed:4.1f} fps  out {st.windows / elapsed:4.1f} win/s",
-             f"dropped {dropped}  reconnects {st.stats.get('reconnects', 0)}"]
+    lines = [
+        f"{'reading' if st.state == 'live' and not st.feed else st.state}",
+        f"in {frames / elapsed:4.1f} fps  out {st.windows / elapsed:4.1f} win/s",
+        f"dropped {dropped}  reconnects {st.stats.get('reconnects', 0)}",
+    ]
     if st.feed:
         p50, p95 = st.latency_ms(50), st.latency_ms(95)
         if p50 is not None:
@@ -98,7 +101,7 @@ class Dashboard:
         else:
             self.console.print(text, markup=False, highlight=False)
 
-    def __enter__(self) -> "Dashboard":
+    def __enter__(self) -> Dashboard:
         if self.console.is_terminal:
             self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
             self.live.__enter__()
@@ -129,8 +132,11 @@ class Dashboard:
             self.console.print(_alert_line(record), markup=False, highlight=False)
             return
         top = ", ".join(f"{e['label']} {e['score']:.2f}" for e in record["labels"][:3])
-        self.console.print(f"[{record['source']}] {record['t_start']:7.2f}-{record['t_end']:7.2f}s  {top}",
-                           markup=False, highlight=False)
+        self.console.print(
+            f"[{record['source']}] {record['t_start']:7.2f}-{record['t_end']:7.2f}s  {top}",
+            markup=False,
+            highlight=False,
+        )
 
     def _render(self) -> Group:
         now = time.monotonic()
@@ -143,8 +149,15 @@ class Dashboard:
             if rec is None:
                 table.add_row(st.name, _health(st, now), _progress(st, now), "", "", "", "")
             else:
-                table.add_row(st.name, _health(st, now), _progress(st, now), _bars(rec["labels"]), _mix(rec),
-                              _bars(rec["audio"]), _bars(rec["video"]))
+                table.add_row(
+                    st.name,
+                    _health(st, now),
+                    _progress(st, now),
+                    _bars(rec["labels"]),
+                    _mix(rec),
+                    _bars(rec["audio"]),
+                    _bars(rec["video"]),
+                )
         if not self.alerts:
             return Group(table)
         recent = Text("\n".join(_alert_line(a) for a in self.alerts), style="bold red")
@@ -153,5 +166,7 @@ class Dashboard:
 
 def _alert_line(a: dict[str, Any]) -> str:
     end = f"{a['end']:.1f}" if a.get("end") is not None else "…"
-    return (f"ALERT [{a['source']}] {a['label']} {a['state']} {a['start']:.1f}-{end}s "
-            f"peak {a['peak']:.2f} ({a.get('driver') or '?'})")
+    return (
+        f"ALERT [{a['source']}] {a['label']} {a['state']} {a['start']:.1f}-{end}s "
+        f"peak {a['peak']:.2f} ({a.get('driver') or '?'})"
+    )

@@ -17,6 +17,7 @@ FIFO; strictly, when the parent's thread that started it ends, which
 ``label_files`` outlives), elsewhere a thread watches the parent's pid; a
 closed socket is an expected end, never a traceback.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -48,16 +49,22 @@ class DecodeProcess:
     quiet: float = 0.0  # seconds the parent spent waiting without hearing from it, since its last message
 
     @classmethod
-    def start(cls, config_json: str | None = None) -> "DecodeProcess":
+    def start(cls, config_json: str | None = None) -> DecodeProcess:
         """A new process; it decodes once it has the config (now, or later with ``configure``)."""
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parents[1])  # this streamclf, whatever the caller's sys.path was
-        env = {**os.environ, **CHILD_ENV,
-               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **os.environ,
+            **CHILD_ENV,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        }
         with theirs:
-            process = subprocess.Popen([sys.executable, "-m", "streamclf.decode_worker", str(theirs.fileno()),
-                                        str(os.getpid())], pass_fds=(theirs.fileno(),), env=env,
-                                       stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streamclf.decode_worker", str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         decoder = cls(process, Connection(ours.detach()))
         if config_json is not None:
             decoder.configure(config_json)

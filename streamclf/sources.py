@@ -4,11 +4,11 @@ One decoder thread per source. Every problem becomes an explicit item
 (``SourceError``, ``SourceEnd``) on the queue instead of an exception that
 would silently kill the thread.
 """
+
 from __future__ import annotations
 
 import math
 import queue
-import random
 import threading
 import time
 from collections import deque
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import av
 import numpy as np
 
+from .retry import backoff
 from .stages import Feed, Timings
 from .types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceItem, SourceStatus
 
@@ -39,8 +40,9 @@ def audio_resampler() -> av.AudioResampler:
 def read_audio(path: str | Path) -> np.ndarray:
     """A whole file's first audio track as the live decoder would deliver it (float32 mono 16 kHz)."""
     try:
-        with av.open(f"file:{path}", options={"protocol_whitelist": PROTOCOLS["file"]},
-                     metadata_errors="replace") as container:
+        with av.open(
+            f"file:{path}", options={"protocol_whitelist": PROTOCOLS["file"]}, metadata_errors="replace"
+        ) as container:
             if not container.streams.audio:
                 raise ValueError(f"{path}: no audio stream")
             resampler = audio_resampler()
@@ -54,9 +56,16 @@ def read_audio(path: str | Path) -> np.ndarray:
 
 
 PROTOCOLS = {  # what FFmpeg may open for each kind of source, and nothing else
-    "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https", "rtsps": "rtsps,rtp,srtp,udp,tcp,tls",
-    "rtmp": "rtmp,rtmpt,tcp", "rtmps": "rtmps,rtmpts,tcp,tls", "http": "http,https,tcp,tls,crypto",
-    "https": "https,tcp,tls,crypto", "udp": "udp,rtp", "tcp": "tcp", "srt": "srt", "rtp": "rtp,udp",
+    "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls,http,https",
+    "rtsps": "rtsps,rtp,srtp,udp,tcp,tls",
+    "rtmp": "rtmp,rtmpt,tcp",
+    "rtmps": "rtmps,rtmpts,tcp,tls",
+    "http": "http,https,tcp,tls,crypto",
+    "https": "https,tcp,tls,crypto",
+    "udp": "udp,rtp",
+    "tcp": "tcp",
+    "srt": "srt",
+    "rtp": "rtp,udp",
     "file": "file,crypto",
 }
 NETWORK_SCHEMES = tuple(s for s in PROTOCOLS if s != "file")
@@ -72,7 +81,7 @@ class SourceSpec:
     live: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "SourceSpec":
+    def parse(cls, text: str) -> SourceSpec:
         """``clip.mp4``, ``name=clip.mp4``, ``rtsp://...``, ``/dev/video0`` or a camera index."""
         name, sep, url = text.partition("=")
         if not sep or "/" in name or ":" in name:
@@ -84,8 +93,10 @@ class SourceSpec:
             fmt = "v4l2"
         scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme and scheme not in PROTOCOLS:
-            raise ValueError(f"{redact(url)}: unsupported scheme {scheme}://; use a file path, /dev/videoN, "
-                             f"a camera index or one of {', '.join(s + '://' for s in PROTOCOLS)}")
+            raise ValueError(
+                f"{redact(url)}: unsupported scheme {scheme}://; use a file path, /dev/videoN, "
+                f"a camera index or one of {', '.join(s + '://' for s in PROTOCOLS)}"
+            )
         live = fmt == "v4l2" or scheme in NETWORK_SCHEMES
         return cls(url=url, name=name or _default_name(url), format=fmt, live=live)
 
@@ -146,9 +157,17 @@ class Decoder(threading.Thread):
     paced with ``realtime``) never waits: the feed drops the oldest items.
     """
 
-    def __init__(self, spec: SourceSpec, out: Feed, fps: float = 4.0, max_side: int = 640,
-                 settings: SourcesConfig | None = None, timings: Timings | None = None,
-                 short_side: int | None = None, full_frames: bool = False) -> None:
+    def __init__(
+        self,
+        spec: SourceSpec,
+        out: Feed,
+        fps: float = 4.0,
+        max_side: int = 640,
+        settings: SourcesConfig | None = None,
+        timings: Timings | None = None,
+        short_side: int | None = None,
+        full_frames: bool = False,
+    ) -> None:
         """``full_frames``: frames also carry the source's full-size picture (for alert snapshots)."""
         super().__init__(name=f"decoder:{spec.name}", daemon=True)
         from .config import SourcesConfig
@@ -160,8 +179,15 @@ class Decoder(threading.Thread):
         self.realtime = self.settings.realtime and not spec.live
         self.drops = spec.live or self.realtime
         self._stop_event = threading.Event()
-        self.stats: dict[str, Any] = {"connects": 0, "reconnects": 0, "stalls": 0, "frames": 0,
-                                      "audio_s": 0.0, "decode_errors": 0, "av_offset_ms": None}
+        self.stats: dict[str, Any] = {
+            "connects": 0,
+            "reconnects": 0,
+            "stalls": 0,
+            "frames": 0,
+            "audio_s": 0.0,
+            "decode_errors": 0,
+            "av_offset_ms": None,
+        }
         self._offsets: deque[float] = deque(maxlen=256)
         self._shift = 0.0  # added to container PTS so the timeline survives reconnects
         self._last_t: float | None = None
@@ -224,7 +250,7 @@ class Decoder(threading.Thread):
 
     def _watch(self) -> None:
         s, name, where = self.settings, self.spec.name, self.spec.display
-        delay, failures = s.backoff_initial, 0
+        failures = 0
         while not self._stop_event.is_set():
             self._send(SourceStatus(name, "connecting", "", self._stats()))
             frames_before = self.stats["frames"] + self.stats["audio_s"]
@@ -232,28 +258,33 @@ class Decoder(threading.Thread):
             if outcome == "ended" or not self.spec.live or self._stop_event.is_set():
                 return
             if self.stats["frames"] + self.stats["audio_s"] > frames_before:
-                delay, failures = s.backoff_initial, 0  # it worked for a while: start over
+                failures = 0  # it worked for a while: start over
             failures += 1
             if s.max_reconnects is not None and failures > s.max_reconnects:
-                self._send(SourceError(name, f"{where}: gave up after {failures - 1} reconnects: {message}",
-                                       fatal=True))
+                self._send(
+                    SourceError(name, f"{where}: gave up after {failures - 1} reconnects: {message}", fatal=True)
+                )
                 return
             if outcome == "stalled":
                 self.stats["stalls"] += 1
                 self._send(SourceStatus(name, "stalled", message, self._stats()))
-            wait = delay * random.uniform(0.5, 1.0)
+            wait = backoff(failures, s.backoff_initial, s.backoff_max)
             self.stats["reconnects"] += 1
             self._send(SourceStatus(name, "reconnecting", f"{message}; retrying in {wait:.1f}s", self._stats()))
             if self._stop_event.wait(wait):
                 return
-            delay = min(delay * 2, s.backoff_max)
 
     def _session(self) -> tuple[str, str]:
         """One connection: ("ended" | "stalled" | "failed", why)."""
         s, name, where = self.settings, self.spec.name, self.spec.display
         try:
-            container = av.open(self.spec.target, format=self.spec.format, options=self.spec.options(s),
-                                timeout=(s.open_timeout, s.stall_timeout), metadata_errors="replace")
+            container = av.open(
+                self.spec.target,
+                format=self.spec.format,
+                options=self.spec.options(s),
+                timeout=(s.open_timeout, s.stall_timeout),
+                metadata_errors="replace",
+            )
         except Exception as e:  # FFmpeg raises many kinds; all mean "cannot open"
             message = f"cannot open: {_describe(e)}"
             if not self.spec.live:
@@ -294,8 +325,9 @@ class Decoder(threading.Thread):
             self.drops = False  # a file on a web server (it has a duration): read it like a file, lose nothing
         if self._last_t is not None:  # a reconnect: continue the timeline after the outage
             self._shift = self._last_t + (time.monotonic() - self._last_wall) - start
-        self._send(SourceInfo(name, start + self._shift, duration, audio is not None, video is not None,
-                              live=self.drops))
+        self._send(
+            SourceInfo(name, start + self._shift, duration, audio is not None, video is not None, live=self.drops)
+        )
         streams = [s for s in (video, audio) if s is not None]
         resampler = audio_resampler() if audio else None
         last_slot, size = -math.inf, None
@@ -325,8 +357,10 @@ class Decoder(threading.Thread):
             for frame in decoded:
                 self._progress = time.monotonic()
                 if isinstance(frame, av.AudioFrame):
+                    assert resampler is not None  # made with the audio stream, the only source of audio frames
                     audio_end = max(audio_end, self._audio(resampler.resample(frame), frame))
                     continue
+                assert isinstance(frame, av.VideoFrame)  # only the video and audio streams are demuxed
                 t = frame.time
                 if t is None:
                     continue

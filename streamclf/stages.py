@@ -5,13 +5,15 @@ not, or its camera buffer overflows and latency grows without bound. So a
 feed has two puts: ``put`` waits, ``put_latest`` drops the oldest droppable
 item instead and counts it against that item's source.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,9 +64,14 @@ class Timings:
     def summary(self) -> dict[str, dict[str, float]]:
         with self._lock:
             data = {k: np.array(v) for k, v in self._data.items() if v}
-        return {k: {"p50_ms": round(float(np.percentile(v, 50)) * 1000, 1),
-                    "p95_ms": round(float(np.percentile(v, 95)) * 1000, 1),
-                    "n": int(len(v))} for k, v in sorted(data.items())}
+        return {
+            k: {
+                "p50_ms": round(float(np.percentile(v, 50)) * 1000, 1),
+                "p95_ms": round(float(np.percentile(v, 95)) * 1000, 1),
+                "n": int(len(v)),
+            }
+            for k, v in sorted(data.items())
+        }
 
     def table(self) -> str:
         rows = [f"{'stage':<24} {'p50 ms':>9} {'p95 ms':>9} {'n':>7}"]

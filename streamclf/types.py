@@ -2,6 +2,7 @@
 
 Timestamps are seconds on the container's clock (PTS), never counted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

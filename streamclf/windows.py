@@ -6,6 +6,7 @@ has delivered data past ``t_end``. A modality with no data in a window is
 reported absent (``audio is None`` / no frames), never padded and then
 classified as if it were real.
 """
+
 from __future__ import annotations
 
 import math
@@ -106,12 +107,14 @@ class Windower:
                 parts.append(c.samples[i0:i1])
         audio = np.concatenate(parts) if parts else None
         if audio is not None:
+            assert self.audio_start is not None  # set by the first chunk, and audio came from chunks
             covered = min(t_end, self.watermark["audio"]) - max(t_start, self.audio_start)
             if len(audio) < min(self.spec.min_audio, covered / 2) * sr:
                 audio = None
         duration = self.info.duration if self.info else None
-        return Window(self.source, self.next_index, t_start, t_end, frames, audio,
-                      ready_at=time.monotonic(), duration=duration)
+        return Window(
+            self.source, self.next_index, t_start, t_end, frames, audio, ready_at=time.monotonic(), duration=duration
+        )
 
     def _prune(self, keep_from: float) -> None:
         self.frames = [f for f in self.frames if f.pts >= keep_from]

@@ -1,4 +1,5 @@
 """Alert rules: hold, hysteresis, cooldown, loudness gate, overrides; and one real bark in a clip."""
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,36 @@ def _probe(path: str) -> dict:
         frames = sum(1 for _ in c.decode(video=0))
     with av.open(path) as c:
         sound = sum(f.samples for f in c.decode(audio=0)) / a.sample_rate
-    return {"video": v.codec_context.name, "audio": a.codec_context.name, "size": (v.width, v.height),
-            "frames": frames, "seconds": sound}
+    return {
+        "video": v.codec_context.name,
+        "audio": a.codec_context.name,
+        "size": (v.width, v.height),
+        "frames": frames,
+        "seconds": sound,
+    }
 
 
-def _feed(alerts: Alerts, scores: list[float], label: str = "dog", loud: float = 0.1,
-          speech: float | None = None, audio: list[float] | None = None) -> list[dict]:
+def _feed(
+    alerts: Alerts,
+    scores: list[float],
+    label: str = "dog",
+    loud: float = 0.1,
+    speech: float | None = None,
+    audio: list[float] | None = None,
+) -> list[dict]:
     """Window records with ``scores`` fused (and as the audio score unless ``audio`` is given); video 0.1."""
     out = []
     for i, s in enumerate(scores):
         t = i * 0.5
         w = _window(t, loud)
-        record = {"source": "cam", "t_start": t, "t_end": t + 2.0, "speech": speech,
-                  "labels": [{"label": label, "score": s}],
-                  "modality": {label: {"audio": s if audio is None else audio[i], "video": 0.1}}}
+        record = {
+            "source": "cam",
+            "t_start": t,
+            "t_end": t + 2.0,
+            "speech": speech,
+            "labels": [{"label": label, "score": s}],
+            "modality": {label: {"audio": s if audio is None else audio[i], "video": 0.1}},
+        }
         out += alerts.update(record, w)
     return out + alerts.close()
 
@@ -114,8 +131,9 @@ def test_retention_deletes_old_events_then_the_oldest_over_the_size_limit(tmp_pa
     for f in mine:
         f.write_text("keep me")
         os.utime(f, (time.time() - 100 * day,) * 2)
-    alerts = Alerts(AlertsConfig(rules=[AlertRule(label="dog")], events_dir=str(tmp_path), retain_days=30,
-                                 max_disk_mb=2))
+    alerts = Alerts(
+        AlertsConfig(rules=[AlertRule(label="dog")], events_dir=str(tmp_path), retain_days=30, max_disk_mb=2)
+    )
     assert not any(f.exists() for f in old + middle)  # too old; then 1.5 + 1.0 MB > 2 MB: the older goes
     assert all(f.exists() for f in new + mine)
 
@@ -175,9 +193,14 @@ def test_a_rule_sees_its_label_outside_the_fused_top_k(tmp_path: Path) -> None:
     out = []
     for i in range(6):
         t = i * 0.5
-        record = {"source": "cam", "t_start": t, "t_end": t + 2.0, "labels": [{"label": "cat", "score": 0.8}],
-                  "watched": {"dog": 0.2}, "modality": {"cat": {"audio": 0.0, "video": 0.8},
-                                                        "dog": {"audio": 0.9 if i < 2 else 0.0, "video": 0.0}}}
+        record = {
+            "source": "cam",
+            "t_start": t,
+            "t_end": t + 2.0,
+            "labels": [{"label": "cat", "score": 0.8}],
+            "watched": {"dog": 0.2},
+            "modality": {"cat": {"audio": 0.0, "video": 0.8}, "dog": {"audio": 0.9 if i < 2 else 0.0, "video": 0.0}},
+        }
         out += alerts.update(record, _window(t))
     events = out + alerts.close()
     assert [e["state"] for e in events] == ["started", "ended"] and events[0]["peak"] == 0.2
@@ -242,12 +265,19 @@ def test_a_confident_picture_of_something_else_is_not_outvoted_by_a_faint_sound(
     """A cat photo with a faint bark: the weak sound does not raise the dog, and the silent microphone
     does not drag the clearly seen cat down (the plain average halved it: 0.33 for a 0.67 cat)."""
     clip = bark_clip(ffmpeg, tmp_path / "cat.mp4", picture=shared("avpairs/farm_cat_photo.png"), volume=0.01)
-    windows = [r for r in _run(clip, tmp_path, [AlertRule(label="dog", min_score=0.4)], **{"fusion.top_k": 50})
-               if "labels" in r]
+    windows = [
+        r
+        for r in _run(clip, tmp_path, [AlertRule(label="dog", min_score=0.4)], **{"fusion.top_k": 50})
+        if "labels" in r
+    ]
     heard = [r["modality"]["dog"]["audio"] for r in windows]
     assert 0.2 < max(heard) < 0.5  # faint, but heard
     assert max(_fused(windows, "dog")) < 0.2
-    cat = [(f, r["modality"]["cat"]["video"]) for r, f in zip(windows, _fused(windows, "cat")) if r["t_start"] < 2]
+    cat = [
+        (f, r["modality"]["cat"]["video"])
+        for r, f in zip(windows, _fused(windows, "cat"), strict=True)
+        if r["t_start"] < 2
+    ]
     assert all(f >= 0.95 * video for f, video in cat) and min(video for _, video in cat) > 0.5
 
 
@@ -257,11 +287,17 @@ def test_bad_alert_flags_give_one_line() -> None:
 
     root = Path(__file__).resolve().parents[1]
     for flag in ("dog:7", "dog:sound=0.5"):
-        bad = subprocess.run([sys.executable, "-m", "streamclf", "run", "x.mp4", "--alert", flag],
-                             capture_output=True, text=True, cwd=root, timeout=60)
+        bad = subprocess.run(
+            [sys.executable, "-m", "streamclf", "run", "x.mp4", "--alert", flag],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=60,
+        )
         assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
             f"streamclf: error: --alert {flag}: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE,video=SCORE "
-            "with scores in [0, 1]"]
+            "with scores in [0, 1]"
+        ]
 
 
 def test_event_media_that_cannot_be_saved_costs_the_file_not_the_run(tmp_path: Path, monkeypatch) -> None:

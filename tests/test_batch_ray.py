@@ -1,6 +1,7 @@
 """streamclf label --engine ray: on a local 2-CPU Ray, the same output bytes as the local engine on several
 kinds of file (MPEG-PS, Matroska H.264 + Opus, audio-only WAV, a cut file), bad files as errors in both, whether a
 file's windows travel in the dataset or the actor decodes it."""
+
 from __future__ import annotations
 
 import functools
@@ -8,8 +9,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -19,8 +21,10 @@ from streamclf.batch_ray import RayMissing, plan, run_ray
 from streamclf.config import load_config
 from tests.conftest import shared
 
-pytestmark = [pytest.mark.timeout(300),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]  # Ray's own
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),  # Ray's own
+]
 
 GOOD = ["a.mpg", "sub/b.mpg", "pancake.mkv", "dog.wav"]
 CUT = ["cut.mkv"]  # the first 60% of the pancake clip: labeled as far as it goes, "partial"
@@ -53,8 +57,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json", "summary.csv", "summary.json")}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in ("manifest.json", "summary.csv", "summary.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +77,17 @@ def _label_ray(folder: Path, out: Path, monkeypatch: pytest.MonkeyPatch, errors:
     return label_files([str(folder)], out, workers=2, progress=False, on_error=errors.append, engine="ray")
 
 
-def test_ray_engine_writes_the_local_engines_bytes(folder: Path, local, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_engine_writes_the_local_engines_bytes(
+    folder: Path, local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("ray", reason="the ray engine needs Ray: pip install 'streamclf[ray]'")
     ref, ref_rows, ref_errors = local
     out, errors = tmp_path / "ray", []
     rows = _label_ray(folder, out, monkeypatch, errors)
     outputs = _outputs(out)
-    assert sorted(outputs) == sorted(f"{rel}{ext}" for rel in GOOD + CUT for ext in (".jsonl", ".segments.json", ".vtt"))
+    assert sorted(outputs) == sorted(
+        f"{rel}{ext}" for rel in GOOD + CUT for ext in (".jsonl", ".segments.json", ".vtt")
+    )
     assert outputs == _outputs(ref)  # byte for byte: records, ids, segments, subtitles
     assert all(json.loads(line)["labels"] for line in outputs["a.mpg.jsonl"].decode().splitlines())
     assert rows == ref_rows  # the summary rows, the bad file's error message included
@@ -120,8 +130,9 @@ def cluster() -> Iterator[str]:
             head.wait(10)
 
 
-def test_joining_a_cluster_whose_actors_decode_the_files_gives_the_same_records(folder: Path, local,
-                                                                                 cluster: str) -> None:
+def test_joining_a_cluster_whose_actors_decode_the_files_gives_the_same_records(
+    folder: Path, local, cluster: str
+) -> None:
     """--ray-address, and row_bytes=0: no file fits in a row, so each actor decodes its files chunk by chunk."""
     import ray
 
@@ -130,8 +141,12 @@ def test_joining_a_cluster_whose_actors_decode_the_files_gives_the_same_records(
     from streamclf.pipeline import Models
 
     config = Models(load_config()).config  # what label_files runs with: the models settle the frame size
-    got = {jobs[i].rel: (records, end) for i, records, end in
-           run_ray(jobs, list(range(len(jobs))), config, identity(config), address=cluster, row_bytes=0)}
+    got = {
+        jobs[i].rel: (records, end)
+        for i, records, end in run_ray(
+            jobs, list(range(len(jobs))), config, identity(config), address=cluster, row_bytes=0
+        )
+    }
     assert not ray.is_initialized()  # disconnected from the cluster (which the fixture checks is still up)
     assert sorted(got) == sorted(GOOD + CUT + BAD)
     for rel in GOOD + CUT:

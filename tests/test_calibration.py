@@ -1,4 +1,8 @@
-"""Calibrated zero-shot fusion: the calibration file, the category hierarchy, reliability, silence, the calibrate verb."""
+"""Calibrated zero-shot fusion.
+
+The calibration file, the category hierarchy, reliability, silence, the calibrate verb.
+"""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,8 +19,10 @@ from streamclf.types import Embeddings
 
 from .conftest import shared
 
-LABELS = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
-          "audioset": YAMNet_Weights.DEFAULT.meta["categories"]}
+LABELS = {
+    "imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
+    "audioset": YAMNet_Weights.DEFAULT.meta["categories"],
+}
 SPACES = {"audio": ("audioset", 521, "sigmoid"), "video": ("imagenet-1k", 1000, "softmax")}
 IDS = {"audio": YAMNet_Weights.DEFAULT.id, "video": EfficientNet_Lite0_Weights.DEFAULT.id}
 
@@ -24,10 +30,12 @@ IDS = {"audio": YAMNet_Weights.DEFAULT.id, "video": EfficientNet_Lite0_Weights.D
 @pytest.fixture
 def music_map(tmp_path: Path) -> CategoryMap:
     path = tmp_path / "cats.yaml"
-    path.write_text('categories:\n  music:\n    audioset: ["Music"]\n'
-                    '  guitar:\n    parent: music\n    imagenet-1k: [402]\n    audioset: ["Guitar"]\n'
-                    '  dog:\n    imagenet-1k: ["151-268"]\n    audioset: ["Dog", "Bark"]\n'
-                    '  speech:\n    audioset: ["Speech"]\n')
+    path.write_text(
+        'categories:\n  music:\n    audioset: ["Music"]\n'
+        '  guitar:\n    parent: music\n    imagenet-1k: [402]\n    audioset: ["Guitar"]\n'
+        '  dog:\n    imagenet-1k: ["151-268"]\n    audioset: ["Dog", "Bark"]\n'
+        '  speech:\n    audioset: ["Speech"]\n'
+    )
     return CategoryMap.load(path, LABELS)
 
 
@@ -101,8 +109,9 @@ def test_the_builtin_calibration_has_a_card_and_is_skipped_for_other_encoders() 
 
 
 @pytest.mark.parametrize("calibrated,pooling", [(False, "average"), (True, "average"), (True, "loglinear")])
-def test_an_absent_or_silent_modality_cannot_raise_or_lower_what_it_cannot_see(music_map: CategoryMap,
-                                                                                 calibrated: bool, pooling: str) -> None:
+def test_an_absent_or_silent_modality_cannot_raise_or_lower_what_it_cannot_see(
+    music_map: CategoryMap, calibrated: bool, pooling: str
+) -> None:
     cal = _calibration(audio=ModalityFit(slope=0.9, bias=0.2), video=ModalityFit(slope=1.1, bias=-0.3))
     cal.pooling = pooling
     fusion = ZeroShotFusion(music_map, SPACES, {"audio": 0.5, "video": 0.5}, calibration=cal if calibrated else None)
@@ -123,9 +132,31 @@ def test_an_absent_or_silent_modality_cannot_raise_or_lower_what_it_cannot_see(m
 
 
 def _silent_grey(ffmpeg: str, out: Path, seconds: float = 6.0) -> Path:
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c=gray:s=320x240:r=10:d={seconds}",
-                    "-f", "lavfi", "-i", f"anullsrc=r=16000:cl=mono:d={seconds}", "-c:v", "libx264",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out)], check=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=gray:s=320x240:r=10:d={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"anullsrc=r=16000:cl=mono:d={seconds}",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
@@ -162,12 +193,17 @@ def test_calibrate_fits_a_file_that_run_uses(tmp_path: Path, capsys: pytest.Capt
     assert cal.card.clips == 4 and cal.card.categories == ["cat", "dog"] and cal.card.note == "two dogs, two cats"
     assert set(cal.modalities) == {"audio", "video"} and cal.encoders == IDS
     assert "log-loss" in capsys.readouterr().out
-    assert main(["label", str(root / "dog"), "--out", str(tmp_path / "labels"), "--calibration", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["label", str(root / "dog"), "--out", str(tmp_path / "labels"), "--calibration", str(out), "--no-progress"]
+        )
+        == 0
+    )
 
 
-def test_one_class_or_another_encoders_file_exits_2_with_one_line(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_class_or_another_encoders_file_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "dog").mkdir()
     (tmp_path / "dog" / "a.mp4").write_bytes(b"")
     assert main(["calibrate", str(tmp_path), "--out", str(tmp_path / "c.yaml")]) == 2

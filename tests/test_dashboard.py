@@ -1,6 +1,7 @@
 """The dashboard as a user reads it, rendered by rich into a string: a live feed shows uptime and latency
 (never a progress bar, even when its server announces a duration and after a reconnect runs past it);
 a file shows percent, ETA and throughput; what loads shows before any source has news."""
+
 from __future__ import annotations
 
 import io

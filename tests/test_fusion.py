@@ -1,4 +1,5 @@
 """Zero-shot fusion: the category map, per-modality projection, weighting and masking."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,14 +10,17 @@ from streamclf.fusion import EMA, CategoryMap, ZeroShotFusion
 from streamclf.fusion.categories import BUILTIN
 from streamclf.types import Embeddings
 
-LABELS = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
-          "audioset": YAMNet_Weights.DEFAULT.meta["categories"]}
+LABELS = {
+    "imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
+    "audioset": YAMNet_Weights.DEFAULT.meta["categories"],
+}
 DETECTOR = {"detector": SSDLite_Person_Weights.DEFAULT.meta["categories"]}
 
 
 def test_builtin_map_is_broad_and_valid():
-    cats = CategoryMap.load(BUILTIN, {**LABELS, **DETECTOR,
-                                      "kinetics-400": Torchvision_Weights.R2PLUS1D_18.meta["categories"]})
+    cats = CategoryMap.load(
+        BUILTIN, {**LABELS, **DETECTOR, "kinetics-400": Torchvision_Weights.R2PLUS1D_18.meta["categories"]}
+    )
     assert 30 <= len(cats.names) <= 80
     assert len(cats.members["kinetics-400"]) >= 30, "a Kinetics clip model should see most everyday categories"
     for must in ("dog", "cat", "speech", "siren", "car"):
@@ -28,8 +32,10 @@ def test_builtin_map_is_broad_and_valid():
 @pytest.fixture
 def small_map(tmp_path):
     path = tmp_path / "cats.yaml"
-    path.write_text('categories:\n  dog:\n    imagenet-1k: ["151-268"]\n    audioset: ["Dog", "Bark"]\n'
-                    '  speech:\n    audioset: ["Speech"]\n  car:\n    imagenet-1k: [817]\n')
+    path.write_text(
+        'categories:\n  dog:\n    imagenet-1k: ["151-268"]\n    audioset: ["Dog", "Bark"]\n'
+        '  speech:\n    audioset: ["Speech"]\n  car:\n    imagenet-1k: [817]\n'
+    )
     return CategoryMap.load(path, LABELS)
 
 
@@ -38,7 +44,7 @@ def test_map_errors_name_the_file_and_the_member(tmp_path):
     path.write_text('categories:\n  dog:\n    audioset: ["Woof"]\n')
     with pytest.raises(ValueError, match=r"bad\.yaml: category 'dog': audioset: 'Woof'"):
         CategoryMap.load(path, LABELS)
-    path.write_text('categories:\n  dog:\n    imagenet-1k: [1000]\n')
+    path.write_text("categories:\n  dog:\n    imagenet-1k: [1000]\n")
     with pytest.raises(ValueError, match="out of range"):
         CategoryMap.load(path, LABELS)
 

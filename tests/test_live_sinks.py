@@ -1,4 +1,5 @@
 """A whole live run into every sink at once: webhook down mid-run, SQLite queried with `streamclf events`."""
+
 from __future__ import annotations
 
 import json
@@ -18,17 +19,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(120)
-def test_run_loses_nothing_across_a_webhook_outage(tmp_path: Path, ffmpeg: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_loses_nothing_across_a_webhook_outage(
+    tmp_path: Path, ffmpeg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     import streamclf
 
     clip = bark_clip(ffmpeg, tmp_path / "yard.mp4")
     receiver, port = Receiver(), free_port()
     server = serve(receiver, port)
     config = load_config(**{"sources.realtime": True})
-    config.sinks = config.sinks.model_copy(update={
-        "webhook": WebhookConfig(url=f"http://127.0.0.1:{port}/hook", secret="s3cret", backoff_max=0.5,
-                                 spool=str(tmp_path / "spool.db"), drain_timeout=30),
-        "sqlite": SqliteConfig(path=str(tmp_path / "events.db"))})
+    config.sinks = config.sinks.model_copy(
+        update={
+            "webhook": WebhookConfig(
+                url=f"http://127.0.0.1:{port}/hook",
+                secret="s3cret",
+                backoff_max=0.5,
+                spool=str(tmp_path / "spool.db"),
+                drain_timeout=30,
+            ),
+            "sqlite": SqliteConfig(path=str(tmp_path / "events.db")),
+        }
+    )
     config.alerts = AlertsConfig(rules=[AlertRule(label="dog", min_score=0.3)], events_dir=str(tmp_path / "events"))
     outage: dict[str, object] = {}
 
@@ -55,25 +66,56 @@ def test_run_loses_nothing_across_a_webhook_outage(tmp_path: Path, ffmpeg: str, 
     assert "during" in outage and "server" in outage, "the outage did not happen inside the run"
     assert delivered == produced  # all of them, in order, once each (no answer was lost on the way)
     with capsys.disabled():
-        print(f"\nwebhook outage 3-8 s of a 12 s real-time run: produced {len(produced)}, "
-              f"delivered {len(delivered)}, lost {len(set(produced) - set(delivered))}")
+        print(
+            f"\nwebhook outage 3-8 s of a 12 s real-time run: produced {len(produced)}, "
+            f"delivered {len(delivered)}, lost {len(set(produced) - set(delivered))}"
+        )
 
-    cli = subprocess.run([sys.executable, "-m", "streamclf", "events", "--db", str(tmp_path / "events.db"),
-                          "--label", "dog", "--since", "1h"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamclf",
+            "events",
+            "--db",
+            str(tmp_path / "events.db"),
+            "--label",
+            "dog",
+            "--since",
+            "1h",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     lines = [line for line in cli.stdout.splitlines() if "dog" in line]
     assert len(lines) == 2 and "yard.mp4" in lines[0]  # started and ended
 
 
 @pytest.mark.timeout(120)
-def test_cli_publishes_to_mqtt(broker, tmp_path: Path) -> None:
+def test_cli_publishes_to_mqtt(broker, tmp_path: Path) -> None:  # noqa: F811 (pytest fixture from test_sinks)
     """`streamclf run --mqtt` against a real mosquitto: labels, status and availability topics."""
     watcher = Subscriber(broker.port, "streamclf/#")
     try:
         clip = shared("media/grid/bbaf2n.mpg")
-        cli = subprocess.run([sys.executable, "-m", "streamclf", "run", f"talk={clip}", "--no-dashboard",
-                              "--mqtt", f"127.0.0.1:{broker.port}"], capture_output=True, text=True, cwd=ROOT,
-                             timeout=90)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamclf",
+                "run",
+                f"talk={clip}",
+                "--no-dashboard",
+                "--mqtt",
+                f"127.0.0.1:{broker.port}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=90,
+        )
         assert cli.returncode == 0, cli.stderr
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and "offline" not in watcher.on("streamclf/availability"):

@@ -1,4 +1,5 @@
 """Sinks against the real thing on 127.0.0.1: an HTTP receiver, a mosquitto broker, SQLite files."""
+
 from __future__ import annotations
 
 import base64
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -43,22 +44,45 @@ def free_port() -> int:
 
 
 def window(i: int, source: str = "cam1", label: str = "dog", score: float = 0.91, **extra) -> dict:
-    return {"id": f"run-{i:07d}", "time": f"2026-11-28T05:{i // 60:02d}:{i % 60:02d}.000Z", "source": source,
-            "t_start": i * 0.5, "t_end": i * 0.5 + 2.0, "labels": [{"label": label, "score": score}], **extra}
+    return {
+        "id": f"run-{i:07d}",
+        "time": f"2026-11-28T05:{i // 60:02d}:{i % 60:02d}.000Z",
+        "source": source,
+        "t_start": i * 0.5,
+        "t_end": i * 0.5 + 2.0,
+        "labels": [{"label": label, "score": score}],
+        **extra,
+    }
 
 
 def alert(i: int, source: str = "cam1", label: str = "dog", time_: str | None = None) -> dict:
-    return {"type": "alert", "id": f"alert-{i}", "time": time_ or f"2026-11-28T06:00:{i:02d}.000Z",
-            "source": source, "label": label, "start": 12.0 + i, "end": 16.5 + i, "peak": 0.93,
-            "snapshot": f"events/{i}.jpg", "clip": f"events/{i}.wav"}
+    return {
+        "type": "alert",
+        "id": f"alert-{i}",
+        "time": time_ or f"2026-11-28T06:00:{i:02d}.000Z",
+        "source": source,
+        "label": label,
+        "start": 12.0 + i,
+        "end": 16.5 + i,
+        "peak": 0.93,
+        "snapshot": f"events/{i}.jpg",
+        "clip": f"events/{i}.wav",
+    }
 
 
 def status(i: int, source: str = "cam1", state: str = "live", **extra) -> dict:
-    return {"type": "status", "id": f"status-{i}", "time": f"2026-11-28T04:00:{i:02d}.000Z",
-            "source": source, "state": state, **extra}
+    return {
+        "type": "status",
+        "id": f"status-{i}",
+        "time": f"2026-11-28T04:00:{i:02d}.000Z",
+        "source": source,
+        "state": state,
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- webhook
+
 
 class Receiver:
     """What a webhook endpoint saw; ``answers`` are status codes to give before answering 200."""
@@ -121,9 +145,14 @@ def receiver():
 def test_webhook_delivers_everything_in_order_across_a_receiver_restart(tmp_path, capsys):
     rec, port = Receiver(), free_port()
     server = serve(rec, port)
-    cfg = WebhookConfig(url=f"http://hookuser:hookpass@127.0.0.1:{port}/hook", secret=SECRET,
-                        spool=str(tmp_path / "spool.db"), backoff_max=0.3, drain_timeout=20.0,
-                        headers={"X-Env": "test"})
+    cfg = WebhookConfig(
+        url=f"http://hookuser:hookpass@127.0.0.1:{port}/hook",
+        secret=SECRET,
+        spool=str(tmp_path / "spool.db"),
+        backoff_max=0.3,
+        drain_timeout=20.0,
+        headers={"X-Env": "test"},
+    )
     sink = WebhookSink(cfg)
     records = [window(i) for i in range(30)]
     try:
@@ -221,8 +250,10 @@ def test_webhook_spool_survives_close_and_resumes_in_order(tmp_path):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("events, expected", [("all", ["run-0000000", "alert-0", "status-0"]),
-                                              ("alerts", ["alert-0"]), ("labels", ["run-0000000"])])
+@pytest.mark.parametrize(
+    "events, expected",
+    [("all", ["run-0000000", "alert-0", "status-0"]), ("alerts", ["alert-0"]), ("labels", ["run-0000000"])],
+)
 def test_webhook_sends_only_the_chosen_events(tmp_path, receiver, events, expected):
     rec, port = receiver
     sink = WebhookSink(webhook_config(tmp_path, port, events=events))
@@ -234,8 +265,9 @@ def test_webhook_sends_only_the_chosen_events(tmp_path, receiver, events, expect
 
 
 @pytest.mark.timeout(60)
-def test_webhook_signs_with_the_key_from_the_environment_and_spools_in_the_state_folder(tmp_path, receiver,
-                                                                                        monkeypatch):
+def test_webhook_signs_with_the_key_from_the_environment_and_spools_in_the_state_folder(
+    tmp_path, receiver, monkeypatch
+):
     rec, port = receiver
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # platformdirs' user_state_dir on Linux
     monkeypatch.setenv("STREAMCLF_TEST_HOOK_KEY", SECRET)
@@ -244,7 +276,7 @@ def test_webhook_signs_with_the_key_from_the_environment_and_spools_in_the_state
     sink = WebhookSink(cfg)
     sink.write(alert(0))
     sink.close()
-    (headers, body), = rec.accepted()
+    ((headers, body),) = rec.accepted()
     expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert headers["X-Streamclf-Signature"] == f"sha256={expected}"
     spools = list((tmp_path / "state").rglob("*.db"))
@@ -254,12 +286,16 @@ def test_webhook_signs_with_the_key_from_the_environment_and_spools_in_the_state
 def test_record_key_falls_back_to_a_content_hash():
     record = {"source": "cam1", "t_start": 0.0, "labels": []}
     assert record_key({**record, "id": "abc"}) == "abc"
-    assert record_key(record) == record_key(dict(reversed(record.items()))) == hashlib.sha256(
-        b'{"labels":[],"source":"cam1","t_start":0.0}').hexdigest()
+    assert (
+        record_key(record)
+        == record_key(dict(reversed(record.items())))
+        == hashlib.sha256(b'{"labels":[],"source":"cam1","t_start":0.0}').hexdigest()
+    )
     assert record_key(record) != record_key({**record, "t_start": 0.5})
 
 
 # ---------------------------------------------------------------- mqtt
+
 
 class Broker:
     """mosquitto on a fixed port, stoppable and restartable; logs go to a file."""
@@ -267,8 +303,13 @@ class Broker:
     def __init__(self, exe: str, folder: Path, persistent: bool = False) -> None:
         self.exe, self.port, self.proc = exe, free_port(), None
         self.conf, self.log = folder / "mosquitto.conf", folder / "mosquitto.log"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "user root",
-                 f"persistence {'true' if persistent else 'false'}", f"persistence_location {folder}/"]
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "user root",
+            f"persistence {'true' if persistent else 'false'}",
+            f"persistence_location {folder}/",
+        ]
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:
@@ -317,8 +358,9 @@ class Subscriber:
         self.messages: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or "",
-                                  clean_session=client_id is None)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or "", clean_session=client_id is None
+        )
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=2)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
@@ -482,11 +524,17 @@ def test_mqtt_home_assistant_discovery_and_states(broker):
     src, base = "front door", "streamclf/front_door"
     labels = window(1, source=src, label="dog", score=0.91)
     try:
-        for r in [status(0, src, "connecting"), labels, {**alert(1, src, "dog"), "state": "started"},
-                  {**alert(1, src, "dog"), "id": "alert-1b", "state": "ended"}, status(1, src, "live")]:
+        for r in [
+            status(0, src, "connecting"),
+            labels,
+            {**alert(1, src, "dog"), "state": "started"},
+            {**alert(1, src, "dog"), "id": "alert-1b", "state": "ended"},
+            status(1, src, "live"),
+        ]:
             sink.write(r)
-        wait_until(lambda: watcher.on(f"{base}/status")[-1:] and "live" in watcher.on(f"{base}/status")[-1],
-                   "the live status")
+        wait_until(
+            lambda: watcher.on(f"{base}/status")[-1:] and "live" in watcher.on(f"{base}/status")[-1], "the live status"
+        )
     finally:
         sink.close()
     wait_until(lambda: watcher.on("streamclf/availability")[-1:] == ["offline"], "offline on close")
@@ -494,16 +542,20 @@ def test_mqtt_home_assistant_discovery_and_states(broker):
 
     late = Subscriber(broker.port, "homeassistant/#")  # what Home Assistant finds when it starts later
     try:
-        wait_until(lambda: len(late.retained("homeassistant/binary_sensor/streamclf/front_door_glass/config")),
-                   "the retained discovery configs")
+        wait_until(
+            lambda: len(late.retained("homeassistant/binary_sensor/streamclf/front_door_glass/config")),
+            "the retained discovery configs",
+        )
         configs = {t: json.loads(p) for t, p, retain in late.messages if retain}
     finally:
         late.close()
         ha.close()
-    assert sorted(configs) == ["homeassistant/binary_sensor/streamclf/front_door_dog/config",
-                               "homeassistant/binary_sensor/streamclf/front_door_glass/config",
-                               "homeassistant/sensor/streamclf/front_door_label/config",
-                               "homeassistant/sensor/streamclf/front_door_status/config"]
+    assert sorted(configs) == [
+        "homeassistant/binary_sensor/streamclf/front_door_dog/config",
+        "homeassistant/binary_sensor/streamclf/front_door_glass/config",
+        "homeassistant/sensor/streamclf/front_door_label/config",
+        "homeassistant/sensor/streamclf/front_door_status/config",
+    ]
     assert len({c["unique_id"] for c in configs.values()}) == 4
     for c in configs.values():
         assert c["availability_topic"] == "streamclf/availability" and c["payload_not_available"] == "offline"
@@ -545,23 +597,30 @@ while sink.stats()["pending"]:
 os._exit(9)  # no close(): as if the process were killed
 """)
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, str(script)], cwd=root, timeout=30, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(root)})
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        timeout=30,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert run.returncode == 9, run.stderr
     after = Subscriber(broker.port, "streamclf/#")
     try:
         wait_until(lambda: after.retained("streamclf/availability") == ["offline"], "the last will")
         wait_until(lambda: after.retained("streamclf/cam/status"), "the retained status")
         last = json.loads(after.retained("streamclf/cam/status")[0])
-        assert last["state"] == "live" and last["time"] <= _iso(datetime.now(timezone.utc))
+        assert last["state"] == "live" and last["time"] <= _iso(datetime.now(UTC))
     finally:
         after.close()
 
 
 # ---------------------------------------------------------------- sqlite
 
+
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.fixture
@@ -605,7 +664,7 @@ def test_sqlite_since_accepts_iso_and_relative_ages(tmp_path, store):
 
     path = tmp_path / "recent.db"
     sink = SqliteSink(SqliteConfig(path=str(path)))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for i, age in enumerate([timedelta(days=3), timedelta(hours=3), timedelta(minutes=10)]):
         sink.write(alert(i, time_=_iso(now - age)))
     sink.close()
@@ -645,9 +704,21 @@ def test_format_events_is_one_aligned_line_per_event(store):
     text = format_events(query_events(store, source="cam1"))
     lines = text.splitlines()
     assert len(lines) == 3
-    assert lines[0].split() == ["2026-11-28", "06:00:01Z", "cam1", "dog", "13.0-17.5s", "0.93",
-                                "events/1.jpg", "events/1.wav"]  # the evidence a person opens next
-    assert len({line.index(span) for line, span in zip(lines, ["13.0-17.5s", "15.0-19.5s", "16.0-20.5s"])}) == 1
+    # the evidence a person opens next: the snapshot and the clip
+    assert lines[0].split() == [
+        "2026-11-28",
+        "06:00:01Z",
+        "cam1",
+        "dog",
+        "13.0-17.5s",
+        "0.93",
+        "events/1.jpg",
+        "events/1.wav",
+    ]
+    assert (
+        len({line.index(span) for line, span in zip(lines, ["13.0-17.5s", "15.0-19.5s", "16.0-20.5s"], strict=True)})
+        == 1
+    )
     status_lines = format_events(query_events(store, kind="status")).splitlines()
     assert status_lines[0].split() == ["2026-11-28", "04:00:01Z", "cam1", "live", "-", "-"]
     assert status_lines[1].endswith("reconnecting  -  -  cannot open: Connection refused; retrying in 2.1s")
@@ -656,8 +727,12 @@ def test_format_events_is_one_aligned_line_per_event(store):
 
 def test_events_verb_prints_json(store):
     """`streamclf events --json`: the whole stored records, oldest first, for scripts."""
-    cli = subprocess.run([sys.executable, "-m", "streamclf", "events", "--db", str(store), "--source", "cam1",
-                          "--json"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
-                         timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "streamclf", "events", "--db", str(store), "--source", "cam1", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout) == [alert(1, "cam1", "dog"), alert(3, "cam1", "siren"), alert(4, "cam1", "dog")]

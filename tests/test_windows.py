@@ -1,4 +1,5 @@
 """Timestamps: windows tile the clip, and what a window holds is what its PTS range says."""
+
 from __future__ import annotations
 
 import queue
@@ -79,7 +80,7 @@ def test_audio_is_the_pts_slice_of_the_track(bbb):
         expected = (w.t_end - w.t_start) * SAMPLE_RATE
         assert abs(len(w.audio) - expected) <= one_aac_frame
         i0 = round((w.t_start - t0) * SAMPLE_RATE)
-        np.testing.assert_array_equal(w.audio, track[i0:i0 + len(w.audio)])
+        np.testing.assert_array_equal(w.audio, track[i0 : i0 + len(w.audio)])
 
 
 def _chunk(t: float, seconds: float) -> AudioChunk:

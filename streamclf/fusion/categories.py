@@ -10,8 +10,10 @@ anything of their kind (AudioSet's "Music" is near 1 on every instrument), so
 fusion lets a child with evidence explain its parent away instead of letting
 the generic label win.
 """
+
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +40,9 @@ class CategoryMap:
         return out
 
     @classmethod
-    def load(cls, path: str | Path, label_names: dict[str, list[str]], known: set[str] = frozenset()
-             ) -> "CategoryMap":
+    def load(
+        cls, path: str | Path, label_names: dict[str, list[str]], known: Collection[str] = frozenset()
+    ) -> CategoryMap:
         """Parse the YAML, resolving names against ``label_names[space]``.
 
         Integer members and ``"a-b"`` ranges are indices; other strings are
@@ -63,8 +66,10 @@ class CategoryMap:
             if "parent" in spaces:
                 parent = spaces["parent"]
                 if parent not in names or parent == cat or "parent" in (doc["categories"][parent] or {}):
-                    raise ValueError(f"{path}: category {cat!r}: parent {parent!r} must be another category "
-                                     "of this file without a parent of its own (one level)")
+                    raise ValueError(
+                        f"{path}: category {cat!r}: parent {parent!r} must be another category "
+                        "of this file without a parent of its own (one level)"
+                    )
                 parents[cat] = parent
             for space, items in spaces.items():
                 if space == "parent":
@@ -72,8 +77,10 @@ class CategoryMap:
                 if space in known and space not in label_names:
                     continue
                 if space not in label_names:
-                    raise ValueError(f"{path}: category {cat!r}: unknown label space {space!r} "
-                                     f"(known: {', '.join(sorted({*label_names, *known}))})")
+                    raise ValueError(
+                        f"{path}: category {cat!r}: unknown label space {space!r} "
+                        f"(known: {', '.join(sorted({*label_names, *known}))})"
+                    )
                 members[space][cat] = _resolve(items, label_names[space], f"{path}: category {cat!r}: {space}")
         return cls(names, members, str(path), parents)
 

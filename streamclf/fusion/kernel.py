@@ -1,4 +1,5 @@
 """Kernel-level fusion: multiple kernel learning with one RBF kernel per modality."""
+
 from __future__ import annotations
 
 import warnings
@@ -40,24 +41,33 @@ class MKLHead(Head):
     method = "mkl"
     savable = False
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 C: float = 10.0, **_: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        C: float = 10.0,
+        **_: Any,
+    ) -> None:
         super().__init__(modalities, classes, dims, seed)
         self.C = C
         self.b = np.ones(len(self.modalities)) / len(self.modalities)
 
     def _std(self, x: Inputs, n: int) -> list[np.ndarray]:
-        return [((np.asarray(x[m], np.float64) - self.mean[m]) / self.std[m]) if m in x
-                else np.zeros((n, self.dims[m])) for m in self.modalities]
+        return [
+            ((np.asarray(x[m], np.float64) - self.mean[m]) / self.std[m]) if m in x else np.zeros((n, self.dims[m]))
+            for m in self.modalities
+        ]
 
     def _kernel(self, x: Inputs, present: Present) -> np.ndarray:
         n = rows(x, present)
         mask = mask_of(present, self.modalities, n).astype(np.float64)
         w = self.b[None, :] * mask
-        k = sum(w[:, i:i + 1] * rbf(v, self.train[i], self.gamma[i]) for i, v in enumerate(self._std(x, n)))
+        k = sum(w[:, i : i + 1] * rbf(v, self.train[i], self.gamma[i]) for i, v in enumerate(self._std(x, n)))
         return k / np.maximum(w.sum(1, keepdims=True), 1e-12)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "MKLHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> MKLHead:
         full = mask_of(present, self.modalities, len(y)).all(1)
         x = {m: np.asarray(x[m])[full] for m in self.modalities}
         y = y[full]
@@ -71,7 +81,7 @@ class MKLHead(Head):
             kernels.append(rbf(v, v, self.gamma[-1]))
         a = np.array([max(alignment(k, y), 1e-6) for k in kernels])
         self.b = a / a.sum()
-        gram = sum(b * k for b, k in zip(self.b, kernels))
+        gram = sum(b * k for b, k in zip(self.b, kernels, strict=True))
         with warnings.catch_warnings():  # SVC's Platt scaling is the one that works on a precomputed kernel
             warnings.filterwarnings("ignore", "The `probability` parameter", FutureWarning)
             self.svm = SVC(C=self.C, kernel="precomputed", probability=True, random_state=self.seed).fit(gram, y)

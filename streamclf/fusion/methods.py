@@ -1,9 +1,11 @@
 """The registry of fusion methods, and saving/loading fitted heads (safetensors + card)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -16,15 +18,20 @@ from .kernel import MKLHead
 from .shared import CCAHead
 
 
-def _unimodal(modality: str, modalities: tuple[str, ...], *args: Any, **kw: Any) -> Head:
+def _unimodal(
+    modality: str, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0, **kw: Any
+) -> Head:
     kw.pop("net", None)
-    return NeuralHead((modality,), *args, net="unimodal", **kw)
+    return NeuralHead((modality,), classes, dims, seed, net="unimodal", **kw)
 
 
 METHODS: dict[str, Callable[..., Head]] = {
     "audio": partial(_unimodal, "audio"),
     "video": partial(_unimodal, "video"),
-    **{net: partial(NeuralHead, net=net) for net in ("concat", "weighted_sum", "attention", "gated", "tensor", "lowrank")},
+    **{
+        net: partial(NeuralHead, net=net)
+        for net in ("concat", "weighted_sum", "attention", "gated", "tensor", "lowrank")
+    },
     "mkl": MKLHead,
     **{rule: partial(DecisionHead, rule=rule) for rule in DecisionHead.RULES},
     "stacking": StackingHead,
@@ -34,8 +41,9 @@ METHODS: dict[str, Callable[..., Head]] = {
 """Unimodal baselines first, then feature, kernel, decision, shared-space and hybrid fusion."""
 
 
-def build_head(method: str, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int],
-               seed: int = 0, **hyper: Any) -> Head:
+def build_head(
+    method: str, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0, **hyper: Any
+) -> Head:
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; choose from {', '.join(METHODS)}")
     return METHODS[method](tuple(modalities), list(classes), dims, seed, **hyper)
@@ -48,8 +56,9 @@ def save_head(head: Head, out: str | Path, card: dict[str, Any]) -> Path:
     """Write ``out/head.safetensors`` and ``out/card.yaml`` (the head's spec plus ``card``)."""
     if not head.savable:
         saved = ", ".join(m for m, f in METHODS.items() if getattr(getattr(f, "func", f), "savable", True))
-        raise ValueError(f"fusion method {head.method!r} keeps its training set and cannot be saved as a head; "
-                         f"use one of: {saved}")
+        raise ValueError(
+            f"fusion method {head.method!r} keeps its training set and cannot be saved as a head; use one of: {saved}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in head.arrays().items()}, str(out / WEIGHTS))

@@ -1,4 +1,5 @@
 """Shared-space fusion: canonical correlation analysis learned without labels."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,16 @@ class CCAHead(Head):
     method = "cca"
     savable = False
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 pca: int = 64, components: int = 24, **_: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        pca: int = 64,
+        components: int = 24,
+        **_: Any,
+    ) -> None:
         super().__init__(modalities, classes, dims, seed)
         if len(self.modalities) != 2:
             raise ValueError("CCA fusion pairs exactly two modalities")
@@ -33,22 +42,26 @@ class CCAHead(Head):
 
     def _shared(self, x: Inputs, present: Present) -> tuple[list[np.ndarray], np.ndarray]:
         n = rows(x, present)
-        a, v = (self.pca[m].transform(np.asarray(x[m], np.float64)) if m in x else np.zeros((n, self.pca_size))
-                for m in self.modalities)
+        a, v = (
+            self.pca[m].transform(np.asarray(x[m], np.float64)) if m in x else np.zeros((n, self.pca_size))
+            for m in self.modalities
+        )
         u, w = self.cca.transform(a, v)
         return [u, w], mask_of(present, self.modalities, n).astype(np.float64)
 
     @staticmethod
     def _mean(parts: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
-        total = sum(mask[:, i:i + 1] * p for i, p in enumerate(parts))
+        total = sum(mask[:, i : i + 1] * p for i, p in enumerate(parts))
         return total / np.maximum(mask.sum(1, keepdims=True), 1)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "CCAHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> CCAHead:
         full = mask_of(present, self.modalities, len(y)).all(1)
         self.pca_size = min(self.pca_size, int(full.sum()) - 1, *self.dims.values())
         self.components = min(self.components, self.pca_size)
-        self.pca = {m: PCA(self.pca_size, random_state=self.seed).fit(np.asarray(x[m], np.float64)[full])
-                    for m in self.modalities}
+        self.pca = {
+            m: PCA(self.pca_size, random_state=self.seed).fit(np.asarray(x[m], np.float64)[full])
+            for m in self.modalities
+        }
         a, v = (self.pca[m].transform(np.asarray(x[m], np.float64)[full]) for m in self.modalities)
         self.cca = CCA(n_components=self.components, max_iter=1000).fit(a, v)
         parts, mask = self._shared(x, present)

@@ -1,4 +1,5 @@
 """Smoothing of fused scores across consecutive windows of one source."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,8 @@
-"""Decision-level fusion without a trained head: native scores -> shared categories -> calibrated, reliability-weighted pooling."""
+"""Decision-level fusion without a trained head.
+
+Native scores -> shared categories -> calibrated, reliability-weighted pooling.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,9 +47,14 @@ class ZeroShotFusion:
     raise a category.
     """
 
-    def __init__(self, categories: CategoryMap, spaces: dict[str, tuple[str, int, str]],
-                 weights: dict[str, float], sharpness: float | None = None,
-                 calibration: Calibration | None = None) -> None:
+    def __init__(
+        self,
+        categories: CategoryMap,
+        spaces: dict[str, tuple[str, int, str]],
+        weights: dict[str, float],
+        sharpness: float | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
         """``spaces[modality] = (label space, number of classes, activation)``; ``sharpness`` 0 = fixed weights.
 
         ``sharpness`` and the pooling rule come from ``calibration`` when one
@@ -61,7 +70,7 @@ class ZeroShotFusion:
         self._reduce = {m: act for m, (_, _, act) in spaces.items()}
         self._children = categories.children()
         self.parent_of = dict(categories.parents)
-        self.sees_raw = {m: p.any(axis=0) for m, p in self._proj.items()}  # through its own members
+        self.sees_raw = {m: np.asarray(p.any(axis=0)) for m, p in self._proj.items()}  # through its own members
         self.sees = {m: self._lift(s) for m, s in self.sees_raw.items()}  # ... or through a child's
         self._scale = {m: calibration.vectors(m, self.names) for m in spaces} if calibration else {}
 

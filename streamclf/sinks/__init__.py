@@ -2,6 +2,7 @@
 
 Every sink has ``write(record)`` and ``close()``; the network ones also ``stats()``.
 """
+
 from .jsonl import JsonlSink
 from .mqtt import MqttSink
 from .sqlite import SqliteSink, format_events, query_events, record_key

@@ -1,4 +1,5 @@
 """JSON lines, one record per line, flushed per record so a crash loses nothing."""
+
 from __future__ import annotations
 
 import json
@@ -32,20 +33,21 @@ class JsonlSink:
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self._whole_lines()
+        self._whole_lines(self._fd)
 
-    def _whole_lines(self) -> None:
+    def _whole_lines(self, fd: int) -> None:
         """Cut a half line a crash left at the end; refuse a file that is not JSON lines."""
-        size = os.fstat(self._fd).st_size
-        if size == 0 or os.pread(self._fd, 1, size - 1) == b"\n":
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return
-        tail = os.pread(self._fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+        tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
         cut = tail.rfind(b"\n")
-        if cut < 0 and size > len(tail) or not tail[cut + 1:].lstrip().startswith(b"{"):
-            os.close(self._fd)
-            raise ValueError(f"{self.path}: not a JSON-lines file (it ends in something else); "
-                             "choose another output file")
-        os.ftruncate(self._fd, size - len(tail) + cut + 1)
+        if cut < 0 and size > len(tail) or not tail[cut + 1 :].lstrip().startswith(b"{"):
+            os.close(fd)
+            raise ValueError(
+                f"{self.path}: not a JSON-lines file (it ends in something else); choose another output file"
+            )
+        os.ftruncate(fd, size - len(tail) + cut + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -59,24 +61,28 @@ class JsonlSink:
             self._pending.popleft()
             self.lost += 1
         self._pending.append(line.encode())
-        self._drain()
+        self._drain(self._fd)
 
-    def _drain(self) -> bool:
-        """Write what waits, in order; False (and the rest kept) at the first failure."""
+    def _drain(self, fd: int) -> bool:
+        """Write what waits to the open file ``fd``, in order; False (and the rest kept) at the first failure."""
         while self._pending:
             line = self._pending[0]
-            end = os.fstat(self._fd).st_size  # where this line starts (another writer may append too)
+            end = os.fstat(fd).st_size  # where this line starts (another writer may append too)
             try:
-                done = os.write(self._fd, line)
+                done = os.write(fd, line)
                 if done != len(line):
                     raise OSError(28, "short write")
                 if self.fsync:
-                    os.fsync(self._fd)
+                    os.fsync(fd)
             except OSError as e:
-                os.ftruncate(self._fd, end)  # never leave half a line behind
+                os.ftruncate(fd, end)  # never leave half a line behind
                 if self._failing is None:
-                    print(f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
-                          "and retrying with the next one", file=sys.stderr, flush=True)
+                    print(
+                        f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
+                        "and retrying with the next one",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 self._failing = e.strerror or str(e)
                 return False
             self._pending.popleft()
@@ -90,10 +96,14 @@ class JsonlSink:
         if self._fd is None:  # stdout, or closed already
             return
         deadline = time.monotonic() + self.drain_timeout
-        while not self._drain() and time.monotonic() < deadline:
+        while not self._drain(self._fd) and time.monotonic() < deadline:
             time.sleep(0.2)
         if self._pending or self.lost:
-            print(f"jsonl: {self.path}: {len(self._pending) + self.lost} records could not be written "
-                  f"({self._failing or 'too many waiting'})", file=sys.stderr, flush=True)
+            print(
+                f"jsonl: {self.path}: {len(self._pending) + self.lost} records could not be written "
+                f"({self._failing or 'too many waiting'})",
+                file=sys.stderr,
+                flush=True,
+            )
         os.close(self._fd)
         self._fd = None

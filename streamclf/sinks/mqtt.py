@@ -21,6 +21,7 @@ messages paho still held from before the outage are acknowledged (paho resends
 those after the reconnect, so anything handed over earlier would overtake them
 and, say, a stale status would end up retained).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ import re
 import sys
 import threading
 from collections import deque
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -59,10 +61,22 @@ def _ha_common(cfg: MqttConfig, source: str) -> tuple[str, str, dict[str, Any]]:
     """(node id, object id prefix, the fields every entity of this source shares: availability and device)."""
     prefix = cfg.prefix.rstrip("/")
     node, obj = ha_id(prefix), ha_id(source)
-    return node, obj, {"availability_topic": f"{prefix}/availability", "payload_available": "online",
-                       "payload_not_available": "offline",
-                       "device": {"identifiers": [f"{node}_{obj}"], "name": source, "manufacturer": "streamclf",
-                                  "model": "audio-visual classifier", "sw_version": __version__}}
+    return (
+        node,
+        obj,
+        {
+            "availability_topic": f"{prefix}/availability",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": {
+                "identifiers": [f"{node}_{obj}"],
+                "name": source,
+                "manufacturer": "streamclf",
+                "model": "audio-visual classifier",
+                "sw_version": __version__,
+            },
+        },
+    )
 
 
 def device_discovery(cfg: MqttConfig, source: str) -> list[tuple[str, dict[str, Any]]]:
@@ -70,23 +84,50 @@ def device_discovery(cfg: MqttConfig, source: str) -> list[tuple[str, dict[str, 
     node, obj, common = _ha_common(cfg, source)
     base = f"{cfg.prefix.rstrip('/')}/{topic_safe(source)}"
     return [
-        (f"{cfg.discovery_prefix}/sensor/{node}/{obj}_label/config", {
-            "name": "Label", "unique_id": f"{node}_{obj}_label", "state_topic": f"{base}/labels",
-            "value_template": "{{ value_json.labels[0].label }}", "json_attributes_topic": f"{base}/labels",
-            "json_attributes_template": "{{ {'score': value_json.labels[0].score, 'labels': value_json.labels}"
-                                        " | tojson }}", "icon": "mdi:label", **common}),
-        (f"{cfg.discovery_prefix}/sensor/{node}/{obj}_status/config", {
-            "name": "Status", "unique_id": f"{node}_{obj}_status", "state_topic": f"{base}/status",
-            "value_template": "{{ value_json.state }}", "json_attributes_topic": f"{base}/status",
-            "entity_category": "diagnostic", "icon": "mdi:cctv", **common})]
+        (
+            f"{cfg.discovery_prefix}/sensor/{node}/{obj}_label/config",
+            {
+                "name": "Label",
+                "unique_id": f"{node}_{obj}_label",
+                "state_topic": f"{base}/labels",
+                "value_template": "{{ value_json.labels[0].label }}",
+                "json_attributes_topic": f"{base}/labels",
+                "json_attributes_template": "{{ {'score': value_json.labels[0].score, 'labels': value_json.labels}"
+                " | tojson }}",
+                "icon": "mdi:label",
+                **common,
+            },
+        ),
+        (
+            f"{cfg.discovery_prefix}/sensor/{node}/{obj}_status/config",
+            {
+                "name": "Status",
+                "unique_id": f"{node}_{obj}_status",
+                "state_topic": f"{base}/status",
+                "value_template": "{{ value_json.state }}",
+                "json_attributes_topic": f"{base}/status",
+                "entity_category": "diagnostic",
+                "icon": "mdi:cctv",
+                **common,
+            },
+        ),
+    ]
 
 
 def label_discovery(cfg: MqttConfig, source: str, label: str) -> tuple[str, dict[str, Any]]:
     """Home Assistant discovery (topic, config) for one alert label of a source: a binary sensor, on during events."""
     node, obj, common = _ha_common(cfg, source)
-    return (f"{cfg.discovery_prefix}/binary_sensor/{node}/{obj}_{ha_id(label)}/config", {
-        "name": label, "unique_id": f"{node}_{obj}_{ha_id(label)}", "state_topic": alert_topic(cfg, source, label),
-        "payload_on": "ON", "payload_off": "OFF", **common})
+    return (
+        f"{cfg.discovery_prefix}/binary_sensor/{node}/{obj}_{ha_id(label)}/config",
+        {
+            "name": label,
+            "unique_id": f"{node}_{obj}_{ha_id(label)}",
+            "state_topic": alert_topic(cfg, source, label),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            **common,
+        },
+    )
 
 
 def alert_topic(cfg: MqttConfig, source: str, label: str) -> str:
@@ -95,7 +136,7 @@ def alert_topic(cfg: MqttConfig, source: str, label: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MqttSink:
@@ -145,8 +186,11 @@ class MqttSink:
         topic = f"{self.prefix}/{topic_safe(source)}/{sub}"
         self._enqueue(topic, json.dumps(record, ensure_ascii=False), retain=sub == "status")
         if kind == "alert" and record.get("label") and record.get("state") in ("started", "ended"):
-            self._enqueue(alert_topic(self.cfg, source, record["label"]),
-                          "ON" if record["state"] == "started" else "OFF", retain=True)
+            self._enqueue(
+                alert_topic(self.cfg, source, record["label"]),
+                "ON" if record["state"] == "started" else "OFF",
+                retain=True,
+            )
 
     def _announce(self, source: str, labels: list[str]) -> None:
         """A new source (or alert label): discovery configs, and its alert labels "OFF" until an event says more."""
@@ -174,9 +218,19 @@ class MqttSink:
         self._closing = True
         for source, state in self._last_state.items():
             if state not in FINAL_STATES:
-                self._enqueue(f"{self.prefix}/{topic_safe(source)}/status", json.dumps(
-                    {"type": "status", "source": source, "state": "offline", "message": "streamclf stopped",
-                     "time": _now()}), retain=True)
+                self._enqueue(
+                    f"{self.prefix}/{topic_safe(source)}/status",
+                    json.dumps(
+                        {
+                            "type": "status",
+                            "source": source,
+                            "state": "offline",
+                            "message": "streamclf stopped",
+                            "time": _now(),
+                        }
+                    ),
+                    retain=True,
+                )
         self._enqueue(self.availability, "offline", retain=True)
         with self._cond:
             self._cond.wait_for(lambda: not self._backlog and self.delivered >= self.sent, timeout=CLOSE_TIMEOUT)
@@ -189,8 +243,12 @@ class MqttSink:
     def stats(self) -> dict[str, int]:
         """delivered = acknowledged by the broker; pending = waiting or unacknowledged; retries = reconnects."""
         with self._cond:
-            return {"delivered": self.delivered, "retries": self.reconnects,
-                    "pending": len(self._backlog) + self.sent - self.delivered, "failed": self.failed}
+            return {
+                "delivered": self.delivered,
+                "retries": self.reconnects,
+                "pending": len(self._backlog) + self.sent - self.delivered,
+                "failed": self.failed,
+            }
 
     def _enqueue(self, topic: str, payload: str, retain: bool) -> None:
         with self._cond:
@@ -223,8 +281,7 @@ class MqttSink:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            print(f"mqtt: {self.cfg.host}:{self.cfg.port} refused the connection ({reason}); retrying",
-                  file=sys.stderr)
+            print(f"mqtt: {self.cfg.host}:{self.cfg.port} refused the connection ({reason}); retrying", file=sys.stderr)
             return
         with self._cond:
             self.reconnects += self._connected_before
@@ -237,8 +294,10 @@ class MqttSink:
         with self._cond:
             self._synced = False
         if not self._closing:
-            print(f"mqtt: lost {self.cfg.host}:{self.cfg.port} ({reason}); reconnecting, "
-                  f"records are kept until then", file=sys.stderr)
+            print(
+                f"mqtt: lost {self.cfg.host}:{self.cfg.port} ({reason}); reconnecting, records are kept until then",
+                file=sys.stderr,
+            )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._cond:

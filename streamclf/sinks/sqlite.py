@@ -4,6 +4,7 @@ Each record is kept whole as JSON next to the few columns that queries
 filter on. ``query_events`` and ``format_events`` are what ``streamclf events``
 calls. Times are the router's wall clock, UTC, ISO 8601 ("...T05:12:00.123Z").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ import re
 import sqlite3
 import threading
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +52,21 @@ def record_key(record: dict[str, Any]) -> str:
 
 def iso_utc(moment: datetime) -> str:
     """The one time format stored, so that comparing strings compares times."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_since(value: str) -> str:
     """An ISO date/time (naive means UTC) or an age like "30m", "2h", "7d" -> stored time format."""
     age = _AGE.fullmatch(value.strip())
     if age:
-        return iso_utc(datetime.now(timezone.utc) - timedelta(**{_UNIT[age[2]]: float(age[1])}))
+        return iso_utc(datetime.now(UTC) - timedelta(**{_UNIT[age[2]]: float(age[1])}))
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"since: {value!r} is neither an ISO date/time (2026-11-28T05:00) "
-                         f"nor an age like 30m, 2h, 7d") from None
-    return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+        raise ValueError(
+            f"since: {value!r} is neither an ISO date/time (2026-11-28T05:00) nor an age like 30m, 2h, 7d"
+        ) from None
+    return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def _columns(record: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -98,13 +100,23 @@ class SqliteSink:
         if columns is None or (columns[0] == "labels" and not self.cfg.labels):
             return
         kind, label, state, t_start, t_end = columns
-        time = record.get("time") or iso_utc(datetime.now(timezone.utc))
+        time = record.get("time") or iso_utc(datetime.now(UTC))
         with self._lock:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO events (id, type, source, label, state, time, t_start, t_end, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record_key(record), kind, record.get("source"), label, state, time, t_start, t_end,
-                 json.dumps(record, ensure_ascii=False)))
+                (
+                    record_key(record),
+                    kind,
+                    record.get("source"),
+                    label,
+                    state,
+                    time,
+                    t_start,
+                    t_end,
+                    json.dumps(record, ensure_ascii=False),
+                ),
+            )
         if cursor.rowcount:
             self.stored += 1
         else:
@@ -118,8 +130,14 @@ class SqliteSink:
         return {"stored": self.stored, "duplicates": self.duplicates}
 
 
-def query_events(path: str | Path, source: str | None = None, since: str | None = None,
-                 label: str | None = None, kind: str = "alert", limit: int | None = None) -> list[dict[str, Any]]:
+def query_events(
+    path: str | Path,
+    source: str | None = None,
+    since: str | None = None,
+    label: str | None = None,
+    kind: str = "alert",
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Stored records of one kind, oldest first; with ``limit``, the newest ``limit`` of them.
 
     ``label`` matches an alert's label or a window's top label, ignoring case.
@@ -128,7 +146,8 @@ def query_events(path: str | Path, source: str | None = None, since: str | None 
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     if not Path(path).is_file():
         raise ValueError(f"{path}: no event database here (the sqlite sink creates it)")
-    where, args = ["type = ?"], [kind]
+    where = ["type = ?"]
+    args: list[str | int] = [kind]
     if source is not None:
         where.append("source = ?")
         args.append(source)
@@ -153,8 +172,11 @@ def query_events(path: str | Path, source: str | None = None, since: str | None 
 def _span(start: Any, end: Any) -> str:
     if start is None and end is None:
         return "-"
-    fmt = lambda t: f"{t:.1f}" if isinstance(t, (int, float)) else "…"  # an open event has no end yet
-    return f"{fmt(start)}-{fmt(end)}s"
+    return f"{_seconds(start)}-{_seconds(end)}s"
+
+
+def _seconds(t: Any) -> str:
+    return f"{t:.1f}" if isinstance(t, (int, float)) else "…"  # an open event has no end yet
 
 
 def format_events(rows: list[dict[str, Any]]) -> str:
@@ -180,8 +202,18 @@ def format_events(rows: list[dict[str, Any]]) -> str:
             top = (r.get("labels") or [{}])[0]
             what, start, end, peak = top.get("label"), r.get("t_start"), r.get("t_end"), top.get("score")
         time = str(r["time"])[:19].replace("T", " ") + "Z"  # to the second
-        lines.append((time, str(r.get("source", "-")), str(what or "-"), _span(start, end),
-                      "-" if peak is None else f"{peak:.2f}", "  ".join(str(d) for d in details if d)))
+        lines.append(
+            (
+                time,
+                str(r.get("source", "-")),
+                str(what or "-"),
+                _span(start, end),
+                "-" if peak is None else f"{peak:.2f}",
+                "  ".join(str(d) for d in details if d),
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
-    return "\n".join("  ".join([*(col.ljust(w) for col, w in zip(line, widths)), line[5]]).rstrip()
-                     for line in lines)
+    return "\n".join(
+        "  ".join([*(col.ljust(w) for col, w in zip(line[:5], widths, strict=True)), line[5]]).rstrip()
+        for line in lines
+    )

@@ -6,23 +6,24 @@ until the receiver answers. Records survive restarts: a new sink on the same
 spool delivers what is left first. Receivers deduplicate on ``Idempotency-Key``
 (a record can arrive twice if an answer is lost on the way back).
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-import random
 import sqlite3
 import sys
 import threading
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ..config import WebhookConfig
+from ..retry import backoff
 from ..sources import redact
 from .sqlite import iso_utc, record_key
 
@@ -88,8 +89,10 @@ class WebhookSink:
         if not self._wants(record):
             return
         with self._lock:
-            self._db.execute("INSERT INTO spool (key, body) VALUES (?, ?)",
-                             (record_key(record), json.dumps(record, ensure_ascii=False).encode()))
+            self._db.execute(
+                "INSERT INTO spool (key, body) VALUES (?, ?)",
+                (record_key(record), json.dumps(record, ensure_ascii=False).encode()),
+            )
         self._wake.set()
 
     def close(self) -> None:
@@ -119,12 +122,13 @@ class WebhookSink:
         """Exponential with jitter so many senders do not retry in lockstep; the receiver's Retry-After wins."""
         if retry_after is not None:
             return min(retry_after, self.cfg.backoff_max)
-        exponential = _FIRST_DELAY * 2 ** min(attempt, 30)  # bounded: an outage may last a night
-        return min(exponential, self.cfg.backoff_max) * random.uniform(0.5, 1.0)
+        return backoff(attempt + 1, _FIRST_DELAY, self.cfg.backoff_max)
 
     def _run(self) -> None:
-        with closing(_connect(self.spool)) as db, \
-                httpx.Client(timeout=self.cfg.timeout, headers=self.cfg.headers, auth=self._auth) as client:
+        with (
+            closing(_connect(self.spool)) as db,
+            httpx.Client(timeout=self.cfg.timeout, headers=self.cfg.headers, auth=self._auth) as client,
+        ):
             attempt = 0
             while not self._stop.is_set():
                 self._wake.clear()  # before looking, so a write after the look still wakes us
@@ -152,21 +156,27 @@ class WebhookSink:
                         continue
                     problem, retry_after = f"HTTP {response.status_code}", _retry_after(response)
                 if attempt == 0:
-                    print(f"webhook: {self.url} unavailable ({problem}); records stay spooled in "
-                          f"{self.spool} and are retried", file=sys.stderr)
+                    print(
+                        f"webhook: {self.url} unavailable ({problem}); records stay spooled in "
+                        f"{self.spool} and are retried",
+                        file=sys.stderr,
+                    )
                 self.retries += 1
                 self._stop.wait(self._backoff(attempt, retry_after))
                 attempt += 1
 
-    def _dead_letter(self, db: sqlite3.Connection, seq: int, key: str, body: bytes,
-                     response: httpx.Response) -> None:
+    def _dead_letter(self, db: sqlite3.Connection, seq: int, key: str, body: bytes, response: httpx.Response) -> None:
         """A permanent refusal (4xx): keep the record for inspection and move on to the next."""
         with db:
             db.execute("BEGIN")
-            db.execute("INSERT INTO dead (seq, key, body, status, reason, time) VALUES (?, ?, ?, ?, ?, ?)",
-                       (seq, key, body, response.status_code, response.reason_phrase,
-                        iso_utc(datetime.now(timezone.utc))))
+            db.execute(
+                "INSERT INTO dead (seq, key, body, status, reason, time) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, key, body, response.status_code, response.reason_phrase, iso_utc(datetime.now(UTC))),
+            )
             db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
         self.failed += 1
-        print(f"webhook: {self.url} refused record {key} with HTTP {response.status_code} "
-              f"{response.reason_phrase}; moved to the dead table of {self.spool}", file=sys.stderr)
+        print(
+            f"webhook: {self.url} refused record {key} with HTTP {response.status_code} "
+            f"{response.reason_phrase}; moved to the dead table of {self.spool}",
+            file=sys.stderr,
+        )

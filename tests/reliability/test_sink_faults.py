@@ -1,4 +1,5 @@
 """Sinks under faults: a full disk and a slow webhook receiver lose nothing and keep the order."""
+
 from __future__ import annotations
 
 import errno
@@ -30,8 +31,13 @@ def small_disk(tmp_path: Path):
     """A real 64 KiB tmpfs (needs root: CI runs as root); skips where mounting is not allowed."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                                          capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (not root); the simulated ENOSPC test still runs")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=False)
