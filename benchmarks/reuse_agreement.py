@@ -14,6 +14,7 @@ detector's person decision (score >= its threshold). The thresholds are
 the defaults, not tuned on these clips (`reuse.motion` is the detector's earlier motion-skip setting).
 Prints a table and writes benchmarks/results/reuse_agreement.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,16 @@ def clips(quick: bool, folder: Path) -> list[tuple[str, Path]]:
 
     media = DATA / "media"
     grid = sorted((media / "grid").glob("*.mpg"))[: 2 if quick else None]
-    moving = [media / "flipping_a_pancake.mkv"] if quick else [media / p for p in
-                                                                ("bbb_360p_60s.mp4", "bbb_720p_30s.mp4",
-                                                                 "flipping_a_pancake.mkv")]
-    return ([("moving", p) for p in moving] + [("GRID", p) for p in grid]
-            + [("still", static_scene(folder, 10.0 if quick else 60.0))])
+    moving = (
+        [media / "flipping_a_pancake.mkv"]
+        if quick
+        else [media / p for p in ("bbb_360p_60s.mp4", "bbb_720p_30s.mp4", "flipping_a_pancake.mkv")]
+    )
+    return (
+        [("moving", p) for p in moving]
+        + [("GRID", p) for p in grid]
+        + [("still", static_scene(folder, 10.0 if quick else 60.0))]
+    )
 
 
 def records(models, path: Path) -> list[dict]:
@@ -65,11 +71,13 @@ def agreement(off: list[dict], on: list[dict], threshold: float) -> dict:
     def same(key) -> int:
         return sum(key(a) == key(b) for a, b in zip(off, on, strict=True))
 
-    return {"windows": len(off),
-            "fused_top1_same": same(lambda r: r["labels"][0]["label"]),
-            "video_top1_same": same(lambda r: r["video"][0]["label"] if r["video"] else None),
-            "audio_top1_same": same(lambda r: r["audio"][0]["label"] if r["audio"] else None),
-            "person_same": same(lambda r: (r["detector"] or {}).get("score", 0.0) >= threshold)}
+    return {
+        "windows": len(off),
+        "fused_top1_same": same(lambda r: r["labels"][0]["label"]),
+        "video_top1_same": same(lambda r: r["video"][0]["label"] if r["video"] else None),
+        "audio_top1_same": same(lambda r: r["audio"][0]["label"] if r["audio"] else None),
+        "person_same": same(lambda r: (r["detector"] or {}).get("score", 0.0) >= threshold),
+    }
 
 
 def main() -> None:
@@ -98,30 +106,51 @@ def main() -> None:
             on = records(models[True], path)
             t_on = time.monotonic() - t0
             reused = {k: v - before[k] for k, v in models[True].reuse.totals().items()}
-            row = {"setting": setting, "group": group, "clip": path.name, **agreement(off, on, threshold),
-                   "reused": reused, "seconds_off": round(t_off, 1), "seconds_on": round(t_on, 1)}
+            row = {
+                "setting": setting,
+                "group": group,
+                "clip": path.name,
+                **agreement(off, on, threshold),
+                "reused": reused,
+                "seconds_off": round(t_off, 1),
+                "seconds_on": round(t_on, 1),
+            }
             rows.append(row)
-            print(f"{setting:<12} {path.name:<24} windows {row['windows']:>4}  "
-                  f"fused top-1 same {row['fused_top1_same']:>4}  video {row['video_top1_same']:>4}  "
-                  f"person {row['person_same']:>4}  reused {reused}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{setting:<12} {path.name:<24} windows {row['windows']:>4}  "
+                f"fused top-1 same {row['fused_top1_same']:>4}  video {row['video_top1_same']:>4}  "
+                f"person {row['person_same']:>4}  reused {reused}",
+                file=sys.stderr,
+                flush=True,
+            )
     keys = ("windows", "fused_top1_same", "video_top1_same", "person_same")
     summary = {}
     for group in ("moving", "GRID", "still", "all"):
         chosen = [r for r in rows if group in ("all", r["group"])]
         total = {k: sum(r[k] for r in chosen) for k in keys}
-        summary[group] = {**total, "fused_agreement": round(total["fused_top1_same"] / max(1, total["windows"]), 4),
-                          "video_frames_reused": sum(r["reused"]["video_frames"] for r in chosen)}
+        summary[group] = {
+            **total,
+            "fused_agreement": round(total["fused_top1_same"] / max(1, total["windows"]), 4),
+            "video_frames_reused": sum(r["reused"]["video_frames"] for r in chosen),
+        }
     print("| setting | clip | windows | fused top-1 same | video top-1 same | person same | video frames reused |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['setting']} | {r['clip']} | {r['windows']} | {r['fused_top1_same']} | {r['video_top1_same']} | "
-              f"{r['person_same']} | {r['reused']['video_frames']} |")
-    print("fused top-1 agreement: " + ", ".join(f"{g} {v['fused_agreement']:.2%} of {v['windows']} windows"
-                                                for g, v in summary.items()))
-    doc = {"command": "benchmarks/reuse_agreement.py" + (" --quick" if args.quick else ""),
-           "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-           "reuse": json.loads(models[True].config.reuse.model_dump_json()), "summary": summary, "runs": rows}
+        print(
+            f"| {r['setting']} | {r['clip']} | {r['windows']} | {r['fused_top1_same']} | {r['video_top1_same']} | "
+            f"{r['person_same']} | {r['reused']['video_frames']} |"
+        )
+    print(
+        "fused top-1 agreement: "
+        + ", ".join(f"{g} {v['fused_agreement']:.2%} of {v['windows']} windows" for g, v in summary.items())
+    )
+    doc = {
+        "command": "benchmarks/reuse_agreement.py" + (" --quick" if args.quick else ""),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "reuse": json.loads(models[True].config.reuse.model_dump_json()),
+        "summary": summary,
+        "runs": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

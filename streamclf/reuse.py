@@ -18,6 +18,7 @@ Whether reuse applies is per source: ``reuse.enabled`` null means live
 sources only (cameras, streams, files paced at real time); batch labelling
 reads every frame unless asked.
 """
+
 from __future__ import annotations
 
 import math

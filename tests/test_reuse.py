@@ -1,4 +1,5 @@
 """Frame and silence reuse: counted on a still clip, off for `label` by default, labels unchanged on a moving clip."""
+
 from __future__ import annotations
 
 import shutil
@@ -23,8 +24,22 @@ def still_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("ffmpeg is not installed (setup.sh installs it with apt-get)")
     folder = tmp_path_factory.mktemp("still")
     picture = folder / "speaker.png"
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-ss", "1", "-i", str(shared("media/grid/bbaf2n.mpg")),
-                    "-frames:v", "1", str(picture)], check=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            "1",
+            "-i",
+            str(shared("media/grid/bbaf2n.mpg")),
+            "-frames:v",
+            "1",
+            str(picture),
+        ],
+        check=True,
+    )
     return bark_clip(ffmpeg, folder / "still.mp4", at=5.0, seconds=8.0, picture=picture)
 
 
@@ -33,8 +48,10 @@ def models():
     """(reuse on, reuse as configured by default), both with the detector on; loaded once for the module."""
     from streamclf.pipeline import Models
 
-    return (Models(load_config(**{"detector.enabled": True, "reuse.enabled": True, "reuse.max_age": 60.0})),
-            Models(load_config(**{"detector.enabled": True})))
+    return (
+        Models(load_config(**{"detector.enabled": True, "reuse.enabled": True, "reuse.max_age": 60.0})),
+        Models(load_config(**{"detector.enabled": True})),
+    )
 
 
 def _records(models, path: Path) -> list[dict]:
@@ -71,8 +88,9 @@ def test_a_still_clip_reuses_frames_and_counts_them_in_status_and_timings(models
     assert timings["reused"] == reused and set(timings["stages"]) >= {"encode video", "detect"}
 
 
-def test_label_reads_every_frame_unless_asked(models, still_clip: Path, monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_label_reads_every_frame_unless_asked(
+    models, still_clip: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     default = models[1]
     _records(default, still_clip)
     assert default.reuse.totals() == dict.fromkeys(default.reuse.totals(), 0)  # a file: nothing reused
@@ -147,8 +165,11 @@ def test_an_unchanged_result_is_computed_again_within_max_age_and_not_all_source
 def test_status_lines_name_what_was_reused() -> None:
     from streamclf.pipeline import SourceState, status_line
 
-    record = {"source": "cam", "state": "ended", "stats": {"windows": 9, "reused": {"video_frames": 20,
-                                                                                    "audio_windows": 0}}}
+    record = {
+        "source": "cam",
+        "state": "ended",
+        "stats": {"windows": 9, "reused": {"video_frames": 20, "audio_windows": 0}},
+    }
     assert status_line(record, SourceState("cam"), "live", 1.0) == "[cam] ended: 9 windows, reused: 20 video frames"
 
 
