@@ -143,10 +143,11 @@ def capacity(rows: list[dict]) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", choices=["surveillance", "default"], nargs="+",
-                    help="with --scene and --sources instead of the whole plan")
+                    help="with --scene and --sources instead of the whole plan (--sources alone: default)")
     ap.add_argument("--scene", choices=["moving", "static"], nargs="+", default=["moving"])
-    ap.add_argument("--sources", type=int, nargs="+", default=[2, 4, 8, 16],
-                    help="counts tried in increasing order; a condition stops at its first failing count")
+    ap.add_argument("--sources", type=int, nargs="+",
+                    help="counts tried in increasing order; a condition stops at its first failing count "
+                    "(default with --settings: 2 4 8 16)")
     ap.add_argument("--detector", choices=["off", "on", "both"], default="both")
     ap.add_argument("--reuse", choices=["off", "on", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=30.0, help="media seconds per run")
@@ -161,8 +162,9 @@ def main() -> None:
     seconds = 8.0 if args.quick else args.seconds
     if args.quick:
         plan = [("surveillance", "moving", [1])]
-    elif args.settings:
-        plan = [(s, scene, sorted(args.sources)) for s in args.settings for scene in args.scene]
+    elif args.settings or args.sources:
+        counts = sorted(args.sources or [2, 4, 8, 16])
+        plan = [(s, scene, counts) for s in args.settings or ["default"] for scene in args.scene]
     else:
         plan = PLAN
     both = {"off": [False], "on": [True], "both": [False, True]}
