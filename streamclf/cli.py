@@ -34,6 +34,12 @@ def _encoder_flags(parser: argparse.ArgumentParser) -> None:
                         "person, record field detector); default: on for live sources and alert rules on person")
 
 
+def _reuse_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--reuse", action=argparse.BooleanOptionalAction, help="unchanged frames reuse the last "
+                        "computed frame's embedding and detections, silent windows the result of silence "
+                        f"(reuse.*; docs/frame-reuse.md); default: {default}")
+
+
 def _encoders(args: argparse.Namespace) -> dict[str, object]:
     return {"video.encoder": args.video_encoder, "audio.encoder": args.audio_encoder,
             "speech.enabled": args.speech or None, "detector.enabled": args.detector}
@@ -47,8 +53,9 @@ def _run(args: argparse.Namespace) -> int:
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
         "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "fusion.calibration": args.calibration, "sources.realtime": args.realtime or None,
-        **_encoders(args), "sinks.webhook.url": args.webhook, "sinks.webhook.secret_env": args.webhook_secret_env,
-        "sinks.webhook.spool": args.webhook_spool, "sinks.sqlite.path": args.sqlite,
+        **_encoders(args), "reuse.enabled": args.reuse, "sinks.webhook.url": args.webhook,
+        "sinks.webhook.secret_env": args.webhook_secret_env, "sinks.webhook.spool": args.webhook_spool,
+        "sinks.sqlite.path": args.sqlite,
         "alerts.events_dir": args.events_dir, "output_dir": args.output_dir,
     }.items() if v is not None}
     if args.mqtt:
@@ -107,7 +114,8 @@ def _label(args: argparse.Namespace) -> int:
         print("streamclf: error: --ray-address needs --engine ray", file=sys.stderr)
         return 2
     overrides = {k: v for k, v in {"fusion.head": args.head, "fusion.calibration": args.calibration,
-                                   "device": args.device, **_encoders(args)}.items() if v is not None}
+                                   "device": args.device, "reuse.enabled": args.reuse,
+                                   **_encoders(args)}.items() if v is not None}
     config = load_config(args.config, **overrides)
     from .batch import label_files
     from .batch_ray import RayMissing
@@ -286,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt", metavar="HOST[:PORT]", help="also publish to this MQTT broker")
     run.add_argument("--timings", action="store_true", help="print per-stage p50/p95 timings at the end")
     _encoder_flags(run)
+    _reuse_flag(run, "on for live sources (cameras, streams, --realtime), off for files")
     run.set_defaults(func=_run)
 
     lb = verbs.add_parser("label", help="label files and folders of media into timelines, segments and subtitles")
@@ -305,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     lb.add_argument("--no-progress", action="store_true", help="no progress bar")
     _encoder_flags(lb)
+    _reuse_flag(lb, "off (every frame is read)")
     lb.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: decode and infer on a Ray cluster (pip install 'streamclf[ray]')")
     lb.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, ray://head:10001); default: a local Ray")

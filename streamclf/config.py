@@ -69,9 +69,29 @@ class DetectorConfig(_Strict):
                        "fps); in between it reuses its last result")
     threshold: float = Field(0.7, ge=0, le=1, description="score a box needs to be counted and drawn "
                              "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)")
-    motion: float = Field(0.005, ge=0, le=1, description="share of a small grey copy of the frame that must change "
-                          "since the last detection for the detector to run again (0: always run)")
     weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _motion_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "motion" in data:
+            raise ValueError("motion moved to reuse.motion (one change measure for the detector and the video encoder)")
+        return data
+
+
+class ReuseConfig(_Strict):
+    """Work not done twice: unchanged frames reuse the video embedding and detections of the last computed frame,
+    silent windows the audio result of silence (streamclf/reuse.py; docs/frame-reuse.md)."""
+
+    enabled: bool | None = Field(None, description="null (auto): on for live sources (cameras, streams, "
+                                 "--realtime), off for files and label; true/false: always/never")
+    motion: float = Field(0.005, ge=0, le=1, description="share of a small grey copy of the frame that must change "
+                          "since the last computed frame for the video encoder and detector to run again (0: always)")
+    max_age: float | None = Field(10.0, gt=0, description="seconds a computed result may stand for unchanged frames "
+                                  "before it is computed again (each source gets between half and all of it, so "
+                                  "that cameras started together do not compute at once; null: no limit)")
+    silence_dbfs: float = Field(-70.0, le=0, description="a window whose audio is quieter than this (dBFS) reuses "
+                                "the result of silence instead of running the audio encoders")
 
 
 class FusionConfig(_Strict):
@@ -247,6 +267,7 @@ class Config(_Strict):
     video: VideoConfig = VideoConfig()
     speech: SpeechConfig = SpeechConfig()
     detector: DetectorConfig = DetectorConfig()
+    reuse: ReuseConfig = ReuseConfig()
     fusion: FusionConfig = FusionConfig()
     sources: SourcesConfig = SourcesConfig()
     sinks: SinksConfig = SinksConfig()

@@ -31,6 +31,7 @@ from .config import Config, WindowConfig
 from .alerts import Alerts
 from .catalog import check_alert_labels
 from .detector import Detector, detector_for
+from .reuse import FrameReuse, Slot, forget_source, trim_frames
 from .sources import Decoder, SourceSpec
 from .stages import Feed, Timings
 from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
@@ -166,13 +167,14 @@ class Models:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")
         self.fusion: ZeroShotFusion | HeadFusion
         self.detector: Detector | None = None
+        self.reuse = FrameReuse(config.reuse)  # the pipeline hands it its set of live sources
         if config.fusion.head:
             self.fusion = HeadFusion(config.fusion.head)
             missing = [m for m in self.fusion.head.modalities if m not in self.encoders]
             if missing:
                 raise ValueError(f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled")
             self.fusion.check_encoders({m: e.weights.id for m, e in self.encoders.items()})
-            self.detector = detector_for(config, live, set())
+            self.detector = detector_for(config, live, set(), self.reuse)
         else:
             labels = {enc.meta["label_space"]: enc.meta["categories"] for enc in self.encoders.values()}
             detector_meta = MODELS[config.detector.encoder].weights.meta if config.detector.encoder in MODELS else {}
@@ -184,7 +186,7 @@ class Models:
             spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
                       for m, e in self.encoders.items()}
             weights = {m: getattr(config, m).weight for m in self.encoders}
-            self.detector = detector_for(config, live, driven)
+            self.detector = detector_for(config, live, driven, self.reuse)
             if self.detector is not None:
                 spaces["detector"] = (detector_meta["label_space"], len(self.detector.classes), "sigmoid")
                 weights["detector"] = config.detector.weight
@@ -196,7 +198,8 @@ class Models:
         if self.config.window.short_side is None and side:  # FFmpeg's scaler in the decoder thread does the resize
             window = self.config.window.model_copy(update={"short_side": side})
             self.config = self.config.model_copy(update={"window": window})
-        self._frame_cache: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
+        self._frame_cache: dict[tuple[str, float], Slot] = {}  # (embedding, scores) per frame, shared when reused
+        self._silence: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # (encoder, samples) -> its result
 
     def adapt(self, config: Config) -> Config:
         """A trained head dictates the window and pooling it was trained with."""
@@ -229,11 +232,12 @@ class Models:
     def forget(self, source: str) -> None:
         if self.detector is not None:
             self.detector.forget(source)
-        for key in [k for k in self._frame_cache if k[0] == source]:
-            del self._frame_cache[key]
+        self.reuse.forget(source)
+        forget_source(self._frame_cache, source)
 
     def process(self, windows: list[Window], timings: Timings | None = None) -> list[Scored]:
-        """Encode a batch of windows (frames once each, via a cache) and fuse."""
+        """Encode a batch of windows and fuse: each frame once (a cache), and where reuse applies unchanged frames
+        take the last computed frame's result and silent windows the result of silence (``self.reuse``)."""
         timings = timings or Timings()
         results = [Embeddings() for _ in windows]
         if "video" in self.encoders:
@@ -247,18 +251,23 @@ class Models:
                 if detection is not None:
                     res.scores["detector"] = detection.scores
             timings.since("detect", t0)
-        audio_windows = [(i, w) for i, w in enumerate(windows) if w.audio is not None]
+        audio_windows = [(i, w.source, w.audio) for i, w in enumerate(windows) if w.audio is not None]
+        silent = [self.reuse.silent(source, audio) for _, source, audio in audio_windows]
+        for (_, source, _), quiet in zip(audio_windows, silent):
+            if quiet:
+                self.reuse.count(source, "audio_windows")
+        audio = [a for _, _, a in audio_windows]
         if "audio" in self.encoders:
             t0 = time.monotonic()
-            outs = self.encoders["audio"].embed([w.audio for _, w in audio_windows])
-            for (i, _), (emb, scores) in zip(audio_windows, outs):
+            for (i, _, _), (emb, scores) in zip(audio_windows, self._embed_audio("audio", audio, silent)):
                 self._pool(results[i], "audio", emb, scores)
             timings.since("encode audio", t0)
         if self.speech is not None:
             t0 = time.monotonic()
-            for (i, _), (_, prob) in zip(audio_windows, self.speech.embed([w.audio for _, w in audio_windows])):
+            for (i, _, _), (_, prob) in zip(audio_windows, self._embed_audio("speech", audio, silent)):
                 results[i].features["speech"] = float(prob[0, 0])
             timings.since("speech", t0)
+        self.reuse.trim(windows)
         t0 = time.monotonic()
         fused = self.fusion.fuse(results)
         timings.since("fuse", t0)
@@ -267,18 +276,31 @@ class Models:
     def _video(self, windows: list[Window], results: list[Embeddings]) -> None:
         encoder = self.encoders["video"]
         if encoder.meta.get("clip"):  # one clip per window: its transform picks the frames
-            todo = [(i, w) for i, w in enumerate(windows) if w.frames]
-            for (i, _), (emb, scores) in zip(todo, encoder.embed([np.stack([f.image for f in w.frames])
-                                                                  for _, w in todo])):
+            clips = [(i, w) for i, w in enumerate(windows) if w.frames]
+            for (i, _), (emb, scores) in zip(clips, encoder.embed([np.stack([f.image for f in w.frames])
+                                                                   for _, w in clips])):
                 results[i].embedding["video"], results[i].scores["video"] = emb[0], scores[0]
             return
         cache = self._frame_cache
         todo: dict[tuple[str, float], np.ndarray] = {}
+        reused: set[tuple[str, float]] = set()
         for w in windows:
-            for f in w.frames:
+            for f in sorted(w.frames, key=lambda f: f.pts):  # in time order: each is compared with the last computed
                 key = (f.source, f.pts)
-                if key not in cache:
+                if key in cache:
+                    continue
+                slot = self.reuse.last("video", f)
+                if slot is None:
+                    slot = Slot()
                     todo[key] = f.image
+                    self.reuse.keep("video", f, slot)
+                else:
+                    reused.add(key)
+                cache[key] = slot
+        for w in windows:  # windows whose new frames were all reused: no encoder time for them
+            keys = [(f.source, f.pts) for f in w.frames]
+            if any(k in reused for k in keys) and not any(k in todo for k in keys):
+                self.reuse.count(w.source, "video_windows")
         if todo:
             by_shape: dict[tuple[int, ...], list[tuple[str, float]]] = {}
             for key, image in todo.items():
@@ -287,16 +309,30 @@ class Models:
             outs = encoder.embed([np.stack([todo[k] for k in keys]) for keys in groups])
             for keys, (emb, scores) in zip(groups, outs):
                 for j, key in enumerate(keys):
-                    cache[key] = (emb[j], scores[j])
+                    cache[key].value = (emb[j], scores[j])
         for w, res in zip(windows, results):
             if w.frames:
-                items = [cache[(f.source, f.pts)] for f in w.frames]
+                items = [cache[(f.source, f.pts)].value for f in w.frames]
                 self._pool(res, "video", np.stack([e for e, _ in items]), np.stack([s for _, s in items]))
-        oldest = {}
-        for w in windows:
-            oldest[w.source] = max(oldest.get(w.source, -np.inf), w.t_start)
-        for key in [k for k in cache if k[1] < oldest.get(k[0], -np.inf)]:
-            del cache[key]
+        trim_frames(cache, windows)
+
+    def _embed_audio(self, name: str, audio: list[np.ndarray],
+                     silent: list[bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``name`` encoder's output per window ("audio" or "speech"): silent windows take the result of
+        silence of their length (computed once), the others go through the encoder in one call."""
+        encoder = self.encoders["audio"] if name == "audio" else self.speech
+        assert encoder is not None
+        loud = iter(encoder.embed([a for a, quiet in zip(audio, silent) if not quiet]))
+        out = []
+        for a, quiet in zip(audio, silent):
+            if not quiet:
+                out.append(next(loud))
+                continue
+            key = (name, len(a))
+            if key not in self._silence:
+                self._silence[key] = encoder.embed([np.zeros(len(a), np.float32)])[0]
+            out.append(self._silence[key])
+        return out
 
     def _pool(self, res: Embeddings, modality: str, emb: np.ndarray, scores: np.ndarray) -> None:
         op = np.max if getattr(self.config, modality).pool == "max" else np.mean
@@ -505,6 +541,7 @@ class Pipeline:
             raise ValueError(f"source names must be unique, got {names}; name them as NAME=URL")
         c, w = self.config, self.config.window
         self._live = {s.name for s in specs if s.live or c.sources.realtime}
+        self.models.reuse.live = self._live  # the windower updates it as sources say whether they are live
         self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
                                   timings=self.timings, short_side=w.short_side, full_frames=self.alerts is not None)
                           for s in specs]
@@ -522,7 +559,7 @@ class Pipeline:
             if self.alerts is not None:
                 for alert in self.alerts.close():
                     self._emit(alert)
-            self._emit({"type": "timings", "stages": self.timings.summary()})
+            self._emit({"type": "timings", "stages": self.timings.summary(), "reused": self.models.reuse.totals()})
         finally:
             self.stop()
             for sink in self.sinks:
@@ -576,7 +613,8 @@ class Pipeline:
             extra = {"duration": item.duration, "has_audio": item.has_audio, "has_video": item.has_video}
         elif isinstance(item, SourceStatus):
             extra = {"message": item.message} if item.message else {}
-            extra["stats"] = {**item.stats, "dropped": self.dropped(item.source)}
+            extra["stats"] = {**item.stats, "dropped": self.dropped(item.source),
+                              "reused": self.models.reuse.reused(item.source)}
         elif isinstance(item, SourceError):
             extra = {"message": item.message, "fatal": item.fatal}
         else:
@@ -585,7 +623,8 @@ class Pipeline:
                 for alert in self.alerts.end_source(item.source):
                     self._emit(alert)
             state.dropped = self.dropped(item.source)
-            extra = {"stats": {**item.stats, "dropped": state.dropped, "windows": state.windows,
+            extra = {"stats": {**item.stats, "dropped": state.dropped, "reused": self.models.reuse.reused(item.source),
+                               "windows": state.windows,
                                "latency_p50_ms": state.latency_ms(50), "latency_p95_ms": state.latency_ms(95)}}
         record = {"type": "status", "source": item.source,
                   "state": "error" if isinstance(item, SourceError) else state.state, **extra}
@@ -647,6 +686,8 @@ def status_line(record: dict[str, Any], state: SourceState, before: str, lasted:
         counts += [f"{stats[k]} {k}" for k in ("reconnects", "stalls") if stats.get(k)]
         dropped = sum(stats.get("dropped", {}).values())
         counts += [f"{dropped} dropped"] if dropped else []
+        reused = {k: n for k, n in stats.get("reused", {}).items() if n}
+        counts += [f"reused: {', '.join(f'{n} {k}'.replace('_', ' ') for k, n in reused.items())}"] if reused else []
         return f"[{name}] ended: {', '.join(counts)}"
     return None  # "error" at the end: its error line came first
 
