@@ -166,8 +166,10 @@ class Models:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")
         self.fusion: ZeroShotFusion | HeadFusion
         self.detector: Detector | None = None
+        self.audio_features: str | None = None  # a head's extra audio features (audio_features.py), set from its card
         if config.fusion.head:
             self.fusion = HeadFusion(config.fusion.head)
+            self.audio_features = self.fusion.audio_features
             missing = [m for m in self.fusion.head.modalities if m not in self.encoders]
             if missing:
                 raise ValueError(f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled")
@@ -251,8 +253,13 @@ class Models:
         if "audio" in self.encoders:
             t0 = time.monotonic()
             outs = self.encoders["audio"].embed([w.audio for _, w in audio_windows])
-            for (i, _), (emb, scores) in zip(audio_windows, outs):
+            for (i, w), (emb, scores) in zip(audio_windows, outs):
                 self._pool(results[i], "audio", emb, scores)
+                if self.audio_features:
+                    from .audio_features import compute as compute_features
+
+                    extra = compute_features(self.audio_features, w.audio)
+                    results[i].embedding["audio"] = np.concatenate([results[i].embedding["audio"], extra])
             timings.since("encode audio", t0)
         if self.speech is not None:
             t0 = time.monotonic()
