@@ -40,3 +40,16 @@ def test_unknown_recipe_is_refused_and_none_adds_nothing():
     assert check(None) is None and size(None) == 0 and compute(None, np.zeros(10)).shape == (0,)
     with pytest.raises(ValueError, match=r"unknown audio features 'mfcc-shape-v9' \(this version knows mfcc-shape-v1\)"):
         check("mfcc-shape-v9")
+
+
+def test_a_head_card_names_its_audio_features_and_an_unknown_recipe_is_refused(tmp_path):
+    """Old heads (no key) run on the plain embedding; a head from a newer recipe says so in one line."""
+    from streamclf.fusion import build_head, save_head
+    from streamclf.fusion.trained import HeadFusion
+
+    head = build_head("gated", ("audio", "video"), ["a", "b"], {"audio": 4, "video": 3}, epochs=1)
+    assert HeadFusion(save_head(head, tmp_path / "old", {})).audio_features is None
+    assert HeadFusion(save_head(head, tmp_path / "new", {"audio_features": AUDIO_SHAPE})).audio_features == AUDIO_SHAPE
+    save_head(head, tmp_path / "newer", {"audio_features": "mfcc-shape-v9"})
+    with pytest.raises(ValueError, match=r"newer: unknown audio features 'mfcc-shape-v9'"):
+        HeadFusion(tmp_path / "newer")
