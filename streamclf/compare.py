@@ -203,12 +203,14 @@ ZERO_SHOT = ("zero-shot, calibrated (default, no head)",
 def table(result: dict[str, Any], streams: list[dict[str, Any]] | None = None) -> str:
     """Markdown table: one row per method, unimodal baselines first, best clean accuracy in bold.
 
-    ``streams`` (``held_out_streams``) add one column per kind of held-out-speaker stream run (fused, mean
-    over speakers; "-" where a method was not run) and a zero-shot row that says why it has no figure.
+    ``streams`` (``held_out_streams``) add one column per kind of held-out-speaker stream run over every
+    speaker of the data (fused, mean over speakers; "-" where a method was not run) and a zero-shot row that
+    says why it has no figure.
     """
     summary = result["summary"]
     conds = result["conditions"]
-    columns = stream_columns(streams or [])
+    every = set(result.get("data", {}).get("speakers", []))
+    columns = stream_columns([r for r in streams or [] if every <= set(r["speakers"])])
     best = max(s["accuracy"]["clean"][0] for s in summary.values())
     head = ["method", "family", "accuracy", "macro-F1", "ECE", "params", "ms/sample"] + conds[1:] + list(columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -243,20 +245,20 @@ def stream_columns(streams: list[dict[str, Any]]) -> dict[str, dict[str, float]]
 
 def streams_table(streams: list[dict[str, Any]]) -> str:
     """Held-out-speaker streams in full: fused / audio only / video only, clean and noisy, and the gain."""
-    lines = ["| head | audio features | fused | audio only | video only | fused - best single | worst speaker: "
-             "fused - best single | noise: fused | noise: audio only | noise: video only | noise: fused - best single |",
-             "|" + "---|" * 11]
+    lines = ["| head | audio features | held-out speakers | fused | audio only | video only | fused - best single "
+             "| worst speaker: fused - best single | noise: fused | noise: audio only | noise: video only "
+             "| noise: fused - best single |", "|" + "---|" * 12]
 
     def gain(r: dict[str, float]) -> float:
         return r["fused"] - max(r["audio only"], r["video only"])
 
     for r in streams:
         clean, noise = r["clean"], r["noise"]
-        cells = [r["fusion"], r["audio_features"] or "none (pooled YAMNet)"]
+        cells = [r["fusion"], r["audio_features"] or "none (pooled YAMNet)", ", ".join(r["speakers"])]
         cells += [f"{clean[k]:.3f}" for k in RUNS] + [f"{gain(clean):+.3f}", f"{r['worst_gain']:+.3f}"]
         cells += ([f"{noise[k]:.3f}" for k in RUNS] + [f"{gain(noise):+.3f}"]) if noise else ["-"] * 4
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| {ZERO_SHOT[0]} | - | " + " | ".join(["n/a"] * 9) + " |")
+    lines.append(f"| {ZERO_SHOT[0]} | - | - | " + " | ".join(["n/a"] * 9) + " |")
     return "\n".join(lines)
 
 
@@ -293,7 +295,7 @@ def held_out_streams(path: Path) -> list[dict[str, Any]]:
         return []
     out = []
     for key, res in json.loads(path.read_text()).items():
-        if not key.startswith("held_out_speakers") or not res.get("augment", True) or "speakers" not in res:
+        if not key.startswith("held_out_speakers") or not res.get("augment") or "speakers" not in res:
             continue
         rows = list(res["speakers"].values())
         noisy = all("stream_noise" in r for r in rows)
