@@ -119,7 +119,9 @@ def test_train_from_labeled_clips_then_run_with_the_head(tmp_path: Path) -> None
     config = tmp_path / "c.yaml"
     config.write_text("window: {length: 1.0, hop: 0.5}\n")
     head = tmp_path / "head"
-    assert main(["train", str(tmp_path / "clips"), "--fusion", "attention", "--out", str(head),
+    # gated, the default: with five training clips an attention head's video branch can be confidently
+    # wrong on the new clip's unseen images whatever its audio says (seen with the audio features on)
+    assert main(["train", str(tmp_path / "clips"), "--fusion", "gated", "--out", str(head),
                  "--config", str(config), "--epochs", "30"]) == 0
     import yaml
 
