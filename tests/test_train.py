@@ -273,3 +273,7 @@ def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_pat
     clips[1][0].write_bytes(b"changed dog")  # a changed file is embedded again
     train_module.clip_embeddings(clips, models.config, models)
     assert embedded[-1] == clips[1][0] and len(embedded) == 3
+    # windows with the extra audio features are other windows: both clips again, then cached too
+    train_module.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
+    train_module.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
+    assert len(embedded) == 5 and models.audio_features == "mfcc-shape-v1"
