@@ -31,8 +31,8 @@ import yaml
 from sklearn.datasets import load_digits
 
 from streamclf import load_config, run
-from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
 from streamclf.audio_features import AUDIO_SHAPE, FEATURES
+from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
 from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, STREAM_GAP, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,8 +86,9 @@ def held_out_speakers(work: Path, per_digit: int, augment: bool, fusion: str, sp
                      audio_features=audio_features, progress=lambda msg: None)
         trained = time.monotonic()
         head = load_config(**{"fusion.head": str(work / speaker / name)})
-        rows[speaker] = {"stream": runs(evaluate(test, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval")),
-                         "train_reported": card["metrics"]["stream"], "train_held_out": card["metrics"]["held_out_groups"],
+        clean = evaluate(test, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval")
+        rows[speaker] = {"stream": runs(clean), "train_reported": card["metrics"]["stream"],
+                         "train_held_out": card["metrics"]["held_out_groups"],
                          "train_windows_held_out": card["metrics"]["accuracy"]}
         if snr is not None:
             noisy = work / speaker / f"test-snr{snr:g}"
@@ -104,7 +105,8 @@ def table(res: dict) -> str:
     noise = res.get("noise_snr_db")
     extra = f" | noise {noise:g} dB: fused / audio / video" if noise is not None else ""
     lines = ["| held-out speaker | fused | audio only | video only | fused - best single | train-reported stream "
-             f"(its held-out speaker) | train-reported - stream{extra} |", "|---|---|---|---|---|---|---|" + "---|" * bool(extra)]
+             f"(its held-out speaker) | train-reported - stream{extra} |",
+             "|---|---|---|---|---|---|---|" + "---|" * bool(extra)]
     for speaker, r in res["speakers"].items():
         s, t, n = r["stream"], r["train_reported"], r.get("stream_noise")
         lines.append(f"| {speaker} | {100 * s['fused']:.1f} | {100 * s['audio only']:.1f} | {100 * s['video only']:.1f} "

@@ -286,7 +286,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def held_out_streams(path: Path) -> list[dict[str, Any]]:
-    """The augmented ``train --group`` runs of ``benchmarks/avdigits_stream.py --held-out-speakers``, means over speakers.
+    """The augmented ``train --group`` runs of ``benchmarks/avdigits_stream.py --held-out-speakers``, speaker means.
 
     Each: fusion, audio_features, noise_snr_db, clean and noise {fused, audio only, video only} (noise None when
     not measured), worst_gain (the lowest per-speaker fused minus the better single modality), speakers.
@@ -303,8 +303,8 @@ def held_out_streams(path: Path) -> list[dict[str, Any]]:
                     "noise_snr_db": res.get("noise_snr_db"), "speakers": list(res["speakers"]),
                     "clean": {k: float(np.mean([r["stream"][k] for r in rows])) for k in RUNS},
                     "noise": {k: float(np.mean([r["stream_noise"][k] for r in rows])) for k in RUNS} if noisy else None,
-                    "worst_gain": float(min(r["stream"]["fused"] - max(r["stream"]["audio only"], r["stream"]["video only"])
-                                            for r in rows))})
+                    "worst_gain": float(min(r["stream"]["fused"] - max(r["stream"]["audio only"],
+                                                                       r["stream"]["video only"]) for r in rows))})
     return out
 
 

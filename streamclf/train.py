@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .audio_features import AUDIO_SHAPE
+from .audio_features import check as check_features
 from .catalog import COMPARE_ONLY, FUSION_METHODS, TRAINABLE, closest
 from .config import Config, load_config
-from .audio_features import AUDIO_SHAPE, check as check_features
 
 if TYPE_CHECKING:  # torch: loaded only once the arguments and the data have been checked
     from .fusion.heads import Head
@@ -397,8 +398,8 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
                                                         {m: v[w] for m, v in emb["present"].items()}, emb["y"][w])}
             streamed = [pairs[i] for i in usable if val[i]]
             if len({label for _, label in streamed}) >= 2:  # eval needs two categories to name
-                metrics["stream"] = stream_figures(head, streamed, models.config,
-                                                   _card(models.config, encoders, {}, {}, audio_features), Path(tmp), progress)
+                card = _card(models.config, encoders, {}, {}, audio_features)
+                metrics["stream"] = stream_figures(head, streamed, models.config, card, Path(tmp), progress)
         head = fit(np.ones(len(clips), bool))
     data_card = {"source": str(data), "clips": len(clips), "windows": int(len(emb["y"])), "skipped": emb["errors"],
                  "augmented": augment}

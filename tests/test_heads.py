@@ -153,7 +153,8 @@ def test_comparison_table_gets_the_held_out_speaker_stream_columns(tmp_path) -> 
         return {"fused": fused, "audio only": audio, "video only": video}
 
     old = {s: {"stream": run(f, 0.2, 0.9)} for s, f in (("a", 0.9), ("b", 0.8))}
-    new = {s: {"stream": run(f, 0.6, 0.9), "stream_noise": run(f - 0.1, 0.3, 0.9)} for s, f in (("a", 0.96), ("b", 0.94))}
+    new = {s: {"stream": run(f, 0.6, 0.9), "stream_noise": run(f - 0.1, 0.3, 0.9)}
+           for s, f in (("a", 0.96), ("b", 0.94))}
     bench.write_text(json.dumps({
         "held_out_speakers": {"fusion": "gated", "augment": True, "speakers": old},  # the first run: no audio_features
         "held_out_speakers/gated+mfcc-shape-v1": {"fusion": "gated", "augment": True, "audio_features": "mfcc-shape-v1",

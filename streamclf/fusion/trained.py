@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..types import Embeddings
 from ..audio_features import check as check_features
+from ..types import Embeddings
 from .methods import load_head
 from .zeroshot import Fused
 
