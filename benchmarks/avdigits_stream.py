@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/avdigits_stream.py [--streams 3] [--digits 20]
     .venv/bin/python benchmarks/avdigits_stream.py --held-out-speakers [--per-digit 16] [--work DIR] [--no-augment]
+        [--fusion gated] [--audio-features mfcc-shape-v1|none] [--noise-snr 0]
 
 Default: the shipped heads (models/heads/avdigits*), `streamclf run` over composed MP4s of their held-out
 speaker, windows inside a digit's slot scored against the timeline (key "shipped_head" in the JSON).
@@ -10,9 +11,12 @@ speaker, windows inside a digit's slot scored against the timeline (key "shipped
 (speakers as groups, the train verb's own augmentation unless --no-augment) on clips of the other three
 speakers and three image folds, then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out
 speaker (10 per digit, natural loudness, 1-2 s each) with the fourth image fold: fused / audio-only /
-video-only, next to the stream figure `train` itself reported for its own held-out speaker (key
-"held_out_speakers"). Clips and embeddings are cached under --work; timings are recorded.
-Writes benchmarks/results/avdigits_stream.json (the other key is kept).
+video-only, next to the stream figure `train` itself reported for its own held-out speaker; then the same
+stream with a real background sound from sounds/ under every clip at --noise-snr dB (speech power over the
+utterance to noise power), fused / audio-only / video-only again. Key "held_out_speakers/<fusion>+<audio
+features>" (the first run, gated on the pooled YAMNet embedding alone and without the noise stream, is
+kept under "held_out_speakers"). Clips and embeddings are cached under --work; timings are recorded.
+Writes benchmarks/results/avdigits_stream.json (other keys are kept).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import yaml
 from sklearn.datasets import load_digits
 
 from streamclf import load_config, run
+from streamclf.audio_features import AUDIO_SHAPE, FEATURES
 from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
 from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, STREAM_GAP, train
 
@@ -59,9 +64,13 @@ def shipped_heads(streams: int, digits: int) -> dict:
             "accuracy": results}
 
 
-def held_out_speakers(work: Path, per_digit: int, augment: bool, fusion: str, speakers: list[str]) -> dict:
-    """Train on three speakers with `train --group`, evaluate a composed stream of the fourth."""
+def held_out_speakers(work: Path, per_digit: int, augment: bool, fusion: str, speakers: list[str],
+                      audio_features: str | None, snr: float | None) -> dict:
+    """Train on three speakers with `train --group`, evaluate a composed stream of the fourth, clean and noisy."""
     from streamclf.evaluate import evaluate
+
+    def runs(result: dict) -> dict:
+        return {r: result["runs"][r]["accuracy"] for r in RUNS}
 
     folds = image_folds(load_digits().target)
     config = load_config(window=AVDIGITS_WINDOW, **{"audio.pool": "mean", "video.pool": "mean"})
@@ -72,31 +81,46 @@ def held_out_speakers(work: Path, per_digit: int, augment: bool, fusion: str, sp
         test, train_dir = work / speaker / "test", work / speaker / "train"
         write_clips(test, [speaker], 10, np.flatnonzero(folds == k))
         write_clips(train_dir, [s for s in SPEAKERS if s != speaker], per_digit, np.flatnonzero(folds != k))
-        head = work / speaker / f"head-{fusion}{'' if augment else '-noaug'}"
-        card = train(train_dir, fusion, head, config, group=FOLDER_GROUP, augment=augment,
-                     progress=lambda msg: None)
+        name = f"head-{fusion}{'' if augment else '-noaug'}{f'-{audio_features}' if audio_features else ''}"
+        card = train(train_dir, fusion, work / speaker / name, config, group=FOLDER_GROUP, augment=augment,
+                     audio_features=audio_features, progress=lambda msg: None)
         trained = time.monotonic()
-        result = evaluate(test, load_config(**{"fusion.head": str(head)}), compose=True, gap=STREAM_GAP,
-                          work_dir=work / speaker / "eval")
-        rows[speaker] = {"stream": {r: result["runs"][r]["accuracy"] for r in RUNS},
-                         "train_reported": card["metrics"]["stream"], "train_held_out": card["metrics"]["held_out_groups"],
-                         "train_windows_held_out": card["metrics"]["accuracy"],
-                         "seconds": {"train": round(trained - started), "eval": round(time.monotonic() - trained)}}
+        head = load_config(**{"fusion.head": str(work / speaker / name)})
+        clean = evaluate(test, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval")
+        rows[speaker] = {"stream": runs(clean), "train_reported": card["metrics"]["stream"],
+                         "train_held_out": card["metrics"]["held_out_groups"],
+                         "train_windows_held_out": card["metrics"]["accuracy"]}
+        if snr is not None:
+            noisy = work / speaker / f"test-snr{snr:g}"
+            write_clips(noisy, [speaker], 10, np.flatnonzero(folds == k), snr_db=snr)
+            rows[speaker]["stream_noise"] = runs(evaluate(noisy, head, compose=True, gap=STREAM_GAP,
+                                                          work_dir=work / speaker / "eval-noise"))
+        rows[speaker]["seconds"] = {"train": round(trained - started), "eval": round(time.monotonic() - trained)}
         print(speaker, json.dumps(rows[speaker]), flush=True)
-    return {"fusion": fusion, "augment": augment, "per_digit_train": per_digit, "test_clips": 100, "gap": STREAM_GAP,
-            "window": AVDIGITS_WINDOW, "speakers": rows}
+    return {"fusion": fusion, "audio_features": audio_features, "augment": augment, "per_digit_train": per_digit,
+            "test_clips": 100, "gap": STREAM_GAP, "noise_snr_db": snr, "window": AVDIGITS_WINDOW, "speakers": rows}
 
 
 def table(res: dict) -> str:
+    noise = res.get("noise_snr_db")
+    extra = f" | noise {noise:g} dB: fused / audio / video" if noise is not None else ""
     lines = ["| held-out speaker | fused | audio only | video only | fused - best single | train-reported stream "
-             "(its held-out speaker) | train-reported - stream |", "|---|---|---|---|---|---|---|"]
+             f"(its held-out speaker) | train-reported - stream{extra} |",
+             "|---|---|---|---|---|---|---|" + "---|" * bool(extra)]
     for speaker, r in res["speakers"].items():
-        s, t = r["stream"], r["train_reported"]
+        s, t, n = r["stream"], r["train_reported"], r.get("stream_noise")
         lines.append(f"| {speaker} | {100 * s['fused']:.1f} | {100 * s['audio only']:.1f} | {100 * s['video only']:.1f} "
                      f"| {100 * (s['fused'] - max(s['audio only'], s['video only'])):+.1f} "
                      f"| {100 * t['fused']:.1f} ({', '.join(r['train_held_out'])}) "
-                     f"| {100 * (t['fused'] - s['fused']):+.1f} |")
+                     f"| {100 * (t['fused'] - s['fused']):+.1f}"
+                     + (f" | {' / '.join(f'{100 * n[k]:.0f}' for k in RUNS)}" if n else "") + " |")
     return "\n".join(lines)
+
+
+def result_key(res: dict) -> str:
+    """Where a run goes in the JSON: one key per method and audio features (and augmentation)."""
+    return (f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}"
+            f"{'' if res['augment'] else '/no-augment'}")
 
 
 def main() -> None:
@@ -108,6 +132,10 @@ def main() -> None:
     ap.add_argument("--per-digit", type=int, default=16, help="training clips per digit and speaker")
     ap.add_argument("--fusion", default="gated")
     ap.add_argument("--no-augment", dest="augment", action="store_false")
+    ap.add_argument("--audio-features", default=AUDIO_SHAPE, choices=[*FEATURES, "none"],
+                    help="extra time-structured audio features of the head (train's default) or none")
+    ap.add_argument("--noise-snr", type=float, default=0.0,
+                    help="SNR (dB) of the background sound under the noisy held-out stream; 'nan' skips it")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "streamclf-avdigits-stream"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "avdigits_stream.json"))
     args = ap.parse_args()
@@ -115,10 +143,11 @@ def main() -> None:
     doc = json.loads(out.read_text()) if out.exists() else {}
     doc = doc if "shipped_head" in doc or "held_out_speakers" in doc else {"shipped_head": doc} if doc else {}
     if args.held_out_speakers:
-        res = held_out_speakers(Path(args.work), args.per_digit, args.augment, args.fusion, args.speakers.split(","))
+        features = None if args.audio_features == "none" else args.audio_features
+        res = held_out_speakers(Path(args.work), args.per_digit, args.augment, args.fusion, args.speakers.split(","),
+                                features, None if np.isnan(args.noise_snr) else args.noise_snr)
         print(table(res))
-        key = f"held_out_speakers{'' if args.augment else '_no_augment'}"
-        doc[key] = res
+        doc[result_key(res)] = res
     else:
         doc["shipped_head"] = shipped_heads(args.streams, args.digits)
     out.parent.mkdir(parents=True, exist_ok=True)

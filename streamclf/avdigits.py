@@ -296,14 +296,18 @@ def segment_accuracy(records: list[dict[str, Any]], timeline: dict[str, Any]) ->
 
 def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_pool: np.ndarray | None = None,
                 seed: int = 0, data_dir: Path | None = None, seconds: tuple[float, float] = (1.0, 2.0),
-                digits: range = range(10)) -> list[Path]:
+                digits: range = range(10), snr_db: float | None = None) -> list[Path]:
     """AV-digits as media a user could record: ``out_dir/<digit>/<speaker>/<name>.mp4``, one digit per clip.
 
     Each clip shows one handwritten digit (from ``image_pool``) while the
     speaker says it at their natural loudness, and lasts a random 1-2 s
     (``seconds``), so ``train --group`` can hold out whole speakers and
-    ``eval --compose`` can play the clips as a stream. Existing clips are kept.
+    ``eval --compose`` can play the clips as a stream. ``snr_db``: a real
+    background sound from ``sounds/`` plays under the whole clip at that SNR
+    (``mix_at_snr``; the same clips, images and lengths as without it, for a
+    clean-vs-noise comparison). Existing clips are kept.
     """
+    from scipy.io import wavfile
     from sklearn.datasets import load_digits
 
     from .clips import pair_clip
@@ -312,6 +316,9 @@ def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_
     images = load_digits()
     pool = np.arange(len(images.target)) if image_pool is None else np.asarray(image_pool)
     out_dir = Path(out_dir)
+    background = noises(data_dir) if snr_db is not None else []
+    if snr_db is not None and not background:
+        raise ValueError(f"{data_dir / 'sounds'}: no background sounds to mix at {snr_db:g} dB")
     made = []
     for speaker in speakers:
         rng = _rng("clips", speaker, seed)
@@ -326,9 +333,17 @@ def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_
                 clip = out_dir / str(d) / speaker / f"{wav.stem}_img{img}.mp4"
                 if not clip.exists():
                     clip.parent.mkdir(parents=True, exist_ok=True)
-                    png = clip.with_suffix(".png")
+                    png, sound = clip.with_suffix(".png"), wav
                     cv2.imwrite(str(png), render_digit(images.images[img]))
-                    pair_clip(png, wav, clip, min_seconds=length, max_seconds=seconds[1])
+                    if background:
+                        mix = _rng("noise", clip.name, snr_db)
+                        noisy = mix_at_snr(read_audio(wav), background[int(mix.integers(len(background)))][1],
+                                           snr_db, mix, seconds=length)
+                        sound = clip.with_suffix(".wav")
+                        wavfile.write(sound, SAMPLE_RATE, noisy)
+                    pair_clip(png, sound, clip, min_seconds=length, max_seconds=seconds[1])
                     png.unlink()
+                    if sound != wav:
+                        sound.unlink()
                 made.append(clip)
     return made

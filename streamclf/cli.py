@@ -202,7 +202,7 @@ def _train(args: argparse.Namespace) -> int:
         card = train_avdigits(args.fusion, args.out, hold_out=args.hold_out, seed=args.seed, **hyper)
     else:
         card = train(args.data, args.fusion, args.out, config, seed=args.seed, progress=_progress, group=args.group,
-                     augment=args.augment, **hyper)
+                     augment=args.augment, **({} if args.audio_features else {"audio_features": None}), **hyper)
     print(f"saved {args.fusion} head to {args.out}\n{report(card)}")
     return 0
 
@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "class/group/clip folders")
     tr.add_argument("--no-augment", dest="augment", action="store_false",
                     help="train on the clips' own windows only (no composed stream, gain or blank-modality copies)")
+    tr.add_argument("--no-audio-features", dest="audio_features", action="store_false",
+                    help="the pooled audio embedding alone, without the time-structured audio features "
+                         "(streamclf.audio_features) that train adds by default")
     tr.set_defaults(func=_train)
 
     md = verbs.add_parser("models", help="list encoders and heads: labels, input, size, license, weights here or not")

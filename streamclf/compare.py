@@ -27,6 +27,7 @@ from .fusion.heads import Head, reuse_fits
 
 MODALITIES = ("audio", "video")
 CLASSES = [str(d) for d in range(10)]
+RUNS = ("fused", "audio only", "video only")  # the three `eval` runs of a held-out-speaker stream
 # (name, audio condition, image condition, audio present, video present)
 CONDITIONS = [
     ("clean", "clean", "clean", True, True),
@@ -193,16 +194,25 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "train_s": float(np.mean([r["train_s"] for r in runs]))}
 
 
-def table(result: dict[str, Any], stream: dict[str, float] | None = None) -> str:
+ZERO_SHOT = ("zero-shot, calibrated (default, no head)",
+             "n/a: the zero-shot category map names things through ImageNet-1k and AudioSet classes, and neither "
+             "label space has a class for a written or spoken digit, so zero-shot cannot name a digit at all "
+             "(clean or noisy); no number is given rather than an invented one")
+
+
+def table(result: dict[str, Any], streams: list[dict[str, Any]] | None = None) -> str:
     """Markdown table: one row per method, unimodal baselines first, best clean accuracy in bold.
 
-    ``stream``: fused accuracy on held-out-speaker streams per method (``held_out_stream``), "-" where not measured.
+    ``streams`` (``held_out_streams``) add one column per kind of held-out-speaker stream run over every
+    speaker of the data (fused, mean over speakers; "-" where a method was not run) and a zero-shot row that
+    says why it has no figure.
     """
     summary = result["summary"]
     conds = result["conditions"]
+    every = set(result.get("data", {}).get("speakers", []))
+    columns = stream_columns([r for r in streams or [] if every <= set(r["speakers"])])
     best = max(s["accuracy"]["clean"][0] for s in summary.values())
-    head = ["method", "family", "accuracy", "macro-F1", "ECE", "params", "ms/sample"] + conds[1:]
-    head += ["held-out speaker stream"] if stream else []
+    head = ["method", "family", "accuracy", "macro-F1", "ECE", "params", "ms/sample"] + conds[1:] + list(columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result["methods"]:
         s = summary[m]
@@ -212,8 +222,43 @@ def table(result: dict[str, Any], stream: dict[str, float] | None = None) -> str
         cells = [m, FUSION_FAMILIES.get(m, ""), acc, f"{s['macro_f1'][0]:.3f} ± {s['macro_f1'][1]:.3f}",
                  f"{s['ece'][0]:.3f}", f"{s['params']:,}", f"{s['ms_per_sample']:.3f}"]
         cells += [f"{s['accuracy'][c][0]:.3f}" for c in conds[1:]]
-        cells += [f"{stream[m]:.3f}" if m in stream else "-"] if stream else []
+        cells += [f"{col[m]:.3f}" if m in col else "-" for col in columns.values()]
         lines.append("| " + " | ".join(cells) + " |")
+    if columns:
+        lines.append("| " + " | ".join([ZERO_SHOT[0], "zero-shot"] + ["n/a"] * (len(head) - 2)) + " |")
+    return "\n".join(lines)
+
+
+def stream_columns(streams: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Column title -> {method: mean fused accuracy}: clean streams per audio-feature set, then noisy ones."""
+    columns: dict[str, dict[str, float]] = {}
+    for noisy in (False, True):
+        for r in streams:
+            if noisy and r["noise"] is None:
+                continue
+            title = "held-out speaker stream" + (f" + {r['audio_features']}" if r["audio_features"] else "")
+            if noisy:
+                title += f", noise {r['noise_snr_db']:g} dB"
+            columns.setdefault(title, {})[r["fusion"]] = (r["noise"] if noisy else r["clean"])["fused"]
+    return columns
+
+
+def streams_table(streams: list[dict[str, Any]]) -> str:
+    """Held-out-speaker streams in full: fused / audio only / video only, clean and noisy, and the gain."""
+    lines = ["| head | audio features | held-out speakers | fused | audio only | video only | fused - best single "
+             "| worst speaker: fused - best single | noise: fused | noise: audio only | noise: video only "
+             "| noise: fused - best single |", "|" + "---|" * 12]
+
+    def gain(r: dict[str, float]) -> float:
+        return r["fused"] - max(r["audio only"], r["video only"])
+
+    for r in streams:
+        clean, noise = r["clean"], r["noise"]
+        cells = [r["fusion"], r["audio_features"] or "none (pooled YAMNet)", ", ".join(r["speakers"])]
+        cells += [f"{clean[k]:.3f}" for k in RUNS] + [f"{gain(clean):+.3f}", f"{r['worst_gain']:+.3f}"]
+        cells += ([f"{noise[k]:.3f}" for k in RUNS] + [f"{gain(noise):+.3f}"]) if noise else ["-"] * 4
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"| {ZERO_SHOT[0]} | - | - | " + " | ".join(["n/a"] * 9) + " |")
     return "\n".join(lines)
 
 
@@ -240,18 +285,27 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def held_out_stream(path: Path) -> dict[str, float]:
-    """Mean fused accuracy over the held-out-speaker streams of ``benchmarks/avdigits_stream.py``, per method.
+def held_out_streams(path: Path) -> list[dict[str, Any]]:
+    """The augmented ``train --group`` runs of ``benchmarks/avdigits_stream.py --held-out-speakers``, speaker means.
 
-    Only the augmented ``train --group`` runs count (what ``train`` makes by
-    default); a method not run there has no entry.
+    Each: fusion, audio_features, noise_snr_db, clean and noise {fused, audio only, video only} (noise None when
+    not measured), worst_gain (the lowest per-speaker fused minus the better single modality), speakers.
     """
     if not path.exists():
-        return {}
-    res = json.loads(path.read_text()).get("held_out_speakers")
-    if not res:
-        return {}
-    return {res["fusion"]: float(np.mean([r["stream"]["fused"] for r in res["speakers"].values()]))}
+        return []
+    out = []
+    for key, res in json.loads(path.read_text()).items():
+        if not key.startswith("held_out_speakers") or not res.get("augment") or "speakers" not in res:
+            continue
+        rows = list(res["speakers"].values())
+        noisy = all("stream_noise" in r for r in rows)
+        out.append({"fusion": res["fusion"], "audio_features": res.get("audio_features"),
+                    "noise_snr_db": res.get("noise_snr_db"), "speakers": list(res["speakers"]),
+                    "clean": {k: float(np.mean([r["stream"][k] for r in rows])) for k in RUNS},
+                    "noise": {k: float(np.mean([r["stream_noise"][k] for r in rows])) for k in RUNS} if noisy else None,
+                    "worst_gain": float(min(r["stream"]["fused"] - max(r["stream"]["audio only"],
+                                                                       r["stream"]["video only"]) for r in rows))})
+    return out
 
 
 def write(result: dict[str, Any], out: Path, command: str) -> dict[str, Path]:
@@ -267,14 +321,25 @@ def write(result: dict[str, Any], out: Path, command: str) -> dict[str, Path]:
           f"{d['seeds']} seed(s); mean ± std over runs. Training is on clean pairs only; the condition columns "
           "are test accuracy with the audio mixed with real background sounds at an SNR, the images noised or "
           "occluded, or one modality absent (handled through the mask).", ""]
-    stream = held_out_stream(out / "avdigits_stream.json")
-    if stream:
-        md += ["The held-out speaker stream column: a head made by `streamclf train --group` on clips of three "
+    streams = held_out_streams(out / "avdigits_stream.json")
+    if streams:
+        snr = sorted({r["noise_snr_db"] for r in streams if r["noise"]})
+        md += ["The held-out speaker stream columns: a head made by `streamclf train --group` on clips of three "
                "speakers, then `streamclf eval --compose --gap 0.5` on 100 clips (1-2 s) of the fourth speaker at "
                "natural loudness with unseen images; fused top-1, mean over the four speakers "
-               "(`benchmarks/avdigits_stream.py --held-out-speakers`, per speaker in `avdigits_stream.json`); "
-               "'-' = not measured.", ""]
-    md += [table(result, stream), ""]
+               "(`benchmarks/avdigits_stream.py --held-out-speakers`, per speaker in `avdigits_stream.json`). "
+               "`+ mfcc-shape-v1`: the head also gets the time-structured audio features of "
+               "`streamclf.audio_features` (what `train` does by default; see docs/fusion-heads.md). "
+               + (f"`noise {', '.join(f'{v:g}' for v in snr)} dB`: the same clips with a real background sound "
+                  "from `sounds/` under each clip at that SNR (speech power over the utterance to noise power). "
+                  if snr else "")
+               + "'-' = not measured.", ""]
+    md += [table(result, streams), ""]
+    if streams:
+        md += ["## Held-out speaker streams in full", "",
+               "Means over the held-out speakers; audio only / video only are the same head with the other track "
+               "removed from the input (what `eval` does).", "", streams_table(streams), "",
+               f"{ZERO_SHOT[0]}: {ZERO_SHOT[1]}.", ""]
     paths["md"].write_text("\n".join(md))
     paths["json"].write_text(json.dumps(result, indent=1))
     plot(result, paths["png"])

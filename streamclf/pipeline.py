@@ -168,8 +168,10 @@ class Models:
         self.fusion: ZeroShotFusion | HeadFusion
         self.detector: Detector | None = None
         self.reuse = FrameReuse(config.reuse)  # the pipeline hands it its set of live sources
+        self.audio_features: str | None = None  # a head's extra audio features (audio_features.py), set from its card
         if config.fusion.head:
             self.fusion = HeadFusion(config.fusion.head)
+            self.audio_features = self.fusion.audio_features
             missing = [m for m in self.fusion.head.modalities if m not in self.encoders]
             if missing:
                 raise ValueError(f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled")
@@ -259,8 +261,13 @@ class Models:
         audio = [a for _, _, a in audio_windows]
         if "audio" in self.encoders:
             t0 = time.monotonic()
-            for (i, _, _), (emb, scores) in zip(audio_windows, self._embed_audio("audio", audio, silent)):
+            for (i, _, wav), (emb, scores) in zip(audio_windows, self._embed_audio("audio", audio, silent)):
                 self._pool(results[i], "audio", emb, scores)
+                if self.audio_features:
+                    from .audio_features import compute as compute_features
+
+                    extra = compute_features(self.audio_features, wav)
+                    results[i].embedding["audio"] = np.concatenate([results[i].embedding["audio"], extra])
             timings.since("encode audio", t0)
         if self.speech is not None:
             t0 = time.monotonic()

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .audio_features import AUDIO_SHAPE
+from .audio_features import check as check_features
 from .catalog import COMPARE_ONLY, FUSION_METHODS, TRAINABLE, closest
 from .config import Config, load_config
 
@@ -157,12 +159,14 @@ EMBED_RECIPE = "train-windows-v1"  # bump when windowing or pooling changes what
 
 
 def _cache_file(path: Path, config: Config, models: Models) -> Path:
-    """Where a clip's window embeddings are kept: keyed by the file (path, size, mtime), window, pooling, weights."""
+    """Where a clip's window embeddings are kept: keyed by the file (path, size, mtime), window, pooling, weights
+    and the extra audio features (``audio_features``) appended to the audio embedding."""
     from .encoders import cache_dir
 
     st = path.stat()
     raw = json.dumps([EMBED_RECIPE, str(path.resolve()), st.st_size, st.st_mtime_ns, config.window.model_dump(),
-                      {m: [getattr(config, m).pool, e.weights.id] for m, e in sorted(models.encoders.items())}])
+                      {m: [getattr(config, m).pool, e.weights.id] for m, e in sorted(models.encoders.items())}]
+                     + ([models.audio_features] if models.audio_features else []))
     return cache_dir() / "train-windows" / f"{hashlib.sha1(raw.encode()).hexdigest()[:20]}.npz"
 
 
@@ -187,15 +191,20 @@ def _load_windows(file: Path) -> list[dict[str, np.ndarray]]:
 
 
 def clip_embeddings(clips: list[tuple[Path, str]], config: Config, models: Models | None = None,
-                    progress: Callable[[str], None] | None = None, parallel: int = 4) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, parallel: int = 4,
+                    audio_features: str | None = None) -> dict[str, Any]:
     """Window embeddings of every clip through the live pipeline; bad clips are reported and skipped.
 
-    Embedding is the slow part of training, so each clip's windows are cached
-    (``_cache_file``): training again, with another method or seed, embeds only new or changed clips.
+    ``audio_features`` (a recipe of ``streamclf.audio_features``) are appended to every
+    window's audio embedding, as the pipeline does at run time for a head
+    trained with them. Embedding is the slow part of training, so each
+    clip's windows are cached (``_cache_file``): training again, with
+    another method or seed, embeds only new or changed clips.
     """
     from .pipeline import Models
 
     models = models or Models(config)
+    models.audio_features = audio_features
     per_clip: dict[int, list[dict[str, np.ndarray]]] = {}
     todo = []
     for i, (path, _) in enumerate(clips):
@@ -338,15 +347,19 @@ def training_set(emb: dict[str, Any], aug: dict[str, Any] | None, use: np.ndarra
 
 def train(data: str | Path, fusion: str, out: str | Path, config: Config | None = None, seed: int = 0,
           val_fraction: float = 0.2, progress: Callable[[str], None] | None = None, group: str | None = None,
-          augment: bool = True, **hyper: Any) -> dict[str, Any]:
+          augment: bool = True, audio_features: str | None = AUDIO_SHAPE, **hyper: Any) -> dict[str, Any]:
     """Train ``fusion`` on labeled clips, report held-out figures, save the head fitted on all clips.
 
     Validation holds out whole groups (``group``: see ``grouped_clips``; else
     single clips) and reports per-window accuracy and, closer to what a user
     gets, ``eval`` on a composed stream of the held-out clips. ``augment``
     adds the training windows of ``stream_windows`` and ``with_blanks``.
+    ``audio_features`` (default: the time-structured ``streamclf.audio_features``
+    recipe; None = the pooled audio embedding alone) go into the card, and
+    the pipeline computes them for this head at run time.
     """
     check_fusion(fusion)
+    check_features(audio_features)
     config = config or load_config()
     config = config.model_copy(update={"fusion": config.fusion.model_copy(update={"head": None})})
     clips = grouped_clips(data, group)
@@ -357,7 +370,7 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
     pairs = [(p, label) for p, label, _ in clips]
     from .fusion import build_head, save_head
 
-    emb = clip_embeddings(pairs, config, progress=progress)
+    emb = clip_embeddings(pairs, config, progress=progress, audio_features=audio_features)
     models, modalities = emb["models"], tuple(emb["dims"])
     encoders = {m: models.encoders[m].weights.id for m in modalities}
 
@@ -385,12 +398,12 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
                                                         {m: v[w] for m, v in emb["present"].items()}, emb["y"][w])}
             streamed = [pairs[i] for i in usable if val[i]]
             if len({label for _, label in streamed}) >= 2:  # eval needs two categories to name
-                metrics["stream"] = stream_figures(head, streamed, models.config,
-                                                   _card(models.config, encoders, {}, {}), Path(tmp), progress)
+                card = _card(models.config, encoders, {}, {}, audio_features)
+                metrics["stream"] = stream_figures(head, streamed, models.config, card, Path(tmp), progress)
         head = fit(np.ones(len(clips), bool))
     data_card = {"source": str(data), "clips": len(clips), "windows": int(len(emb["y"])), "skipped": emb["errors"],
                  "augmented": augment}
-    card = _card(models.config, encoders, data_card, metrics)
+    card = _card(models.config, encoders, data_card, metrics, audio_features)
     save_head(head, out, card)
     return card
 
@@ -411,9 +424,12 @@ def stream_figures(head: Head, clips: list[tuple[Path, str]], config: Config, ca
             "gain": round(result["gain"], 4)}
 
 
-def _card(config: Config, encoders: dict[str, str], data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def _card(config: Config, encoders: dict[str, str], data: dict[str, Any], metrics: dict[str, Any],
+          audio_features: str | None = None) -> dict[str, Any]:
     return {"encoders": encoders, "window": config.window.model_dump(),
-            "pool": {m: getattr(config, m).pool for m in encoders}, "data": data, "metrics": metrics,
+            "pool": {m: getattr(config, m).pool for m in encoders},
+            **({"audio_features": audio_features} if audio_features and "audio" in encoders else {}),
+            "data": data, "metrics": metrics,
             "warnings": fusion_warnings(metrics),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from streamclf.audio_features import AUDIO_SHAPE, size
 from streamclf.avdigits import (compose_stream, gaussian_noise, image_folds, mix_at_snr, occlude, render_digit,
                                 segment_accuracy, slot_audio)
 from streamclf.sources import SAMPLE_RATE, read_audio
@@ -118,12 +119,16 @@ def test_train_from_labeled_clips_then_run_with_the_head(tmp_path: Path) -> None
     config = tmp_path / "c.yaml"
     config.write_text("window: {length: 1.0, hop: 0.5}\n")
     head = tmp_path / "head"
-    assert main(["train", str(tmp_path / "clips"), "--fusion", "attention", "--out", str(head),
+    # gated, the default: with five training clips an attention head's video branch can be confidently
+    # wrong on the new clip's unseen images whatever its audio says (seen with the audio features on)
+    assert main(["train", str(tmp_path / "clips"), "--fusion", "gated", "--out", str(head),
                  "--config", str(config), "--epochs", "30"]) == 0
     import yaml
 
     card = yaml.safe_load((head / "card.yaml").read_text())
     assert card["head"]["classes"] == ["seven", "three"] and card["window"]["length"] == 1.0
+    # train adds the time-structured audio features by default; the pipeline appends them for this head
+    assert card["audio_features"] == AUDIO_SHAPE and card["head"]["dims"]["audio"] == 1024 + size(AUDIO_SHAPE)
     assert any("broken.mp4" in e for e in card["data"]["skipped"])
     compose_stream(tmp_path / "new.mp4", [7, 7], "jackson", DATA, seed=9)
     out = tmp_path / "out.jsonl"
@@ -131,3 +136,18 @@ def test_train_from_labeled_clips_then_run_with_the_head(tmp_path: Path) -> None
     windows = [json.loads(line) for line in out.read_text().splitlines() if '"type"' not in line]
     assert windows and all(w["labels"][0]["label"] == "seven" for w in windows)
     assert set(windows[0]["weights"]) == {"audio", "video"}
+
+
+def test_noisy_clips_are_the_clean_clips_with_a_real_sound_underneath(tmp_path: Path) -> None:
+    """Same speaker, digit, image and length as the clean clip; the silence after the word is no longer silent."""
+    from streamclf.avdigits import write_clips
+
+    shared("fsdd")
+    shared("sounds")
+    clean = write_clips(tmp_path / "clean", ["george"], 1, data_dir=DATA, digits=range(1))
+    noisy = write_clips(tmp_path / "noisy", ["george"], 1, data_dir=DATA, digits=range(1), snr_db=0.0)
+    assert [p.relative_to(tmp_path / "clean") for p in clean] == [p.relative_to(tmp_path / "noisy") for p in noisy]
+    a, b = read_audio(clean[0]), read_audio(noisy[0])
+    assert abs(len(a) - len(b)) < SAMPLE_RATE // 10
+    tail = slice(-SAMPLE_RATE // 4, None)  # the last quarter second: after the word
+    assert np.sqrt(np.mean(a[tail] ** 2)) < 1e-3 < np.sqrt(np.mean(b[tail] ** 2))

@@ -139,21 +139,48 @@ def test_the_light_catalog_names_every_method_and_the_unsavable_ones():
     assert set(COMPARE_ONLY) == {m for m, f in METHODS.items() if not getattr(getattr(f, "func", f), "savable", True)}
 
 
-def test_comparison_table_gets_the_held_out_speaker_stream_column(tmp_path) -> None:
-    """Measured methods show their mean fused stream accuracy; the others keep every cell and show '-'."""
+def test_comparison_table_gets_the_held_out_speaker_stream_columns(tmp_path) -> None:
+    """Measured methods show their mean fused stream accuracy per kind of run (pooled audio, audio features,
+    noise); the others keep every cell and show '-'; zero-shot, which cannot name digits, says n/a and why."""
     import json
 
-    from streamclf.compare import held_out_stream, table
+    from streamclf.compare import held_out_streams, streams_table, table
 
     bench = tmp_path / "avdigits_stream.json"
-    assert held_out_stream(bench) == {}
-    speakers = {s: {"stream": {"fused": f}} for s, f in (("a", 0.9), ("b", 0.8))}
-    bench.write_text(json.dumps({"held_out_speakers": {"fusion": "gated", "speakers": speakers}}))
-    stream = held_out_stream(bench)
-    assert stream == {"gated": pytest.approx(0.85)}
+    assert held_out_streams(bench) == []
+
+    def run(fused: float, audio: float, video: float) -> dict:
+        return {"fused": fused, "audio only": audio, "video only": video}
+
+    old = {s: {"stream": run(f, 0.2, 0.9)} for s, f in (("a", 0.9), ("b", 0.8))}
+    new = {s: {"stream": run(f, 0.6, 0.9), "stream_noise": run(f - 0.1, 0.3, 0.9)}
+           for s, f in (("a", 0.96), ("b", 0.94))}
+    bench.write_text(json.dumps({
+        "held_out_speakers": {"fusion": "gated", "augment": True, "speakers": old},  # the first run: no audio_features
+        "held_out_speakers/gated+mfcc-shape-v1": {"fusion": "gated", "augment": True, "audio_features": "mfcc-shape-v1",
+                                                  "noise_snr_db": 0.0, "speakers": new},
+        "held_out_speakers_no_augment": {"fusion": "gated", "augment": False, "speakers": old},
+        "held_out_speakers_hybrid": {"fusion": "hybrid", "augment": True, "speakers": {"a": old["a"]}}}))
+    streams = held_out_streams(bench)
+    assert [(r["fusion"], r["audio_features"], r["noise"] is None) for r in streams] == [
+        ("gated", None, True), ("gated", "mfcc-shape-v1", False), ("hybrid", None, True)]
+    assert streams[1]["clean"]["fused"] == pytest.approx(0.95) and streams[1]["noise"]["fused"] == pytest.approx(0.85)
+    assert streams[0]["worst_gain"] == pytest.approx(-0.1) and streams[1]["worst_gain"] == pytest.approx(0.04)
     cell = {"clean": [0.9, 0.01]}
     summary = {m: {"accuracy": cell, "macro_f1": [0.9, 0.0], "ece": [0.1, 0.0], "params": 1, "ms_per_sample": 0.1}
                for m in ("video", "gated")}
-    lines = table({"summary": summary, "conditions": ["clean"], "methods": ["video", "gated"]}, stream).splitlines()
-    assert lines[0].endswith("| held-out speaker stream |")
-    assert lines[2].endswith("| - |") and lines[3].endswith("| 0.850 |")
+    result = {"summary": summary, "conditions": ["clean"], "methods": ["video", "gated", "hybrid"],
+              "data": {"speakers": ["a", "b"]}}
+    summary["hybrid"] = summary["gated"]
+    lines = table(result, streams).splitlines()
+    assert lines[0].endswith("| held-out speaker stream | held-out speaker stream + mfcc-shape-v1 "
+                             "| held-out speaker stream + mfcc-shape-v1, noise 0 dB |")
+    assert lines[2].endswith("| - | - | - |") and lines[3].endswith("| 0.850 | 0.950 | 0.850 |")
+    assert lines[4].endswith("| - | - | - |")  # hybrid ran on one of the two speakers only: no mean to show
+    assert lines[5].startswith("| zero-shot, calibrated (default, no head) | zero-shot | n/a |")
+    assert table({"summary": summary, "conditions": ["clean"], "methods": ["video"]}).count("\n") == 2
+    full = streams_table(streams).splitlines()
+    assert full[2].startswith("| gated | none (pooled YAMNet) | a, b | 0.850 | 0.200 | 0.900 | -0.050 | -0.100 | - |")
+    assert full[3] == ("| gated | mfcc-shape-v1 | a, b | 0.950 | 0.600 | 0.900 | +0.050 | +0.040 | 0.850 | 0.300 "
+                       "| 0.900 | -0.050 |")
+    assert full[-1].startswith("| zero-shot, calibrated (default, no head) | - | - | n/a |")

@@ -273,3 +273,23 @@ def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_pat
     clips[1][0].write_bytes(b"changed dog")  # a changed file is embedded again
     train_module.clip_embeddings(clips, models.config, models)
     assert embedded[-1] == clips[1][0] and len(embedded) == 3
+    # windows with the extra audio features are other windows: both clips again, then cached too
+    train_module.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
+    train_module.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
+    assert len(embedded) == 5 and models.audio_features == "mfcc-shape-v1"
+
+
+@pytest.mark.parametrize("flag, features", [([], "mfcc-shape-v1"), (["--no-audio-features"], None)])
+def test_train_adds_the_audio_features_unless_told_not_to(tmp_path, monkeypatch, flag, features):
+    from streamclf.cli import main
+
+    seen = {}
+
+    def fake_train(*args, **kw):
+        seen.update(kw)
+        return {"metrics": {}}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    data = _folder(tmp_path / "data", {"a": 1, "b": 1})
+    assert main(["train", str(data), "--out", str(tmp_path / "head"), *flag]) == 0
+    assert seen.get("audio_features", "mfcc-shape-v1") == features

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..audio_features import check as check_features
 from ..types import Embeddings
 from .methods import load_head
 from .zeroshot import Fused
@@ -22,6 +23,10 @@ class HeadFusion:
     def __init__(self, path: str | Path) -> None:
         self.head, self.card = load_head(path)
         self.path = str(path)
+        try:  # computed by the pipeline from each window's audio and appended to the audio embedding
+            self.audio_features = check_features(self.card.get("audio_features"))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         self.names = self.head.classes
         self.sees = {m: np.ones(len(self.names), bool) for m in self.head.modalities}
 
