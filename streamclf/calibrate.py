@@ -36,7 +36,7 @@ def clip_scores(clips: list[tuple[Path, str]], models: Models, progress: Callabl
     count = 0
     last = time.monotonic()
     for i, (path, label) in enumerate(clips):
-        for windows, _, _, _ in file_windows(path, path.name, models.config):
+        for windows, _ in file_windows(path, path.name, models.config):
             for scored in models.process(windows):
                 for m, s in models.fusion.raw(scored.embeddings).items():
                     rows[m].append((s, label))
