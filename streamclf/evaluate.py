@@ -337,7 +337,7 @@ def calibration_line(source: dict[str, Any] | None, fusion: str) -> str:
     """The calibration file the figures were measured with and what it was fitted on, in one line."""
     if source is None:
         return "none (a trained head calibrates itself)" if fusion.startswith("head") else "none (raw scores)"
-    where = "built-in " + str(source["path"]) if source["builtin"] else str(source["path"])
+    where = "built-in streamclf/data/calibration.yaml" if source["builtin"] else str(source["path"])
     return f"{where}, fitted on {'; '.join(source['data'])} ({source['clips']} clips)"
 
 
