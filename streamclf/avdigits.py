@@ -376,14 +376,14 @@ def write_clips(
             shown = pool[images.target[pool] == d]
             if not said or not len(shown):
                 raise ValueError(f"no recording or image of digit {d} for speaker {speaker!r} in the pool")
-            for wav in sorted(rng.choice(said, min(per_digit, len(said)), replace=False)):
+            for wav in sorted(said[int(j)] for j in rng.choice(len(said), min(per_digit, len(said)), replace=False)):
                 img, length = int(rng.choice(shown)), float(rng.uniform(*seconds))  # drawn even when kept
                 clip = out_dir / str(d) / speaker / f"{wav.stem}_img{img}.mp4"
                 if not clip.exists():
                     clip.parent.mkdir(parents=True, exist_ok=True)
                     png, sound = clip.with_suffix(".png"), wav
                     cv2.imwrite(str(png), render_digit(images.images[img]))
-                    if background:
+                    if snr_db is not None:  # background sounds were found (checked above)
                         mix = _rng("noise", clip.name, snr_db)
                         noisy = mix_at_snr(
                             read_audio(wav),

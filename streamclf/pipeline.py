@@ -226,6 +226,9 @@ class Models:
         """A trained head dictates the window and pooling it was trained with."""
         if not config.fusion.head:
             return config
+        from .fusion.trained import HeadFusion
+
+        assert isinstance(self.fusion, HeadFusion)  # a head in the config built one (__init__)
         card = self.fusion.card
         update: dict[str, Any] = {}
         if card.get("window"):

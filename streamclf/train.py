@@ -220,7 +220,7 @@ def _save_windows(file: Path, windows: list[dict[str, np.ndarray]]) -> None:
         arrays[m], arrays[f"{m}.at"] = np.stack([windows[i][m] for i in at]), np.array(at)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)  # numeric arrays only (and named: **arrays cannot mean it)
     tmp.replace(file)
 
 
@@ -265,10 +265,10 @@ def clip_embeddings(
         progress(f"{len(clips) - len(todo)} of {len(clips)} clips' windows from the cache")
     rows, errors = _scored([clips[i][0] for i in todo], config, models, progress, parallel)
     for k, i in enumerate(todo):
-        windows = [dict(s.embeddings.embedding) for j, s in rows if j == k]
-        if windows:
-            per_clip[i] = windows
-            _save_windows(_cache_file(clips[i][0], models.config, models), windows)
+        got = [dict(s.embeddings.embedding) for j, s in rows if j == k]
+        if got:
+            per_clip[i] = got
+            _save_windows(_cache_file(clips[i][0], models.config, models), got)
     windows = [(i, w) for i in sorted(per_clip) for w in per_clip[i]]
     if not windows:
         raise ValueError("no windows came out of the clips (all failed or too short)")

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -277,6 +277,19 @@ NETS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+class NeuralHyper(TypedDict):
+    """A neural head's settings (written to its card): typed, since training uses them as numbers."""
+
+    net: str
+    hidden: int
+    dropout: float
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    modality_dropout: float
+
+
 class NeuralHead(Head):
     """Trains one of ``NETS`` with AdamW, standardised inputs and modality dropout.
 
@@ -306,7 +319,7 @@ class NeuralHead(Head):
         if net == "unimodal" and len(self.modalities) != 1:
             raise ValueError("a unimodal head takes exactly one modality")
         self.method = self.modalities[0] if net == "unimodal" else net
-        self.hyper = dict(
+        self.hyper = NeuralHyper(
             net=net,
             hidden=hidden,
             dropout=dropout,
