@@ -182,13 +182,16 @@ class _Stderr(logging.Handler):
 def _log_levels(args: argparse.Namespace) -> dict[str, int]:
     """Logger name -> level for this command. ``run`` with the dashboard: it shows what loads and the sources'
     states, so only warnings and errors come as lines (above it), and the sinks' down and back-up lines (it does
-    not show sinks); without it, what loads and each state change, or only the errors (--quiet)."""
+    not show sinks); without it, what loads and each state change, or (--quiet) only the errors and a sink
+    that is down."""
     if args.verb != "run":
         return {"streamclf": logging.INFO}
     if not args.no_dashboard:
         return {"streamclf": logging.WARNING, "streamclf.pipeline.status": logging.CRITICAL + 1,
                 "streamclf.sinks": logging.INFO}
-    return {"streamclf": logging.ERROR if args.quiet else logging.INFO}
+    if args.quiet:
+        return {"streamclf": logging.ERROR, "streamclf.sinks": logging.WARNING}
+    return {"streamclf": logging.INFO}
 
 
 @contextmanager
