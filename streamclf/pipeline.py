@@ -156,11 +156,11 @@ class Models:
         self.config = config
         device = pick_device(config.device)
         wanted = encoder_names(config)
-        self.encoders = {m: Encoder(name, device, config.precision, config.compile)
+        self.encoders = {m: Encoder(name, device, config.precision, config.compile, config.engine)
                          for m, name in wanted.items() if m in MODALITIES}
         self.speech: Encoder | None = None
         if "speech" in wanted:
-            self.speech = Encoder(wanted["speech"], device, config.precision, config.compile)
+            self.speech = Encoder(wanted["speech"], device, config.precision, config.compile, config.engine)
         for m, enc in [*self.encoders.items(), ("speech", self.speech)]:
             if enc is not None and enc.modality != m:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")

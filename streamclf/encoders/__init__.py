@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .engine import ENGINES, EngineUnavailable, Runner
+from .engine import ENGINES, EngineUnavailable, Runner, check_engine
 from .efficientnet_lite import (EfficientNet_Lite0_Weights, EfficientNet_Lite1_Weights, EfficientNet_Lite2_Weights,
                                 efficientnet_lite0, efficientnet_lite1, efficientnet_lite2)
 from .hub import Torchvision_Weights, torchvision_model
@@ -122,30 +122,34 @@ class Encoder:
         self.model = entry.builder(weights=entry.weights).to(device).eval()
         if hasattr(self.model, "fold_batchnorm"):  # this wrapper only infers
             self.model.fold_batchnorm()
-        if engine not in ENGINES:
-            raise EngineUnavailable(f"engine {engine!r}: unknown; choose from {', '.join(ENGINES)}")
+        check_engine(engine, device)  # one line for a misspelt engine or one that is not installed, model or not
         if (precision != "fp32" or compile) and engine not in ("auto", "torch"):
             raise EngineUnavailable(f"engine {engine}: runs fp32 without torch.compile; "
                                     "use --engine torch for precision bf16 or compile")
-        self.runner = Runner(self.model, self.weights.id, "torch" if precision != "fp32" or compile else engine,
-                             device)
+        example = self._example()
+        if precision != "fp32" or compile or example is None:
+            engine = "torch"
+        self.runner = Runner(self.model, self.weights.id, engine, device)
         self._forward = torch.compile(self.model.embed) if compile else self.runner
         self.compiled = compile
-        example = self._example()
         if example is not None:  # choose (and export, the first time) now, not in the first live batch
             self.runner.prepare(example)
         self._activation = torch.sigmoid if self.meta["activation"] == "sigmoid" else (
             lambda x: torch.softmax(x, dim=-1))
 
     def _example(self) -> torch.Tensor | None:
-        """A batch shaped like the worker's (random content) for a frame or audio model; None when it varies."""
+        """A batch shaped like the worker's (random content) for a frame or audio model.
+
+        None where the input's shape varies (clip models; the speech gate, whose input grows with the
+        window and whose recurrent cell the exporter cannot take): those stay in torch.
+        """
         rng = np.random.default_rng(0)
         if self.modality == "video" and not self.meta.get("clip"):
             side = self.meta["resize"]
             return self.transform(torch.from_numpy(rng.integers(0, 256, (2, side, side, 3), dtype=np.uint8)))
         if self.modality == "audio":
             return self.transform(torch.from_numpy(rng.normal(0, 0.1, 32000).astype(np.float32)))
-        return None  # the speech gate's input grows with the window: chosen on the first batch
+        return None
 
     @torch.inference_mode()
     def embed(self, inputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
