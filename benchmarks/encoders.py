@@ -1,13 +1,16 @@
 """Encoder speed: eager fp32 vs streamclf's runtime paths, with top-1 agreement on real frames and sounds.
 
-    .venv/bin/python benchmarks/encoders.py [--quick] [--compile]
+    .venv/bin/python benchmarks/encoders.py [--quick] [--compile] [--engines torch onnxruntime openvino]
 
 Inputs are real: frames of the shared Big Buck Bunny clip sampled as the pipeline samples them, and
 2 s windows of the shared sound effects. The reference is the model called the plain way (eager
 fp32, one batch per worker batch of 8 windows), measured first, before streamclf touches the
 process's allocator settings. Each path is then timed on the same inputs; agreement is the share of
 images (patches for audio) whose top-1 class matches the reference, and the largest logit
-difference. bf16 is timed only where the hardware has it (emulated bf16 is slower than fp32 and
+difference. Each engine (docs/engines.md) is one fp32 path, its graph exported (or read from the
+cache) before the clock, as at start-up. The plain reference is timed again after every path, and
+the speed-up is against the mean of its two timings, so a change of load during the run shows in
+`ref_per_s` instead of inflating a ratio. bf16 is timed only where the hardware has it (emulated bf16 is slower than fp32 and
 would say nothing); its agreement is measured everywhere. Prints a table and writes
 benchmarks/results/encoders.json.
 """
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -63,12 +67,12 @@ def plain(name: str, inputs: list[np.ndarray], batch: int) -> tuple[float, np.nd
     return wall, torch.cat(logits).numpy()
 
 
-def optimised(name: str, inputs: list[np.ndarray], batch: int, precision: str, compile: bool
+def optimised(name: str, inputs: list[np.ndarray], batch: int, precision: str, compile: bool, engine: str
               ) -> tuple[float, np.ndarray, str, float]:
     from streamclf.encoders import Encoder
 
     t0 = time.perf_counter()
-    enc = Encoder(name, torch.device("cpu"), precision, compile)
+    enc = Encoder(name, torch.device("cpu"), precision, compile, engine)
     enc.embed(inputs[:batch])  # warm-up (and the compile, when asked)
     ready = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -90,18 +94,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few inputs: checks the script, not the machine")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
+    ap.add_argument("--engines", nargs="+", default=["torch", "onnxruntime", "openvino"],
+                    help="fp32 engines to time (torch is streamclf's own torch path)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
     from streamclf.encoders import MODELS, native_bf16
 
     torch.set_num_threads(os.cpu_count() or 1)
+    load_start = os.getloadavg()  # the machine is shared: say how busy it was
     inputs = real_inputs(args.quick)
     bf16_native = native_bf16(torch.device("cpu"))
     names = {"video": "efficientnet_lite0", "audio": "yamnet"}
     batch = 8  # windows per worker batch (config batch_windows)
     refs = {m: plain(names[m], inputs[m], batch) for m in names}  # before any Encoder exists
     rows = []
-    paths = [("fp32", False)] + ([("fp32", True)] if args.compile else []) + [("bf16", False)]
+    paths = ([("fp32", False, e) for e in args.engines] + ([("fp32", True, "torch")] if args.compile else [])
+             + [("bf16", False, "torch")])
     for m, name in names.items():
         n_items = int(sum(len(x) for x in inputs[m])) if m == "video" else len(refs[m][1])
         unit = "images" if m == "video" else "patches"
@@ -109,15 +117,18 @@ def main() -> None:
         rows.append({"encoder": name, "path": "eager fp32 (plain)", "items": n_items, "unit": unit,
                      "per_s": round(n_items / ref_wall, 1), "speedup": 1.0, "top1_agreement": 1.0,
                      "max_score_diff": 0.0, "ready_s": None})
-        for precision, comp in paths:
+        for precision, comp, engine in paths:
             subset = inputs[m] if precision != "bf16" or bf16_native else inputs[m][: max(2, len(inputs[m]) // 8)]
-            wall, scores, desc, ready = optimised(name, subset, batch, precision, comp)
+            wall, scores, desc, ready = optimised(name, subset, batch, precision, comp, engine)
             k = len(scores)
             agree = compare(refs[m][1][:k], scores, MODELS[name].weights.meta["activation"])
             timed = precision != "bf16" or bf16_native
+            again = plain(name, inputs[m], batch)[0]  # the reference once more: the load may have changed
+            ref_mean = (ref_wall + again) / 2
             rows.append({"encoder": name, "path": desc + ("" if timed else " (emulated: agreement only)"),
                          "items": k, "unit": unit, "per_s": round(k / wall, 1) if timed else None,
-                         "speedup": round(ref_wall / n_items * k / wall, 2) if timed else None,
+                         "speedup": round(ref_mean / n_items * k / wall, 2) if timed else None,
+                         "ref_per_s": [round(n_items / ref_wall, 1), round(n_items / again, 1)],
                          **agree, "ready_s": round(ready, 1)})
     print("| encoder | path | items | per second | vs eager fp32 | top-1 agreement | max score diff | ready (s) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -126,7 +137,8 @@ def main() -> None:
               f"| {r['top1_agreement']:.4f} | {r['max_score_diff']:.2g} | {r['ready_s']} |")
     doc = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_native},
-           "quick": args.quick, "rows": rows}
+           "command": "python benchmarks/encoders.py " + " ".join(sys.argv[1:]),
+           "load_avg": {"start": load_start, "end": os.getloadavg()}, "quick": args.quick, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.out}")

@@ -115,6 +115,10 @@ class Encoder:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.precision = precision
+        check_engine(engine, device)  # one line for a misspelt engine or one that is not installed, model or not
+        if (precision != "fp32" or compile) and engine not in ("auto", "torch"):
+            raise EngineUnavailable(f"engine {engine}: runs fp32 without torch.compile; "
+                                    "use --engine torch for precision bf16 or compile")
         keep_freed_memory()
         self.meta = entry.weights.meta
         self.modality: str = self.meta["modality"]
@@ -122,10 +126,6 @@ class Encoder:
         self.model = entry.builder(weights=entry.weights).to(device).eval()
         if hasattr(self.model, "fold_batchnorm"):  # this wrapper only infers
             self.model.fold_batchnorm()
-        check_engine(engine, device)  # one line for a misspelt engine or one that is not installed, model or not
-        if (precision != "fp32" or compile) and engine not in ("auto", "torch"):
-            raise EngineUnavailable(f"engine {engine}: runs fp32 without torch.compile; "
-                                    "use --engine torch for precision bf16 or compile")
         example = self._example()
         if precision != "fp32" or compile or example is None:
             engine = "torch"
