@@ -167,6 +167,10 @@ def _models(args: argparse.Namespace) -> int:
         if not console.is_terminal:  # a pipe or file: wide enough that rows stay readable
             console = Console(width=220)
         console.print(render(rows, wide=args.wide))
+        if args.bench:
+            from .zoo import int8_note
+
+            console.print(int8_note())
     return 0
 
 
