@@ -21,7 +21,7 @@ import importlib.util
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -150,14 +150,22 @@ def _ort_session(path: Path, device: torch.device, threads: int) -> Session:
     return run
 
 
-def _ov_save(onnx_path: Path, path: Path) -> None:
+def write_ir(source: Path, path: Path) -> None:
+    """Convert a model file (ONNX, TensorFlow frozen graph) to OpenVINO IR at ``path`` (+ .bin), weights in fp32.
+
+    Written beside and moved into place, the .xml last: a reader never sees a half-written pair.
+    """
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
-    ov.save_model(model, str(path), compress_to_fp16=False)  # the default halves weights: fp32 stays fp32
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)  # default: fp16 weights
+        xml.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        xml.replace(path)
 
 
-def _ov_session(path: Path, device: torch.device, threads: int) -> Session:
+def ov_compile(path: Path, threads: int) -> "openvino.CompiledModel":  # noqa: F821
+    """An OpenVINO IR compiled for the CPU in fp32 with the worker's threads, pinned to no core."""
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
@@ -167,7 +175,11 @@ def _ov_session(path: Path, device: torch.device, threads: int) -> Session:
               hints.performance_mode: hints.PerformanceMode.LATENCY,
               hints.inference_precision: ov.Type.f32,  # bf16 by default on AMX CPUs: changes labels
               hints.enable_cpu_pinning: False}  # the cores are shared with the decoder threads
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    return core.compile_model(core.read_model(str(path)), "CPU", config)
+
+
+def _ov_session(path: Path, device: torch.device, threads: int) -> Session:
+    compiled = ov_compile(path, threads)
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,13 +189,15 @@ def _ov_session(path: Path, device: torch.device, threads: int) -> Session:
     return run
 
 
-def cached_path(weights_id: str, engine: str, shape: tuple[int, ...]) -> Path:
-    """The engine's graph for these weights, this engine version, this exporter and this input shape."""
+def cached_path(weights_id: str, engine: str, shape: tuple[int, ...], source: str | None = None) -> Path:
+    """The engine's graph for these weights, this engine version, this input shape and where it came from
+    (``source``; default: this torch's exporter)."""
     folder = cache_dir() / "engines"
     folder.mkdir(parents=True, exist_ok=True)
     dims = "x".join(map(str, shape))
     suffix = ".onnx" if engine == "onnxruntime" else ".xml"
-    return folder / f"{weights_id}.{engine}-{version(engine)}.torch-{torch.__version__}.{dims}{suffix}"
+    source = source or f"torch-{torch.__version__}"
+    return folder / f"{weights_id}.{engine}-{version(engine)}.{source}.{dims}{suffix}"
 
 
 def _build(module: torch.nn.Module, example: torch.Tensor, engine: str, path: Path) -> None:
@@ -194,9 +208,7 @@ def _build(module: torch.nn.Module, example: torch.Tensor, engine: str, path: Pa
         if engine == "onnxruntime":
             onnx_path.replace(path)
         else:
-            _ov_save(onnx_path, Path(tmp) / "model.xml")
-            (Path(tmp) / "model.bin").replace(path.with_suffix(".bin"))
-            (Path(tmp) / "model.xml").replace(path)
+            write_ir(onnx_path, path)
 
 
 def _remove(path: Path) -> None:
@@ -224,34 +236,48 @@ _OPEN: dict[str, Callable[[Path, torch.device, int], Session]] = {"onnxruntime":
 
 def load_checked(module: torch.nn.Module, weights_id: str, engine: str, example: torch.Tensor,
                  device: torch.device, threads: int) -> Session:
-    """The engine's session for ``module``, from the cache or freshly exported, checked against the module.
-
-    A cached file that fails to load or to agree is rebuilt once; a fresh build
-    that fails raises ``EngineFailure``.
-    """
-    path = cached_path(weights_id, engine, tuple(example.shape[1:]))
+    """The engine's session for ``module``, from the cache or freshly exported, checked against the module."""
     x = example.float().contiguous().numpy()
     with torch.inference_mode():
         ref = module.embed(example.to(device))
     ref = (ref[0].cpu(), ref[1].cpu())
+
+    def open_checked(path: Path) -> tuple[Session, str | None]:
+        session = _OPEN[engine](path, device, threads)
+        return session, disagreement(ref, session(x))
+
+    return cached_session(cached_path(weights_id, engine, tuple(example.shape[1:])),
+                          lambda path: _build(module, example, engine, path), open_checked, f"{weights_id} ({engine})")
+
+
+S = TypeVar("S")
+
+
+def cached_session(path: Path, build: Callable[[Path], None], open_checked: Callable[[Path], tuple[S, str | None]],
+                   what: str) -> S:
+    """Open the engine file at ``path`` (building it when absent) and check it against the reference.
+
+    ``open_checked`` gives the session and why it disagrees (None: it agrees). A
+    cached file that fails to load or to agree is rebuilt once, never trusted; a
+    fresh build that fails raises ``EngineFailure``.
+    """
     fresh = False
     while True:
         if not path.exists():
             try:
-                _build(module, example, engine, path)
+                build(path)
             except Exception as e:
-                raise EngineFailure(f"cannot export {weights_id} for {engine} ({_first_line(e)})") from e
+                raise EngineFailure(f"cannot export {what} ({_first_line(e)})") from e
             fresh = True
         try:
-            session = _OPEN[engine](path, device, threads)
-            why = disagreement(ref, session(x))
+            session, why = open_checked(path)
         except Exception as e:
-            why = f"cannot load {path.name} ({_first_line(e)})"
+            session, why = None, f"cannot load {path.name} ({_first_line(e)})"
         if why is None:
             return session
         if fresh:
-            raise EngineFailure(f"{engine} does not reproduce {weights_id}: {why}")
-        log.info("%s: cached %s graph rejected (%s); rebuilding it", weights_id, engine, why)
+            raise EngineFailure(f"{what} does not reproduce the reference: {why}")
+        log.info("%s: cached graph %s rejected (%s); rebuilding it", what, path.name, why)
         _remove(path)
 
 
