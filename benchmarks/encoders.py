@@ -1,18 +1,20 @@
-"""Encoder speed: eager fp32 vs streamclf's runtime paths, with top-1 agreement on real frames and sounds.
+"""Encoder speed: eager fp32 vs streamclf's engines, with top-1 agreement on real frames and sounds.
 
-    .venv/bin/python benchmarks/encoders.py [--quick] [--compile] [--engines torch onnxruntime openvino]
+    .venv/bin/python benchmarks/encoders.py [--quick] [--compile] [--rounds 3] [--engines torch onnxruntime openvino]
 
 Inputs are real: frames of the shared Big Buck Bunny clip sampled as the pipeline samples them, and
 2 s windows of the shared sound effects. The reference is the model called the plain way (eager
-fp32, one batch per worker batch of 8 windows), measured first, before streamclf touches the
-process's allocator settings. Each path is then timed on the same inputs; agreement is the share of
-images (patches for audio) whose top-1 class matches the reference, and the largest logit
-difference. Each engine (docs/engines.md) is one fp32 path, its graph exported (or read from the
-cache) before the clock, as at start-up. The plain reference is timed again after every path, and
-the speed-up is against the mean of its two timings, so a change of load during the run shows in
-`ref_per_s` instead of inflating a ratio. bf16 is timed only where the hardware has it (emulated bf16 is slower than fp32 and
-would say nothing); its agreement is measured everywhere. Prints a table and writes
-benchmarks/results/encoders.json.
+fp32, one batch per worker batch of 8 windows). Every path is built first (its engine graph exported,
+or read from the cache, and checked, as at start-up: `ready_s`); then, in each of --rounds rounds, the
+reference and every path are timed back to back on the same inputs, and a path's speed-up is the
+median over rounds of (reference time / path time) in the same round: the machine is shared, and
+this keeps a change of load from inflating a ratio. (The reference is timed after streamclf set the
+process's allocator (encoders.keep_freed_memory), which speeds it up too: the ratios are conservative.)
+Agreement is the share of images (patches for audio) whose top-1 class matches the reference, and the
+largest score difference. The person detector's reference is OpenCV's DNN module (its runtime before
+the engines); agreement there is the share of frames with the same count of boxes over 0.5 and the
+same best box (score within 0.03). bf16 is timed only where the hardware has it. Prints a table and
+writes benchmarks/results/encoders.json.
 """
 from __future__ import annotations
 
@@ -20,15 +22,18 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BATCH = 8  # windows per worker batch (config batch_windows)
 
 
 def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
@@ -52,42 +57,67 @@ def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
     return {"video": [np.stack(frames[i:i + 4]) for i in range(0, len(frames), 4)], "audio": waves}
 
 
-def plain(name: str, inputs: list[np.ndarray], batch: int) -> tuple[float, np.ndarray]:
-    """The model the way a torchvision user calls it: eager fp32, one call per batch."""
+Path_ = Callable[[list[np.ndarray]], np.ndarray]
+"""A timed path: a batch of per-window inputs -> per-item scores (or detection rows)."""
+
+
+def plain(name: str) -> Path_:
+    """The model the way a torchvision user calls it: eager fp32, one call per batch; logits -> scores."""
     from streamclf.encoders import MODELS
 
     entry = MODELS[name]
     model, transform = entry.builder(weights=entry.weights).eval(), entry.weights.transforms()
-    xs = [transform(torch.from_numpy(np.ascontiguousarray(x))) for x in inputs]
-    with torch.inference_mode():
-        model.embed(torch.cat(xs[:batch]))
-        t0 = time.perf_counter()
-        logits = [model.embed(torch.cat(xs[s:s + batch]))[1] for s in range(0, len(xs), batch)]
-        wall = time.perf_counter() - t0
-    return wall, torch.cat(logits).numpy()
+    sigmoid = entry.weights.meta["activation"] == "sigmoid"
+
+    def run(inputs: list[np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.cat([transform(torch.from_numpy(np.ascontiguousarray(i))) for i in inputs])
+            logits = model.embed(x)[1]
+            return (logits.sigmoid() if sigmoid else logits.softmax(-1)).numpy()
+
+    return run
 
 
-def optimised(name: str, inputs: list[np.ndarray], batch: int, precision: str, compile: bool, engine: str
-              ) -> tuple[float, np.ndarray, str, float]:
+def streamclf_path(name: str, precision: str, compile: bool, engine: str) -> tuple[Path_, str]:
     from streamclf.encoders import Encoder
 
-    t0 = time.perf_counter()
     enc = Encoder(name, torch.device("cpu"), precision, compile, engine)
-    enc.embed(inputs[:batch])  # warm-up (and the compile, when asked)
-    ready = time.perf_counter() - t0
+    return (lambda inputs: np.concatenate([s for _, s in enc.embed(inputs)])), enc.describe()
+
+
+def detector_path(engine: str) -> tuple[Path_, str]:
+    from streamclf.encoders import MODELS
+
+    entry = MODELS["ssdlite_person"]
+    det = entry.builder(weights=entry.weights, threads=torch.get_num_threads(), engine=engine)
+    return (lambda inputs: det.detect(np.concatenate(inputs))), f"ssdlite_person {det.engine}"
+
+
+def timed(fn: Path_, inputs: list[np.ndarray]) -> tuple[float, list]:
+    outs = []
     t0 = time.perf_counter()
-    outs = [enc.embed(inputs[s:s + batch]) for s in range(0, len(inputs), batch)]
-    wall = time.perf_counter() - t0
-    # scores back to logits for the comparison: the model's own head outputs
-    scores = np.concatenate([s for out in outs for _, s in out])
-    return wall, scores, enc.describe(), ready
+    for s in range(0, len(inputs), BATCH):
+        outs.append(fn(inputs[s:s + BATCH]))
+    return time.perf_counter() - t0, outs
 
 
-def compare(ref_logits: np.ndarray, scores: np.ndarray, activation: str) -> dict:
-    ref = torch.from_numpy(ref_logits)
-    ref_scores = (ref.sigmoid() if activation == "sigmoid" else ref.softmax(-1)).numpy()
-    return {"top1_agreement": round(float((ref_scores.argmax(1) == scores.argmax(1)).mean()), 4),
-            "max_score_diff": float(np.abs(ref_scores - scores).max())}
+def agreement(ref: list, got: list, detector: bool) -> dict:
+    if detector:
+        from streamclf.encoders.ssdlite import _detections_differ
+
+        a = [d for batch in ref for d in batch]
+        b = [d for batch in got for d in batch]
+        same = [_detections_differ(_rows(x), _rows(y), 1) is None for x, y in zip(a, b)]
+        return {"top1_agreement": round(float(np.mean(same)), 4), "max_score_diff": float(max(
+            abs((x[0, 1] if len(x) else 0) - (y[0, 1] if len(y) else 0)) for x, y in zip(a, b)))}
+    r, g = np.concatenate(ref), np.concatenate(got)
+    return {"top1_agreement": round(float((r.argmax(1) == g.argmax(1)).mean()), 4),
+            "max_score_diff": float(np.abs(r - g).max())}
+
+
+def _rows(d: np.ndarray) -> np.ndarray:
+    """SSDDetector.detect's (class, score, box) back to OpenCV's table (image 0, class + 1, score, box)."""
+    return np.column_stack([np.zeros(len(d)), d[:, 0] + 1, d[:, 1:]]) if len(d) else np.zeros((0, 7))
 
 
 def main() -> None:
@@ -96,41 +126,54 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
     ap.add_argument("--engines", nargs="+", default=["torch", "onnxruntime", "openvino"],
                     help="fp32 engines to time (torch is streamclf's own torch path)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
-    from streamclf.encoders import MODELS, native_bf16
+    from streamclf.encoders import native_bf16
 
     torch.set_num_threads(os.cpu_count() or 1)
     load_start = os.getloadavg()  # the machine is shared: say how busy it was
     inputs = real_inputs(args.quick)
+    inputs["detector"] = [np.stack(inputs["video"][i]) for i in range(0, len(inputs["video"]), 2)]  # 2 fps
     bf16_native = native_bf16(torch.device("cpu"))
-    names = {"video": "efficientnet_lite0", "audio": "yamnet"}
-    batch = 8  # windows per worker batch (config batch_windows)
-    refs = {m: plain(names[m], inputs[m], batch) for m in names}  # before any Encoder exists
     rows = []
-    paths = ([("fp32", False, e) for e in args.engines] + ([("fp32", True, "torch")] if args.compile else [])
-             + [("bf16", False, "torch")])
-    for m, name in names.items():
-        n_items = int(sum(len(x) for x in inputs[m])) if m == "video" else len(refs[m][1])
-        unit = "images" if m == "video" else "patches"
-        ref_wall = refs[m][0]
-        rows.append({"encoder": name, "path": "eager fp32 (plain)", "items": n_items, "unit": unit,
-                     "per_s": round(n_items / ref_wall, 1), "speedup": 1.0, "top1_agreement": 1.0,
-                     "max_score_diff": 0.0, "ready_s": None})
-        for precision, comp, engine in paths:
-            subset = inputs[m] if precision != "bf16" or bf16_native else inputs[m][: max(2, len(inputs[m]) // 8)]
-            wall, scores, desc, ready = optimised(name, subset, batch, precision, comp, engine)
-            k = len(scores)
-            agree = compare(refs[m][1][:k], scores, MODELS[name].weights.meta["activation"])
-            timed = precision != "bf16" or bf16_native
-            again = plain(name, inputs[m], batch)[0]  # the reference once more: the load may have changed
-            ref_mean = (ref_wall + again) / 2
-            rows.append({"encoder": name, "path": desc + ("" if timed else " (emulated: agreement only)"),
-                         "items": k, "unit": unit, "per_s": round(k / wall, 1) if timed else None,
-                         "speedup": round(ref_mean / n_items * k / wall, 2) if timed else None,
-                         "ref_per_s": [round(n_items / ref_wall, 1), round(n_items / again, 1)],
-                         **agree, "ready_s": round(ready, 1)})
-    print("| encoder | path | items | per second | vs eager fp32 | top-1 agreement | max score diff | ready (s) |")
+    for m, name in (("video", "efficientnet_lite0"), ("audio", "yamnet"), ("detector", "ssdlite_person")):
+        detector = m == "detector"
+        paths: dict[str, tuple[Path_, float]] = {}
+        t0 = time.perf_counter()
+        if detector:
+            ref: Path_ = detector_path("torch")[0]
+            ref_name = "OpenCV DNN (reference)"
+            specs = [("openvino", lambda: detector_path("openvino"))]
+        else:
+            ref, ref_name = plain(name), "eager fp32 (plain)"
+            specs = ([(e, lambda e=e: streamclf_path(name, "fp32", False, e)) for e in args.engines]
+                     + ([("compiled", lambda: streamclf_path(name, "fp32", True, "torch"))] if args.compile else [])
+                     + ([("bf16", lambda: streamclf_path(name, "bf16", False, "torch"))] if bf16_native else []))
+        ref(inputs[m][:BATCH])
+        for _, make in specs:
+            t0 = time.perf_counter()
+            fn, desc = make()
+            fn(inputs[m][:BATCH])  # warm-up (and the compile, when asked)
+            paths[desc] = (fn, time.perf_counter() - t0)
+        walls: dict[str, list[float]] = {ref_name: [], **{d: [] for d in paths}}
+        outs: dict[str, list] = {}
+        for _ in range(args.rounds):
+            for desc, fn in [(ref_name, ref), *((d, f) for d, (f, _) in paths.items())]:
+                wall, out = timed(fn, inputs[m])
+                walls[desc].append(wall)
+                outs.setdefault(desc, out)
+        n = sum(len(x) for x in inputs[m]) if m != "audio" else len(np.concatenate(outs[ref_name]))
+        unit = "patches" if m == "audio" else "images"
+        for desc in walls:
+            ratios = [r / w for r, w in zip(walls[ref_name], walls[desc])]
+            rows.append({"encoder": name, "path": desc, "items": n, "unit": unit,
+                         "per_s": round(n / statistics.median(walls[desc]), 1),
+                         "speedup": round(statistics.median(ratios), 2), "speedups": [round(r, 2) for r in ratios],
+                         **agreement(outs[ref_name], outs[desc], detector),
+                         "ready_s": round(paths[desc][1], 1) if desc in paths else None})
+    print("| encoder | path | items | per second | vs reference (median of rounds) | top-1 agreement "
+          "| max score diff | ready (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['encoder']} | {r['path']} | {r['items']} {r['unit']} | {r['per_s']} | {r['speedup']} "

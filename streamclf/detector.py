@@ -78,13 +78,13 @@ def detector_for(config: Config, live: bool, driven: set[str]) -> "Detector | No
         return None
     import torch
 
-    return Detector(config.detector, threads=torch.get_num_threads())
+    return Detector(config.detector, threads=torch.get_num_threads(), engine=config.engine)
 
 
 class Detector:
     """The detector model and its per-source state; call it with a batch of windows."""
 
-    def __init__(self, config: DetectorConfig, threads: int | None = None) -> None:
+    def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
         from .encoders import MODELS
 
         entry = MODELS.get(config.encoder)
@@ -94,7 +94,7 @@ class Detector:
         self.config = config
         self.meta = entry.weights.meta
         self.classes: list[str] = self.meta["categories"]
-        self.model = entry.builder(weights=entry.weights, threads=threads)
+        self.model = entry.builder(weights=entry.weights, threads=threads, engine=engine)
         self.name = config.encoder
         self._tracks: dict[str, _Track] = {}
         self._frames: dict[tuple[str, float], _Result] = {}
