@@ -1,6 +1,7 @@
 """Encoder speed: eager fp32 vs streamclf's engines, with top-1 agreement on real frames and sounds.
 
-    .venv/bin/python benchmarks/encoders.py [--quick] [--compile] [--rounds 3] [--engines torch onnxruntime openvino]
+    .venv/bin/python benchmarks/encoders.py [--quick] [--compile] [--int8] [--rounds 3]
+                                            [--engines torch onnxruntime openvino]
 
 Inputs are real: frames of the shared Big Buck Bunny clip sampled as the pipeline samples them, and
 2 s windows of the shared sound effects. The reference is the model called the plain way (eager
@@ -13,7 +14,9 @@ process's allocator (encoders.keep_freed_memory), which speeds it up too: the ra
 Agreement is the share of images (patches for audio) whose top-1 class matches the reference, and the
 largest score difference. The person detector's reference is OpenCV's DNN module (its runtime before
 the engines); agreement there is the share of frames with the same count of boxes over 0.5 and the
-same best box (score within 0.03). bf16 is timed only where the hardware has it. Prints a table and
+same best box (score within 0.03). bf16 is timed only where the hardware has it. --int8 adds ONNX
+Runtime's static int8 (the policy in docs/engines.md): calibrated on the first half of the inputs,
+timed and compared on the other half. Prints a table and
 writes benchmarks/results/encoders.json.
 """
 from __future__ import annotations
@@ -120,12 +123,71 @@ def _rows(d: np.ndarray) -> np.ndarray:
     return np.column_stack([np.zeros(len(d)), d[:, 0] + 1, d[:, 1:]]) if len(d) else np.zeros((0, 7))
 
 
+def measure(name: str, m: str, ref: Path_, ref_name: str, paths: dict[str, tuple[Path_, float]],
+            inputs: list[np.ndarray], rounds: int) -> list[dict]:
+    """Rows for the reference and each path: timed back to back in each round, agreement from the first."""
+    walls: dict[str, list[float]] = {ref_name: [], **{d: [] for d in paths}}
+    outs: dict[str, list] = {}
+    for _ in range(rounds):
+        for desc, fn in [(ref_name, ref), *((d, f) for d, (f, _) in paths.items())]:
+            wall, out = timed(fn, inputs)
+            walls[desc].append(wall)
+            outs.setdefault(desc, out)
+    n = sum(len(x) for x in inputs) if m != "audio" else len(np.concatenate(outs[ref_name]))
+    rows = []
+    for desc in walls:
+        ratios = [r / w for r, w in zip(walls[ref_name], walls[desc])]
+        rows.append({"encoder": name, "path": desc, "items": n, "unit": "patches" if m == "audio" else "images",
+                     "per_s": round(n / statistics.median(walls[desc]), 1),
+                     "speedup": round(statistics.median(ratios), 2), "speedups": [round(r, 2) for r in ratios],
+                     **agreement(outs[ref_name], outs[desc], m == "detector"),
+                     "ready_s": round(paths[desc][1], 1) if desc in paths else None})
+    return rows
+
+
+def int8_path(name: str, calibration: list[np.ndarray]) -> tuple[Path_, str]:
+    """ONNX Runtime static int8 (QDQ, per-channel weights) of the engine's fp32 graph, calibrated on real inputs."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from streamclf.encoders import Encoder
+    from streamclf.encoders.engine import _ort_session, cached_path
+
+    enc = Encoder(name, torch.device("cpu"), engine="onnxruntime")  # puts the fp32 graph in the cache
+    src = cached_path(enc.weights.id, "onnxruntime", enc.runner.shape)
+    batches = [enc.transform(torch.from_numpy(np.ascontiguousarray(x))).float().contiguous().numpy()
+               for x in calibration]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.todo = iter(batches)
+
+        def get_next(self) -> dict | None:
+            x = next(self.todo, None)
+            return None if x is None else {"x": x}
+
+    out = Path(tempfile.mkdtemp()) / "int8.onnx"
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    session = _ort_session(out, torch.device("cpu"), torch.get_num_threads())
+    sigmoid = enc.meta["activation"] == "sigmoid"
+
+    def run(inputs: list[np.ndarray]) -> np.ndarray:
+        x = torch.cat([enc.transform(torch.from_numpy(np.ascontiguousarray(i))) for i in inputs])
+        logits = torch.from_numpy(session(x.float().contiguous().numpy())[1])
+        return (logits.sigmoid() if sigmoid else logits.softmax(-1)).numpy()
+
+    return run, f"{name} int8 (onnxruntime static QDQ)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few inputs: checks the script, not the machine")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
     ap.add_argument("--engines", nargs="+", default=["torch", "onnxruntime", "openvino"],
                     help="fp32 engines to time (torch is streamclf's own torch path)")
+    ap.add_argument("--int8", action="store_true", help="also ONNX Runtime static int8, calibrated on half the inputs")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
@@ -140,7 +202,6 @@ def main() -> None:
     for m, name in (("video", "efficientnet_lite0"), ("audio", "yamnet"), ("detector", "ssdlite_person")):
         detector = m == "detector"
         paths: dict[str, tuple[Path_, float]] = {}
-        t0 = time.perf_counter()
         if detector:
             ref: Path_ = detector_path("torch")[0]
             ref_name = "OpenCV DNN (reference)"
@@ -156,22 +217,15 @@ def main() -> None:
             fn, desc = make()
             fn(inputs[m][:BATCH])  # warm-up (and the compile, when asked)
             paths[desc] = (fn, time.perf_counter() - t0)
-        walls: dict[str, list[float]] = {ref_name: [], **{d: [] for d in paths}}
-        outs: dict[str, list] = {}
-        for _ in range(args.rounds):
-            for desc, fn in [(ref_name, ref), *((d, f) for d, (f, _) in paths.items())]:
-                wall, out = timed(fn, inputs[m])
-                walls[desc].append(wall)
-                outs.setdefault(desc, out)
-        n = sum(len(x) for x in inputs[m]) if m != "audio" else len(np.concatenate(outs[ref_name]))
-        unit = "patches" if m == "audio" else "images"
-        for desc in walls:
-            ratios = [r / w for r, w in zip(walls[ref_name], walls[desc])]
-            rows.append({"encoder": name, "path": desc, "items": n, "unit": unit,
-                         "per_s": round(n / statistics.median(walls[desc]), 1),
-                         "speedup": round(statistics.median(ratios), 2), "speedups": [round(r, 2) for r in ratios],
-                         **agreement(outs[ref_name], outs[desc], detector),
-                         "ready_s": round(paths[desc][1], 1) if desc in paths else None})
+        rows += measure(name, m, ref, ref_name, paths, inputs[m], args.rounds)
+        if args.int8 and not detector:
+            half = len(inputs[m]) // 2  # calibrate on the first half, measure on the other
+            t0 = time.perf_counter()
+            fn, desc = int8_path(name, inputs[m][:half])
+            rows += [dict(r, split=f"calibrated on the first {half} inputs, measured on the other "
+                                    f"{len(inputs[m]) - half}")
+                     for r in measure(name, m, ref, ref_name, {desc: (fn, time.perf_counter() - t0)},
+                                      inputs[m][half:], args.rounds)]
     print("| encoder | path | items | per second | vs reference (median of rounds) | top-1 agreement "
           "| max score diff | ready (s) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -188,3 +188,37 @@ def test_real_encoders_agree_on_real_frames(name, cache):
         (_, want), = ref.embed(inputs)
         assert (got.argmax(1) == want.argmax(1)).all()
         np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_detector_agreement_rule():
+    """Same count over 0.5 and the same best box: agree; a lost person or a moved best box: not."""
+    from streamclf.encoders.ssdlite import _detections_differ
+
+    want = np.array([[0, 1, 0.9, 0.1, 0.1, 0.5, 0.9], [0, 1, 0.4, 0.6, 0.1, 0.9, 0.9]], np.float32)
+    near = want + np.array([0, 0, 0.01, 0.02, 0, 0, 0], np.float32)
+    assert _detections_differ(want, near, 1) is None
+    assert "boxes over 0.5" in _detections_differ(want, want[1:], 1)
+    moved = want + np.array([0, 0, 0, 0.3, 0, 0.3, 0], np.float32)
+    assert "best box differs" in _detections_differ(want, moved, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not engine.installed("openvino"), reason="openvino is not installed")
+def test_detector_openvino_cached_checked_and_rebuilt(cache):
+    """The person detector's graph in OpenVINO: same boxes as OpenCV on a real frame; a broken cached IR is rebuilt."""
+    import av
+
+    from streamclf.encoders import MODELS
+
+    entry = MODELS["ssdlite_person"]
+    with av.open(str(shared("media/grid/bbaf2n.mpg"))) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    fast = entry.builder(weights=entry.weights, threads=1)
+    reference = entry.builder(weights=entry.weights, threads=1, engine="torch")
+    assert (fast.engine, reference.engine) == ("openvino", "opencv")
+    got, want = fast.detect([frame])[0], reference.detect([frame])[0]
+    assert want[0, 1] > 0.7 and abs(got[0, 1] - want[0, 1]) < 0.03  # the speaker, found by both
+    ir = next((cache / "engines").glob("*.xml"))
+    ir.with_suffix(".bin").write_bytes(b"broken")
+    again = entry.builder(weights=entry.weights, threads=1)
+    assert again.engine == "openvino" and abs(again.detect([frame])[0][0, 1] - want[0, 1]) < 0.03
