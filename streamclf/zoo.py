@@ -110,11 +110,12 @@ def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto"
 
     Through ``engine``; when that is not torch, torch's speed follows in brackets (the same inputs, this run).
     """
-    if MODELS[name].weights.meta["modality"] == "detector":  # OpenCV on the CPU, whatever the device
+    if MODELS[name].weights.meta["modality"] == "detector":  # OpenVINO or OpenCV on the CPU, whatever the device
         entry = MODELS[name]
-        detector = entry.builder(weights=entry.weights)
+        detector = entry.builder(weights=entry.weights, engine=engine)
         detector.detect(frames[:4])
-        return f"{4 / min(_timed(lambda: detector.detect(frames[:4])) for _ in range(repeats)):.1f} images/s"
+        best = min(_timed(lambda: detector.detect(frames[:4])) for _ in range(repeats))
+        return f"{4 / best:.1f} images/s {detector.engine}"
     enc = Encoder(name, pick_device(device), engine=engine)
     speed = _speed(enc, frames, audio, repeats)
     if enc.runner.engine in (None, "torch"):
