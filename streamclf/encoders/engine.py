@@ -1,7 +1,7 @@
 """Inference engines for the encoders: the torch module itself, ONNX Runtime or OpenVINO.
 
-On the 2-core AVX2 CPUs here an engine runs the same fp32 network 2-5x faster
-than eager torch with the same top-1 labels (benchmarks/encoders.py). The torch
+On the 2-core CPUs here an engine runs the same fp32 network about 2-3x faster
+than eager torch with the same top-1 labels (benchmarks/encoders.py, docs/engines.md). The torch
 module stays the reference: the engine's graph is exported from it once, cached
 under the user cache keyed by weights id + engine + engine version + input shape,
 and before it is used it must agree with the module on a batch (every top-1
@@ -32,8 +32,9 @@ log = logging.getLogger("streamclf")
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 PREFERENCE = ("onnxruntime", "openvino")
-"""``auto``'s order on a CPU, fastest first as benchmarks/encoders.py measured them here (ONNX Runtime
-ahead at the worker's batch of 8 for both encoders); torch is always the last resort."""
+"""``auto``'s order on a CPU. benchmarks/encoders.py put the two close here (each ahead for one encoder,
+within the shared machine's noise); ONNX Runtime first as it loads a cached graph faster and needs no
+compile step. torch is always the last resort."""
 
 _PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 OPSET = 17
