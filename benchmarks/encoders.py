@@ -22,14 +22,15 @@ writes benchmarks/results/encoders.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -110,9 +111,9 @@ def agreement(ref: list, got: list, detector: bool) -> dict:
 
         a = [d for batch in ref for d in batch]
         b = [d for batch in got for d in batch]
-        same = [_detections_differ(_rows(x), _rows(y), 1) is None for x, y in zip(a, b)]
+        same = [_detections_differ(_rows(x), _rows(y), 1) is None for x, y in zip(a, b, strict=True)]
         return {"top1_agreement": round(float(np.mean(same)), 4), "max_score_diff": float(max(
-            abs((x[0, 1] if len(x) else 0) - (y[0, 1] if len(y) else 0)) for x, y in zip(a, b)))}
+            abs((x[0, 1] if len(x) else 0) - (y[0, 1] if len(y) else 0)) for x, y in zip(a, b, strict=True)))}
     r, g = np.concatenate(ref), np.concatenate(got)
     return {"top1_agreement": round(float((r.argmax(1) == g.argmax(1)).mean()), 4),
             "max_score_diff": float(np.abs(r - g).max())}
@@ -136,7 +137,7 @@ def measure(name: str, m: str, ref: Path_, ref_name: str, paths: dict[str, tuple
     n = sum(len(x) for x in inputs) if m != "audio" else len(np.concatenate(outs[ref_name]))
     rows = []
     for desc in walls:
-        ratios = [r / w for r, w in zip(walls[ref_name], walls[desc])]
+        ratios = [r / w for r, w in zip(walls[ref_name], walls[desc], strict=True)]
         rows.append({"encoder": name, "path": desc, "items": n, "unit": "patches" if m == "audio" else "images",
                      "per_s": round(n / statistics.median(walls[desc]), 1),
                      "speedup": round(statistics.median(ratios), 2), "speedups": [round(r, 2) for r in ratios],
@@ -205,12 +206,14 @@ def main() -> None:
         if detector:
             ref: Path_ = detector_path("torch")[0]
             ref_name = "OpenCV DNN (reference)"
-            specs = [("openvino", lambda: detector_path("openvino"))]
+            specs = [("openvino", functools.partial(detector_path, "openvino"))]
         else:
             ref, ref_name = plain(name), "eager fp32 (plain)"
-            specs = ([(e, lambda e=e: streamclf_path(name, "fp32", False, e)) for e in args.engines]
-                     + ([("compiled", lambda: streamclf_path(name, "fp32", True, "torch"))] if args.compile else [])
-                     + ([("bf16", lambda: streamclf_path(name, "bf16", False, "torch"))] if bf16_native else []))
+            specs = ([(e, functools.partial(streamclf_path, name, "fp32", False, e)) for e in args.engines]
+                     + ([("compiled", functools.partial(streamclf_path, name, "fp32", True, "torch"))]
+                        if args.compile else [])
+                     + ([("bf16", functools.partial(streamclf_path, name, "bf16", False, "torch"))]
+                        if bf16_native else []))
         ref(inputs[m][:BATCH])
         for _, make in specs:
             t0 = time.perf_counter()

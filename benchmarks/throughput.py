@@ -78,7 +78,8 @@ def child(mode: str, path: Path) -> dict:
     from streamclf.batch import file_windows, iter_records
     from streamclf.pipeline import Models
 
-    config = load_config(compile=mode == "compiled", engine="torch" if mode in ("streamclf_torch", "compiled") else "auto")
+    engine = "torch" if mode in ("streamclf_torch", "compiled") else "auto"
+    config = load_config(compile=mode == "compiled", engine=engine)
     models = Models(config) if mode in ("streamclf", "streamclf_torch", "compiled", "compute") else None
     windows = []
     if mode == "compute":

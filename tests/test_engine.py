@@ -131,7 +131,7 @@ def test_auto_takes_what_is_installed(monkeypatch):
 
 
 def test_auto_is_torch_on_a_gpu_and_cuda_needs_the_provider(monkeypatch):
-    """The CUDA path is the same code: torch there by default; ORT only with its CUDA provider (tested without a GPU)."""
+    """The CUDA path is the same code: torch there by default; ORT with its CUDA provider (tested without a GPU)."""
     gpu = torch.device("cuda:0")
     assert candidates("auto", gpu) == ["torch"]
     assert candidates("torch", gpu) == ["torch"]
@@ -173,10 +173,10 @@ def test_cli_engine_not_installed_is_one_line_error(monkeypatch, capsys):
 @pytest.mark.parametrize("name", ENGINES)
 def test_real_encoders_agree_on_real_frames(name, cache):
     """Both encoders through the engine: every top-1 as torch on real frames and sound."""
+    import av
+
     from streamclf.encoders import Encoder
     from streamclf.sources import read_audio
-
-    import av
 
     with av.open(str(shared("media/flipping_a_pancake.mkv"))) as c:
         frames = [f.to_ndarray(format="rgb24", width=256, height=256) for f in c.decode(video=0)][::30]

@@ -9,9 +9,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .efficientnet_lite import (
+    EfficientNet_Lite0_Weights,
+    EfficientNet_Lite1_Weights,
+    EfficientNet_Lite2_Weights,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
 from .engine import ENGINES, EngineUnavailable, Runner, check_engine
-from .efficientnet_lite import (EfficientNet_Lite0_Weights, EfficientNet_Lite1_Weights, EfficientNet_Lite2_Weights,
-                                efficientnet_lite0, efficientnet_lite1, efficientnet_lite2)
 from .hub import Torchvision_Weights, torchvision_model
 from .silero import SileroVAD_Weights, silero_vad
 from .ssdlite import SSDDetector, SSDLite_Person_Weights, ssdlite_person
@@ -115,7 +121,7 @@ class Encoder:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.precision = precision
-        check_engine(engine, device)  # one line for a misspelt engine or one that is not installed, model or not
+        check_engine(engine, device)  # one line for a misspelt engine or one not installed, model or not
         if (precision != "fp32" or compile) and engine not in ("auto", "torch"):
             raise EngineUnavailable(f"engine {engine}: runs fp32 without torch.compile; "
                                     "use --engine torch for precision bf16 or compile")

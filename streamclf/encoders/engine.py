@@ -20,8 +20,9 @@ import importlib.metadata
 import importlib.util
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -165,7 +166,7 @@ def write_ir(source: Path, path: Path) -> None:
         xml.replace(path)
 
 
-def ov_compile(path: Path, threads: int) -> "openvino.CompiledModel":  # noqa: F821
+def ov_compile(path: Path, threads: int) -> openvino.CompiledModel:  # noqa: F821
     """An OpenVINO IR compiled for the CPU in fp32 with the worker's threads, pinned to no core."""
     import openvino as ov
     import openvino.properties as props
@@ -219,7 +220,7 @@ def _remove(path: Path) -> None:
 
 def disagreement(ref: tuple[torch.Tensor, torch.Tensor], got: tuple[np.ndarray, np.ndarray]) -> str | None:
     """Why the engine's outputs are not the module's (None when they agree)."""
-    for name, r, g in zip(("embedding", "logits"), ref, got):
+    for name, r, g in zip(("embedding", "logits"), ref, got, strict=True):
         r = r.float().numpy()
         if g.shape != r.shape:
             return f"{name} shape {g.shape} is not {r.shape}"
@@ -295,7 +296,8 @@ class Runner:
     """
 
     def __init__(self, module: torch.nn.Module, weights_id: str, engine: str = "auto",
-                 device: torch.device = torch.device("cpu"), threads: int | None = None) -> None:
+                 device: torch.device | None = None, threads: int | None = None) -> None:
+        device = device or torch.device("cpu")
         self.module, self.weights_id, self.device = module, weights_id, device
         self.order = candidates(engine, device)
         self.threads = threads

@@ -23,9 +23,9 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -443,7 +443,7 @@ def _openvino_detector(reference: SSDDetector, model: Path, threads: int
             out = request.infer({0: x})
             boxes, classes, scores, count = (out[compiled.output(f"{name}:0")] for name in _OUTPUTS)
             out = [np.column_stack([np.full(int(n), i), c[:int(n)], s[:int(n)], b[:int(n)][:, [1, 0, 3, 2]]])
-                   for i, (b, c, s, n) in enumerate(zip(boxes, classes, scores, count))]
+                   for i, (b, c, s, n) in enumerate(zip(boxes, classes, scores, count, strict=True))]
             return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 7), np.float32)
 
         return rows, _detections_differ(want, rows(np.stack(test)), len(test))
@@ -465,9 +465,10 @@ def _detections_differ(want: np.ndarray, got: np.ndarray, images: int, threshold
     """Why two detection tables (image, class, score, x0, y0, x1, y1) do not agree (None: they do).
 
     Per image: the same count of boxes over ``threshold``, the same best score and, when that is over
-    ``threshold``, the same best box (within the tolerances). Not every box to 1e-3: the graph's own post-processing clips boxes to the frame
-    before suppression, OpenCV's after, so boxes at the frame's edge move by a few per cent (measured on
-    126 real frames: counts over 0.5 and 0.7 all equal, best scores within 0.016, corners p95 0.025).
+    ``threshold``, the same best box (within the tolerances). Not every box to 1e-3: the graph's own
+    post-processing clips boxes to the frame before suppression, OpenCV's after, so boxes at the frame's
+    edge move by a few per cent (measured on 126 real frames: counts over 0.5 and 0.7 all equal, best
+    scores within 0.016, corners p95 0.025).
     """
     for image in range(images):
         a, b = (t[(t[:, 0] == image) & (t[:, 1] > 0)] for t in (want, got))
