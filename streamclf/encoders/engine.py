@@ -22,7 +22,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -114,7 +114,13 @@ class _Embed(torch.nn.Module):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module.embed(x)
+        return embed(self.module, x)
+
+
+def embed(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``module.embed(x)``: every encoder module has it (embeddings, logits)."""
+    fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = getattr(module, "embed")  # noqa: B009
+    return fn(x)
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -166,7 +172,7 @@ def write_ir(source: Path, path: Path) -> None:
         xml.replace(path)
 
 
-def ov_compile(path: Path, threads: int) -> openvino.CompiledModel:  # noqa: F821
+def ov_compile(path: Path, threads: int) -> Any:
     """An OpenVINO IR compiled for the CPU in fp32 with the worker's threads, pinned to no core."""
     import openvino as ov
     import openvino.properties as props
@@ -220,8 +226,8 @@ def _remove(path: Path) -> None:
 
 def disagreement(ref: tuple[torch.Tensor, torch.Tensor], got: tuple[np.ndarray, np.ndarray]) -> str | None:
     """Why the engine's outputs are not the module's (None when they agree)."""
-    for name, r, g in zip(("embedding", "logits"), ref, got, strict=True):
-        r = r.float().numpy()
+    for name, tensor, g in zip(("embedding", "logits"), ref, got, strict=True):
+        r = tensor.float().numpy()
         if g.shape != r.shape:
             return f"{name} shape {g.shape} is not {r.shape}"
         worst = float(np.abs(g - r).max()) if r.size else 0.0
@@ -241,7 +247,7 @@ def load_checked(module: torch.nn.Module, weights_id: str, engine: str, example:
     """The engine's session for ``module``, from the cache or freshly exported, checked against the module."""
     x = example.float().contiguous().numpy()
     with torch.inference_mode():
-        ref = module.embed(example.to(device))
+        ref = embed(module, example.to(device))
     ref = (ref[0].cpu(), ref[1].cpu())
 
     def open_checked(path: Path) -> tuple[Session, str | None]:
@@ -273,10 +279,10 @@ def cached_session(path: Path, build: Callable[[Path], None], open_checked: Call
             fresh = True
         try:
             session, why = open_checked(path)
+            if why is None:
+                return session
         except Exception as e:
-            session, why = None, f"cannot load {path.name} ({_first_line(e)})"
-        if why is None:
-            return session
+            why = f"cannot load {path.name} ({_first_line(e)})"
         if fresh:
             raise EngineFailure(f"{what} does not reproduce the reference: {why}")
         log.info("%s: cached graph %s rejected (%s); rebuilding it", what, path.name, why)
@@ -330,7 +336,7 @@ class Runner:
         if self.engine is None:
             self.prepare(x[:4])
         if self._session is None or tuple(x.shape[1:]) != self.shape:
-            return self.module.embed(x)
+            return embed(self.module, x)
         emb, logits = self._session(np.ascontiguousarray(x.float().cpu().numpy()))
         return torch.from_numpy(emb), torch.from_numpy(logits)
 
