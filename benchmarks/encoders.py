@@ -189,9 +189,12 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["torch", "onnxruntime", "openvino"],
                     help="fp32 engines to time (torch is streamclf's own torch path)")
     ap.add_argument("--int8", action="store_true", help="also ONNX Runtime static int8, calibrated on half the inputs")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts "
+                    "(--quick: 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
+    if args.quick:
+        args.rounds = 1
     from streamclf.encoders import native_bf16
 
     torch.set_num_threads(os.cpu_count() or 1)
