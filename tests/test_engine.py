@@ -222,3 +222,31 @@ def test_detector_openvino_cached_checked_and_rebuilt(cache):
     ir.with_suffix(".bin").write_bytes(b"broken")
     again = entry.builder(weights=entry.weights, threads=1)
     assert again.engine == "openvino" and abs(again.detect([frame])[0][0, 1] - want[0, 1]) < 0.03
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_engine_follows_the_worker_threads(name, cache, monkeypatch):
+    """intra-op threads = what the worker owns at the call: label sets torch's count around its inference."""
+    opened: list[int] = []
+    real = engine._OPEN[name]
+
+    def counting(path, device, threads):
+        opened.append(threads)
+        return real(path, device, threads)
+
+    monkeypatch.setitem(engine._OPEN, name, counting)
+    module = Tiny().eval()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        runner = Runner(module, "tiny-w5", name)
+        runner.prepare(batch())
+        torch.set_num_threads(2)
+        runner(batch())
+        runner(batch())
+        torch.set_num_threads(1)
+        out = runner(batch())
+    finally:
+        torch.set_num_threads(before)
+    assert opened == [1, 2]  # one session per count, reused
+    torch.testing.assert_close(out[1], module.embed(batch())[1].detach(), rtol=1e-4, atol=1e-5)

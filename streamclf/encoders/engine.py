@@ -299,6 +299,9 @@ class Runner:
 
     The engine is chosen on the first batch (or ``prepare``): its shape, less the
     batch axis, is the graph's. ``engine`` names the one in use, once chosen.
+    Without ``threads`` the engine follows the worker's torch thread count at each
+    call (``label`` sets it around inference): one session per count, opened from
+    the checked file.
     """
 
     def __init__(self, module: torch.nn.Module, weights_id: str, engine: str = "auto",
@@ -309,7 +312,7 @@ class Runner:
         self.threads = threads
         self.engine: str | None = None
         self.shape: tuple[int, ...] | None = None
-        self._session: Session | None = None
+        self._sessions: dict[int, Session] = {}
 
     def prepare(self, example: torch.Tensor) -> str:
         """Choose the engine for inputs shaped like ``example``; warns once when one asked for is dropped."""
@@ -320,8 +323,8 @@ class Runner:
             if engine == "torch":
                 break
             try:
-                self._session = load_checked(self.module, self.weights_id, engine, example.cpu(), self.device,
-                                             threads)
+                self._sessions = {threads: load_checked(self.module, self.weights_id, engine, example.cpu(),
+                                                        self.device, threads)}
             except EngineFailure as e:
                 dropped.append(str(e))
                 continue
@@ -335,9 +338,15 @@ class Runner:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.engine is None:
             self.prepare(x[:4])
-        if self._session is None or tuple(x.shape[1:]) != self.shape:
+        if not self._sessions or tuple(x.shape[1:]) != self.shape:
             return embed(self.module, x)
-        emb, logits = self._session(np.ascontiguousarray(x.float().cpu().numpy()))
+        threads = self.threads or worker_threads()
+        session = self._sessions.get(threads)
+        if session is None:  # the file in the cache is the one checked in prepare
+            assert self.engine is not None and self.shape is not None
+            path = cached_path(self.weights_id, self.engine, self.shape)
+            session = self._sessions[threads] = _OPEN[self.engine](path, self.device, threads)
+        emb, logits = session(np.ascontiguousarray(x.float().cpu().numpy()))
         return torch.from_numpy(emb), torch.from_numpy(logits)
 
     def describe(self) -> str:
