@@ -32,10 +32,10 @@ from .weights import cache_dir
 log = logging.getLogger("streamclf")
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
-PREFERENCE = ("onnxruntime", "openvino")
-"""``auto``'s order on a CPU. benchmarks/encoders.py put the two close here (each ahead for one encoder,
-within the shared machine's noise); ONNX Runtime first as it loads a cached graph faster and needs no
-compile step. torch is always the last resort."""
+PREFERENCE = ("openvino", "onnxruntime")
+"""``auto``'s order on a CPU: benchmarks/encoders.py (load 2-4, 3 rounds) had OpenVINO ahead for both
+encoders (EfficientNet-Lite0 2.51x eager fp32 vs ONNX Runtime 1.72x; YAMNet 2.27x vs 1.89x), with the
+same labels and a cached graph ready as fast. torch is always the last resort."""
 
 _PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 OPSET = 17
