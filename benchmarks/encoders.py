@@ -1,23 +1,35 @@
-"""Encoder speed: eager fp32 vs streamclf's runtime paths, with top-1 agreement on real frames and sounds.
+"""Encoder speed: eager fp32 vs streamclf's engines, with top-1 agreement on real frames and sounds.
 
-    .venv/bin/python benchmarks/encoders.py [--quick] [--compile]
+    .venv/bin/python benchmarks/encoders.py [--quick] [--compile] [--int8] [--rounds 3]
+                                            [--engines torch onnxruntime openvino]
 
 Inputs are real: frames of the shared Big Buck Bunny clip sampled as the pipeline samples them, and
 2 s windows of the shared sound effects. The reference is the model called the plain way (eager
-fp32, one batch per worker batch of 8 windows), measured first, before streamclf touches the
-process's allocator settings. Each path is then timed on the same inputs; agreement is the share of
-images (patches for audio) whose top-1 class matches the reference, and the largest logit
-difference. bf16 is timed only where the hardware has it (emulated bf16 is slower than fp32 and
-would say nothing); its agreement is measured everywhere. Prints a table and writes
-benchmarks/results/encoders.json.
+fp32, one batch per worker batch of 8 windows). Every path is built first (its engine graph exported,
+or read from the cache, and checked, as at start-up: `ready_s`); then, in each of --rounds rounds, the
+reference and every path are timed back to back on the same inputs, and a path's speed-up is the
+median over rounds of (reference time / path time) in the same round: the machine is shared, and
+this keeps a change of load from inflating a ratio. (The reference is timed after streamclf set the
+process's allocator (encoders.keep_freed_memory), which speeds it up too: the ratios are conservative.)
+Agreement is the share of images (patches for audio) whose top-1 class matches the reference, and the
+largest score difference. The person detector's reference is OpenCV's DNN module (its runtime before
+the engines); agreement there is the share of frames with the same count of boxes over 0.5 and the
+same best box (score within 0.03). bf16 is timed only where the hardware has it. --int8 adds ONNX
+Runtime's static int8 (the policy in docs/engines.md): calibrated on the first half of the inputs,
+timed and compared on the other half. Prints a table and
+writes benchmarks/results/encoders.json.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
+import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +37,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BATCH = 8  # windows per worker batch (config batch_windows)
 
 
 def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
@@ -48,85 +61,187 @@ def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
     return {"video": [np.stack(frames[i:i + 4]) for i in range(0, len(frames), 4)], "audio": waves}
 
 
-def plain(name: str, inputs: list[np.ndarray], batch: int) -> tuple[float, np.ndarray]:
-    """The model the way a torchvision user calls it: eager fp32, one call per batch."""
+Path_ = Callable[[list[np.ndarray]], np.ndarray]
+"""A timed path: a batch of per-window inputs -> per-item scores (or detection rows)."""
+
+
+def plain(name: str) -> Path_:
+    """The model the way a torchvision user calls it: eager fp32, one call per batch; logits -> scores."""
     from streamclf.encoders import MODELS
 
     entry = MODELS[name]
     model, transform = entry.builder(weights=entry.weights).eval(), entry.weights.transforms()
-    xs = [transform(torch.from_numpy(np.ascontiguousarray(x))) for x in inputs]
-    with torch.inference_mode():
-        model.embed(torch.cat(xs[:batch]))
-        t0 = time.perf_counter()
-        logits = [model.embed(torch.cat(xs[s:s + batch]))[1] for s in range(0, len(xs), batch)]
-        wall = time.perf_counter() - t0
-    return wall, torch.cat(logits).numpy()
+    sigmoid = entry.weights.meta["activation"] == "sigmoid"
+
+    def run(inputs: list[np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.cat([transform(torch.from_numpy(np.ascontiguousarray(i))) for i in inputs])
+            logits = model.embed(x)[1]
+            return (logits.sigmoid() if sigmoid else logits.softmax(-1)).numpy()
+
+    return run
 
 
-def optimised(name: str, inputs: list[np.ndarray], batch: int, precision: str, compile: bool
-              ) -> tuple[float, np.ndarray, str, float]:
+def streamclf_path(name: str, precision: str, compile: bool, engine: str) -> tuple[Path_, str]:
     from streamclf.encoders import Encoder
 
-    t0 = time.perf_counter()
-    enc = Encoder(name, torch.device("cpu"), precision, compile)
-    enc.embed(inputs[:batch])  # warm-up (and the compile, when asked)
-    ready = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    outs = [enc.embed(inputs[s:s + batch]) for s in range(0, len(inputs), batch)]
-    wall = time.perf_counter() - t0
-    # scores back to logits for the comparison: the model's own head outputs
-    scores = np.concatenate([s for out in outs for _, s in out])
-    return wall, scores, enc.describe(), ready
+    enc = Encoder(name, torch.device("cpu"), precision, compile, engine)
+    return (lambda inputs: np.concatenate([s for _, s in enc.embed(inputs)])), enc.describe()
 
 
-def compare(ref_logits: np.ndarray, scores: np.ndarray, activation: str) -> dict:
-    ref = torch.from_numpy(ref_logits)
-    ref_scores = (ref.sigmoid() if activation == "sigmoid" else ref.softmax(-1)).numpy()
-    return {"top1_agreement": round(float((ref_scores.argmax(1) == scores.argmax(1)).mean()), 4),
-            "max_score_diff": float(np.abs(ref_scores - scores).max())}
+def detector_path(engine: str) -> tuple[Path_, str]:
+    from streamclf.encoders import MODELS
+
+    entry = MODELS["ssdlite_person"]
+    det = entry.builder(weights=entry.weights, threads=torch.get_num_threads(), engine=engine)
+    return (lambda inputs: det.detect(np.concatenate(inputs))), f"ssdlite_person {det.engine}"
+
+
+def timed(fn: Path_, inputs: list[np.ndarray]) -> tuple[float, list]:
+    outs = []
+    t0 = time.perf_counter()
+    for s in range(0, len(inputs), BATCH):
+        outs.append(fn(inputs[s:s + BATCH]))
+    return time.perf_counter() - t0, outs
+
+
+def agreement(ref: list, got: list, detector: bool) -> dict:
+    if detector:
+        from streamclf.encoders.ssdlite import _detections_differ
+
+        a = [d for batch in ref for d in batch]
+        b = [d for batch in got for d in batch]
+        same = [_detections_differ(_rows(x), _rows(y), 1) is None for x, y in zip(a, b, strict=True)]
+        return {"top1_agreement": round(float(np.mean(same)), 4), "max_score_diff": float(max(
+            abs((x[0, 1] if len(x) else 0) - (y[0, 1] if len(y) else 0)) for x, y in zip(a, b, strict=True)))}
+    r, g = np.concatenate(ref), np.concatenate(got)
+    return {"top1_agreement": round(float((r.argmax(1) == g.argmax(1)).mean()), 4),
+            "max_score_diff": float(np.abs(r - g).max())}
+
+
+def _rows(d: np.ndarray) -> np.ndarray:
+    """SSDDetector.detect's (class, score, box) back to OpenCV's table (image 0, class + 1, score, box)."""
+    return np.column_stack([np.zeros(len(d)), d[:, 0] + 1, d[:, 1:]]) if len(d) else np.zeros((0, 7))
+
+
+def measure(name: str, m: str, ref: Path_, ref_name: str, paths: dict[str, tuple[Path_, float]],
+            inputs: list[np.ndarray], rounds: int) -> list[dict]:
+    """Rows for the reference and each path: timed back to back in each round, agreement from the first."""
+    walls: dict[str, list[float]] = {ref_name: [], **{d: [] for d in paths}}
+    outs: dict[str, list] = {}
+    for _ in range(rounds):
+        for desc, fn in [(ref_name, ref), *((d, f) for d, (f, _) in paths.items())]:
+            wall, out = timed(fn, inputs)
+            walls[desc].append(wall)
+            outs.setdefault(desc, out)
+    n = sum(len(x) for x in inputs) if m != "audio" else len(np.concatenate(outs[ref_name]))
+    rows = []
+    for desc in walls:
+        ratios = [r / w for r, w in zip(walls[ref_name], walls[desc], strict=True)]
+        rows.append({"encoder": name, "path": desc, "items": n, "unit": "patches" if m == "audio" else "images",
+                     "per_s": round(n / statistics.median(walls[desc]), 1),
+                     "speedup": round(statistics.median(ratios), 2), "speedups": [round(r, 2) for r in ratios],
+                     **agreement(outs[ref_name], outs[desc], m == "detector"),
+                     "ready_s": round(paths[desc][1], 1) if desc in paths else None})
+    return rows
+
+
+def int8_path(name: str, calibration: list[np.ndarray]) -> tuple[Path_, str]:
+    """ONNX Runtime static int8 (QDQ, per-channel weights) of the engine's fp32 graph, calibrated on real inputs."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from streamclf.encoders import Encoder
+    from streamclf.encoders.engine import _ort_session, cached_path
+
+    enc = Encoder(name, torch.device("cpu"), engine="onnxruntime")  # puts the fp32 graph in the cache
+    src = cached_path(enc.weights.id, "onnxruntime", enc.runner.shape)
+    batches = [enc.transform(torch.from_numpy(np.ascontiguousarray(x))).float().contiguous().numpy()
+               for x in calibration]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.todo = iter(batches)
+
+        def get_next(self) -> dict | None:
+            x = next(self.todo, None)
+            return None if x is None else {"x": x}
+
+    out = Path(tempfile.mkdtemp()) / "int8.onnx"
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    session = _ort_session(out, torch.device("cpu"), torch.get_num_threads())
+    sigmoid = enc.meta["activation"] == "sigmoid"
+
+    def run(inputs: list[np.ndarray]) -> np.ndarray:
+        x = torch.cat([enc.transform(torch.from_numpy(np.ascontiguousarray(i))) for i in inputs])
+        logits = torch.from_numpy(session(x.float().contiguous().numpy())[1])
+        return (logits.sigmoid() if sigmoid else logits.softmax(-1)).numpy()
+
+    return run, f"{name} int8 (onnxruntime static QDQ)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few inputs: checks the script, not the machine")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
+    ap.add_argument("--engines", nargs="+", default=["torch", "onnxruntime", "openvino"],
+                    help="fp32 engines to time (torch is streamclf's own torch path)")
+    ap.add_argument("--int8", action="store_true", help="also ONNX Runtime static int8, calibrated on half the inputs")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts "
+                    "(--quick: 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
-    from streamclf.encoders import MODELS, native_bf16
+    if args.quick:
+        args.rounds = 1
+    from streamclf.encoders import native_bf16
 
     torch.set_num_threads(os.cpu_count() or 1)
+    load_start = os.getloadavg()  # the machine is shared: say how busy it was
     inputs = real_inputs(args.quick)
+    inputs["detector"] = [np.stack(inputs["video"][i]) for i in range(0, len(inputs["video"]), 2)]  # 2 fps
     bf16_native = native_bf16(torch.device("cpu"))
-    names = {"video": "efficientnet_lite0", "audio": "yamnet"}
-    batch = 8  # windows per worker batch (config batch_windows)
-    refs = {m: plain(names[m], inputs[m], batch) for m in names}  # before any Encoder exists
     rows = []
-    paths = [("fp32", False)] + ([("fp32", True)] if args.compile else []) + [("bf16", False)]
-    for m, name in names.items():
-        n_items = int(sum(len(x) for x in inputs[m])) if m == "video" else len(refs[m][1])
-        unit = "images" if m == "video" else "patches"
-        ref_wall = refs[m][0]
-        rows.append({"encoder": name, "path": "eager fp32 (plain)", "items": n_items, "unit": unit,
-                     "per_s": round(n_items / ref_wall, 1), "speedup": 1.0, "top1_agreement": 1.0,
-                     "max_score_diff": 0.0, "ready_s": None})
-        for precision, comp in paths:
-            subset = inputs[m] if precision != "bf16" or bf16_native else inputs[m][: max(2, len(inputs[m]) // 8)]
-            wall, scores, desc, ready = optimised(name, subset, batch, precision, comp)
-            k = len(scores)
-            agree = compare(refs[m][1][:k], scores, MODELS[name].weights.meta["activation"])
-            timed = precision != "bf16" or bf16_native
-            rows.append({"encoder": name, "path": desc + ("" if timed else " (emulated: agreement only)"),
-                         "items": k, "unit": unit, "per_s": round(k / wall, 1) if timed else None,
-                         "speedup": round(ref_wall / n_items * k / wall, 2) if timed else None,
-                         **agree, "ready_s": round(ready, 1)})
-    print("| encoder | path | items | per second | vs eager fp32 | top-1 agreement | max score diff | ready (s) |")
+    for m, name in (("video", "efficientnet_lite0"), ("audio", "yamnet"), ("detector", "ssdlite_person")):
+        detector = m == "detector"
+        paths: dict[str, tuple[Path_, float]] = {}
+        if detector:
+            ref: Path_ = detector_path("torch")[0]
+            ref_name = "OpenCV DNN (reference)"
+            specs = [("openvino", functools.partial(detector_path, "openvino"))]
+        else:
+            ref, ref_name = plain(name), "eager fp32 (plain)"
+            specs = ([(e, functools.partial(streamclf_path, name, "fp32", False, e)) for e in args.engines]
+                     + ([("compiled", functools.partial(streamclf_path, name, "fp32", True, "torch"))]
+                        if args.compile else [])
+                     + ([("bf16", functools.partial(streamclf_path, name, "bf16", False, "torch"))]
+                        if bf16_native else []))
+        ref(inputs[m][:BATCH])
+        for _, make in specs:
+            t0 = time.perf_counter()
+            fn, desc = make()
+            fn(inputs[m][:BATCH])  # warm-up (and the compile, when asked)
+            paths[desc] = (fn, time.perf_counter() - t0)
+        rows += measure(name, m, ref, ref_name, paths, inputs[m], args.rounds)
+        if args.int8 and not detector:
+            half = len(inputs[m]) // 2  # calibrate on the first half, measure on the other
+            t0 = time.perf_counter()
+            fn, desc = int8_path(name, inputs[m][:half])
+            rows += [dict(r, split=f"calibrated on the first {half} inputs, measured on the other "
+                                    f"{len(inputs[m]) - half}")
+                     for r in measure(name, m, ref, ref_name, {desc: (fn, time.perf_counter() - t0)},
+                                      inputs[m][half:], args.rounds)]
+    print("| encoder | path | items | per second | vs reference (median of rounds) | top-1 agreement "
+          "| max score diff | ready (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['encoder']} | {r['path']} | {r['items']} {r['unit']} | {r['per_s']} | {r['speedup']} "
               f"| {r['top1_agreement']:.4f} | {r['max_score_diff']:.2g} | {r['ready_s']} |")
     doc = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_native},
-           "quick": args.quick, "rows": rows}
+           "command": "python benchmarks/encoders.py " + " ".join(sys.argv[1:]),
+           "load_avg": {"start": load_start, "end": os.getloadavg()}, "quick": args.quick, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.out}")

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 CALIBRATION_HELP = "zero-shot calibration file (streamclf calibrate; default: the built-in one; none: raw scores)"
 
 
+ENGINE_HELP = "what runs the encoders: auto (default), torch, onnxruntime, openvino (docs/engines.md)"
+
+
 def _encoder_flags(parser: argparse.ArgumentParser) -> None:
     """The same encoder choice on every verb that runs the pipeline."""
     parser.add_argument("--video-encoder", help="video encoder by name (see streamclf models; default efficientnet_lite0)")
@@ -53,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {
         "window.fps": args.fps, "window.length": args.window, "window.hop": args.hop,
-        "device": args.device, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
+        "device": args.device, "engine": args.engine, "fusion.top_k": args.top_k, "fusion.smoothing": args.smoothing,
         "fusion.head": args.head, "fusion.calibration": args.calibration, "sources.realtime": args.realtime or None,
         **_encoders(args), "reuse.enabled": args.reuse, "sinks.webhook.url": args.webhook,
         "sinks.webhook.secret_env": args.webhook_secret_env, "sinks.webhook.spool": args.webhook_spool,
@@ -115,7 +118,7 @@ def _label(args: argparse.Namespace) -> int:
         return 2
     overrides = {k: v for k, v in {"fusion.head": args.head, "fusion.calibration": args.calibration,
                                    "device": args.device, "reuse.enabled": args.reuse,
-                                   **_encoders(args)}.items() if v is not None}
+                                   "engine": args.encoder_engine, **_encoders(args)}.items() if v is not None}
     config = load_config(args.config, **overrides)
     from .batch import label_files
     from .batch_ray import RayMissing
@@ -163,7 +166,7 @@ def _models(args: argparse.Namespace) -> int:
 
     rows = list_models()
     if args.bench:
-        bench_all(rows, args.device or "auto", progress=_progress)
+        bench_all(rows, args.device or "auto", progress=_progress, engine=args.engine)
     if args.json:
         print(json.dumps(as_dicts(rows), indent=1))
     else:
@@ -171,6 +174,10 @@ def _models(args: argparse.Namespace) -> int:
         if not console.is_terminal:  # a pipe or file: wide enough that rows stay readable
             console = Console(width=220)
         console.print(render(rows, wide=args.wide))
+        if args.bench:
+            from .zoo import int8_note
+
+            console.print(int8_note())
     return 0
 
 
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top-k", type=int, help="labels per record")
     run.add_argument("--smoothing", type=float, help="EMA alpha across windows (1 = off)")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    run.add_argument("--engine", help=ENGINE_HELP)
     run.add_argument("--head", help="trained head folder (streamclf train) instead of the category map")
     run.add_argument("--calibration", help=CALIBRATION_HELP)
     run.add_argument("--realtime", action="store_true",
@@ -338,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--head", help="trained head folder instead of the category map")
     lb.add_argument("--calibration", help=CALIBRATION_HELP)
     lb.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    lb.add_argument("--encoder-engine", help=ENGINE_HELP + " (--engine is local or ray here)")
     lb.add_argument("--no-progress", action="store_true", help="no progress bar")
     _encoder_flags(lb)
     _reuse_flag(lb, "off (every frame is read)")
@@ -383,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--wide", action="store_true", help="every column (kind, input, license terms); the default "
                     "fits a 100-column terminal")
     md.add_argument("--device", help="device for --bench: auto, cpu, cuda, cuda:N")
+    md.add_argument("--engine", default="auto", help="engine for --bench: " + ENGINE_HELP)
     md.set_defaults(func=_models)
 
     evl = verbs.add_parser("eval", help="fused vs audio-only vs video-only accuracy on labeled clips")

@@ -280,6 +280,9 @@ class Config(_Strict):
         "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
         "and changes some top-1 labels")
     compile: bool = Field(False, description="torch.compile the encoders (tens of seconds once, then faster)")
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="what runs the encoders: auto (the fastest installed engine that reproduces the torch "
+        "module, else torch), torch, onnxruntime or openvino (docs/engines.md)")
     queue_size: int = Field(64, ge=1, description="items per stage queue")
     batch_windows: int = Field(8, ge=1, description="windows per worker batch, across sources")
     batch_timeout: float = Field(0.02, ge=0, description="seconds the worker waits to fill a batch")

@@ -49,13 +49,14 @@ def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse
         return None
     import torch
 
-    return Detector(config.detector, threads=torch.get_num_threads(), reuse=reuse)
+    return Detector(config.detector, threads=torch.get_num_threads(), reuse=reuse, engine=config.engine)
 
 
 class Detector:
     """The detector model and its per-source state; call it with a batch of windows."""
 
-    def __init__(self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None) -> None:
+    def __init__(self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None,
+                 engine: str = "auto") -> None:
         """``reuse``: which frames may take the last detection because the picture did not change (by default
         none: every due frame is read)."""
         from .encoders import MODELS
@@ -67,7 +68,7 @@ class Detector:
         self.config = config
         self.meta = entry.weights.meta
         self.classes: list[str] = self.meta["categories"]
-        self.model = entry.builder(weights=entry.weights, threads=threads)
+        self.model = entry.builder(weights=entry.weights, threads=threads, engine=engine)
         self.name = config.encoder
         self._tracks: dict[str, _Track] = {}
         self.reuse = reuse or FrameReuse(ReuseConfig(enabled=False))

@@ -170,11 +170,13 @@ class Models:
         device = pick_device(config.device)
         wanted = encoder_names(config)
         self.encoders = {
-            m: Encoder(name, device, config.precision, config.compile) for m, name in wanted.items() if m in MODALITIES
+            m: Encoder(name, device, config.precision, config.compile, config.engine)
+            for m, name in wanted.items()
+            if m in MODALITIES
         }
         self.speech: Encoder | None = None
         if "speech" in wanted:
-            self.speech = Encoder(wanted["speech"], device, config.precision, config.compile)
+            self.speech = Encoder(wanted["speech"], device, config.precision, config.compile, config.engine)
         for m, enc in [*self.encoders.items(), ("speech", self.speech)]:
             if enc is not None and enc.modality != m:
                 raise ValueError(f"{m}.encoder: {enc.name} is a {enc.modality} encoder")

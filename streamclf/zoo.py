@@ -104,14 +104,27 @@ def sample_inputs(path: Path = SAMPLE, seconds: float = 4.0) -> tuple[np.ndarray
     return np.stack(frames), read_audio(path)[:int(seconds * SAMPLE_RATE)]
 
 
-def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto", repeats: int = 5) -> str:
-    """Speed of one encoder on real inputs, best of ``repeats`` after a warm-up pass (the cores may be shared)."""
-    if MODELS[name].weights.meta["modality"] == "detector":  # OpenCV on the CPU, whatever the device
+def bench(name: str, frames: np.ndarray, audio: np.ndarray, device: str = "auto", repeats: int = 5,
+          engine: str = "auto") -> str:
+    """Speed of one encoder on real inputs, best of ``repeats`` after a warm-up pass (the cores may be shared).
+
+    Through ``engine``; when that is not torch, torch's speed follows in brackets (the same inputs, this run).
+    """
+    if MODELS[name].weights.meta["modality"] == "detector":  # OpenVINO or OpenCV on the CPU, whatever the device
         entry = MODELS[name]
-        detector = entry.builder(weights=entry.weights)
+        detector = entry.builder(weights=entry.weights, engine=engine)
         detector.detect(frames[:4])
-        return f"{4 / min(_timed(lambda: detector.detect(frames[:4])) for _ in range(repeats)):.1f} images/s"
-    enc = Encoder(name, pick_device(device))
+        best = min(_timed(lambda: detector.detect(frames[:4])) for _ in range(repeats))
+        return f"{4 / best:.1f} images/s {detector.engine}"
+    enc = Encoder(name, pick_device(device), engine=engine)
+    speed = _speed(enc, frames, audio, repeats)
+    if enc.runner.engine in (None, "torch"):
+        return speed
+    torch_speed = _speed(Encoder(name, pick_device(device), engine="torch"), frames, audio, repeats)
+    return f"{speed} {enc.runner.engine} (torch {torch_speed})"
+
+
+def _speed(enc: Encoder, frames: np.ndarray, audio: np.ndarray, repeats: int) -> str:
     clip = enc.meta.get("clip")
     if enc.modality in ("audio", "speech"):
         windows = [audio[i:i + 32000] for i in range(0, len(audio) - 31999, 16000)]
@@ -131,7 +144,8 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def bench_all(rows: list[ModelInfo], device: str = "auto", progress: Callable[[str], None] | None = None) -> None:
+def bench_all(rows: list[ModelInfo], device: str = "auto", progress: Callable[[str], None] | None = None,
+              engine: str = "auto") -> None:
     """Fill ``speed`` for every encoder whose weights are here."""
     frames, audio = sample_inputs()
     for row in rows:
@@ -140,9 +154,21 @@ def bench_all(rows: list[ModelInfo], device: str = "auto", progress: Callable[[s
         if progress is not None:
             progress(f"bench: {row.name}")
         try:
-            row.speed = bench(row.name, frames, audio, device)
+            row.speed = bench(row.name, frames, audio, device, engine=engine)
         except WeightsUnavailable as e:
             row.speed = f"unavailable: {e}"
+
+
+def int8_note() -> str:
+    """What ``models --bench`` says about int8: not offered, and what was measured (docs/engines.md)."""
+    from .encoders.engine import cpu_has_int8_dot
+
+    if cpu_has_int8_dot():
+        return ("int8: not offered. This CPU has VNNI/AMX; on such a CPU ONNX Runtime's static int8 kept 73 % "
+                "(EfficientNet-Lite0) and 62 % (YAMNet) of fp32's top-1 labels on held-out real inputs, below the "
+                "99 % an opt-in needs; measure this machine with benchmarks/encoders.py --int8 (docs/engines.md)")
+    return ("int8: not offered on this CPU (no VNNI/AMX): int8 kept only 41-85 % of fp32's top-1 labels on "
+            "such CPUs; the encoders run fp32 (docs/engines.md)")
 
 
 def as_dicts(rows: list[ModelInfo]) -> list[dict[str, Any]]:

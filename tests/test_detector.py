@@ -36,8 +36,9 @@ def detector() -> ssdlite.SSDDetector:
     return ssdlite.ssdlite_person(threads=1)
 
 
-def test_detector_matches_opencv_dnn_on_the_same_graph(detector: ssdlite.SSDDetector) -> None:
+def test_detector_matches_opencv_dnn_on_the_same_graph() -> None:
     """Our wrapper (batching, transform, row handling) gives OpenCV's own boxes and scores for each frame."""
+    detector = ssdlite.ssdlite_person(threads=1, engine="torch")  # OpenCV (OpenVINO: tests/test_engine.py)
     files = ssdlite.SSDLite_Person_Weights.DEFAULT.get_state_dict()
     net = cv2.dnn.readNetFromTensorflow(str(files.model), str(files.config), **ssdlite.classic_engine())
     frames = [*_frames(shared("media/grid/bbaf2n.mpg"), 1), *_frames(shared("media/flipping_a_pancake.mkv"), 2)]

@@ -9,8 +9,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .efficientnet_lite import (EfficientNet_Lite0_Weights, EfficientNet_Lite1_Weights, EfficientNet_Lite2_Weights,
-                                efficientnet_lite0, efficientnet_lite1, efficientnet_lite2)
+from .efficientnet_lite import (
+    EfficientNet_Lite0_Weights,
+    EfficientNet_Lite1_Weights,
+    EfficientNet_Lite2_Weights,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
+from .engine import ENGINES, EngineUnavailable, Runner, check_engine
 from .hub import Torchvision_Weights, torchvision_model
 from .silero import SileroVAD_Weights, silero_vad
 from .ssdlite import SSDDetector, SSDLite_Person_Weights, ssdlite_person
@@ -99,9 +106,12 @@ class Encoder:
     differ (a short last window) go through the model in separate passes.
     ``precision`` bf16 runs the model under autocast; ``compile`` hands it
     to torch.compile (a one-off compile of tens of seconds, cached on disk).
+    ``engine`` runs it through ONNX Runtime or OpenVINO (encoders.engine):
+    bf16 and compile are torch features, so ``auto`` keeps torch with them.
     """
 
-    def __init__(self, name: str, device: torch.device, precision: str = "fp32", compile: bool = False) -> None:
+    def __init__(self, name: str, device: torch.device, precision: str = "fp32", compile: bool = False,
+                 engine: str = "auto") -> None:
         if name not in MODELS:
             raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(MODELS)}")
         entry = MODELS[name]
@@ -111,6 +121,10 @@ class Encoder:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.precision = precision
+        check_engine(engine, device)  # one line for a misspelt engine or one not installed, model or not
+        if (precision != "fp32" or compile) and engine not in ("auto", "torch"):
+            raise EngineUnavailable(f"engine {engine}: runs fp32 without torch.compile; "
+                                    "use --engine torch for precision bf16 or compile")
         keep_freed_memory()
         self.meta = entry.weights.meta
         self.modality: str = self.meta["modality"]
@@ -118,10 +132,30 @@ class Encoder:
         self.model = entry.builder(weights=entry.weights).to(device).eval()
         if hasattr(self.model, "fold_batchnorm"):  # this wrapper only infers
             self.model.fold_batchnorm()
-        self._forward = torch.compile(self.model.embed) if compile else self.model.embed
+        example = self._example()
+        if precision != "fp32" or compile or example is None:
+            engine = "torch"
+        self.runner = Runner(self.model, self.weights.id, engine, device)
+        self._forward = torch.compile(self.model.embed) if compile else self.runner
         self.compiled = compile
+        if example is not None:  # choose (and export, the first time) now, not in the first live batch
+            self.runner.prepare(example)
         self._activation = torch.sigmoid if self.meta["activation"] == "sigmoid" else (
             lambda x: torch.softmax(x, dim=-1))
+
+    def _example(self) -> torch.Tensor | None:
+        """A batch shaped like the worker's (random content) for a frame or audio model.
+
+        None where the input's shape varies (clip models; the speech gate, whose input grows with the
+        window and whose recurrent cell the exporter cannot take): those stay in torch.
+        """
+        rng = np.random.default_rng(0)
+        if self.modality == "video" and not self.meta.get("clip"):
+            side = self.meta["resize"]
+            return self.transform(torch.from_numpy(rng.integers(0, 256, (2, side, side, 3), dtype=np.uint8)))
+        if self.modality == "audio":
+            return self.transform(torch.from_numpy(rng.normal(0, 0.1, 32000).astype(np.float32)))
+        return None
 
     @torch.inference_mode()
     def embed(self, inputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -153,10 +187,11 @@ class Encoder:
         return emb.float().cpu().numpy(), scores.cpu().numpy()
 
     def describe(self) -> str:
-        return f"{self.name} {self.precision}{' compiled' if self.compiled else ''} on {self.device}"
+        return (f"{self.name} {self.precision}{' compiled' if self.compiled else ''} "
+                f"{self.runner.describe()} on {self.device}")
 
 
-__all__ = ["MODELS", "PRECISIONS", "Encoder", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir",
+__all__ = ["ENGINES", "MODELS", "PRECISIONS", "Encoder", "EngineUnavailable", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir",
            "load_checkpoint", "native_bf16", "pick_device", "yamnet", "YAMNet_Weights",
            "efficientnet_lite0", "EfficientNet_Lite0_Weights", "efficientnet_lite1", "EfficientNet_Lite1_Weights",
            "efficientnet_lite2", "EfficientNet_Lite2_Weights", "torchvision_model", "Torchvision_Weights",
