@@ -53,13 +53,13 @@ PLAN = [  # (settings, scene, source counts tried): the targets of issues 17 and
 ]
 
 
-def config_for(settings: str, detector: bool, reuse: bool, hop: float | None = None):
+def config_for(settings: str, detector: bool, reuse: bool, hop: float | None = None, engine: str = "auto"):
     """The config of one condition: surveillance.yaml without sinks and alerts, or the defaults; real-time files;
     ``hop`` replaces the settings' hop."""
     from streamclf import load_config
     from streamclf.config import AlertsConfig, SinksConfig
 
-    overrides = {"sources.realtime": True, "detector.enabled": detector, "reuse.enabled": reuse,
+    overrides = {"sources.realtime": True, "detector.enabled": detector, "reuse.enabled": reuse, "engine": engine,
                  **({"window.hop": hop} if hop else {})}
     if settings == "default":
         return load_config(**overrides)
@@ -68,12 +68,12 @@ def config_for(settings: str, detector: bool, reuse: bool, hop: float | None = N
 
 
 def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, reuse: bool,
-            hop: float | None = None) -> dict:
+            hop: float | None = None, engine: str = "auto") -> dict:
     """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
     from streamclf.pipeline import Pipeline
     from streamclf.sources import SourceSpec
 
-    config = config_for(settings, detector, reuse, hop)
+    config = config_for(settings, detector, reuse, hop, engine)
     latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
@@ -97,7 +97,8 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     dropped = {k: sum(st.dropped.get(k, 0) for st in states.values()) for k in ("windows", "frames", "audio_chunks")}
     hop = config.window.hop
     p95 = round(float(np.percentile(lat, 95)), 1)
-    return {"settings": settings, "scene": media.stem, "sources": n, "detector": detector, "reuse": reuse,
+    return {"settings": settings, "scene": media.stem, "sources": n, "engine": engine, "detector": detector,
+            "reuse": reuse,
             "load_before": round(load, 2), "wall_s": round(wall, 1),
             "cpu_s": round(cpu, 1), "cpu_ms_per_source_s": round(1000.0 * cpu / (n * seconds), 1),
             "windows": int(sum(st.windows for st in states.values())),
@@ -131,9 +132,9 @@ def capacity(rows: list[dict]) -> list[dict]:
     """Per condition: the largest source count that passed, and the counts tried."""
     out: dict[tuple, dict] = {}
     for r in rows:
-        key = (r["settings"], r["scene"], r["detector"], r["reuse"])
-        c = out.setdefault(key, {"settings": key[0], "scene": key[1], "detector": key[2], "reuse": key[3],
-                                 "capacity": 0, "tried": []})
+        key = (r["settings"], r["scene"], r.get("engine", "torch"), r["detector"], r["reuse"])
+        c = out.setdefault(key, {"settings": key[0], "scene": key[1], "engine": key[2], "detector": key[3],
+                                 "reuse": key[4], "capacity": 0, "tried": []})
         c["tried"].append(r["sources"])
         if r["ok"]:
             c["capacity"] = max(c["capacity"], r["sources"])
@@ -150,6 +151,8 @@ def main() -> None:
                     "(default with --settings: 2 4 8 16)")
     ap.add_argument("--detector", choices=["off", "on", "both"], default="both")
     ap.add_argument("--reuse", choices=["off", "on", "both"], default="both")
+    ap.add_argument("--engine", nargs="+", default=["auto"], choices=["auto", "torch", "onnxruntime", "openvino"],
+                    help="encoder engines to compare (interleaved per count like the other conditions)")
     ap.add_argument("--seconds", type=float, default=30.0, help="media seconds per run")
     ap.add_argument("--hop", type=float, help="seconds between windows, instead of the settings' hop")
     ap.add_argument("--media", default="bbb_360p_60s.mp4", help="the moving clip under shared/data/media")
@@ -173,21 +176,22 @@ def main() -> None:
         scenes["static"] = static_scene(Path(tempfile.mkdtemp(prefix="live_latency-")))
     rows = []
     for settings, scene, counts in plan:
-        active = [(d, r) for d in both[args.detector] for r in both[args.reuse]]
+        active = [(e, d, r) for e in args.engine for d in both[args.detector] for r in both[args.reuse]]
         for n in counts:  # conditions interleaved per count, so that each count sees them under the same load
-            for detector, reuse in list(active):
-                row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop)
+            for engine, detector, reuse in list(active):
+                row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine)
                 rows.append(row)
-                print(f"{settings} {scene} detector={'on' if detector else 'off'} reuse={'on' if reuse else 'off'} "
+                print(f"{settings} {scene} engine={engine} detector={'on' if detector else 'off'} "
+                      f"reuse={'on' if reuse else 'off'} "
                       f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
                       f"{'ok' if row['ok'] else 'over'} (load {row['load_before']}, "
                       f"{row['cpu_ms_per_source_s']} cpu ms per source-second)", file=sys.stderr, flush=True)
                 if not row["ok"]:
-                    active.remove((detector, reuse))
-    print(f"{'settings':<13}{'scene':<16}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}{'p50 ms':>8}"
-          f"{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}")
+                    active.remove((engine, detector, reuse))
+    print(f"{'settings':<13}{'scene':<16}{'engine':>12}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}"
+          f"{'p50 ms':>8}{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}")
     for r in rows:
-        print(f"{r['settings']:<13}{r['scene']:<16}{'on' if r['detector'] else 'off':>9}"
+        print(f"{r['settings']:<13}{r['scene']:<16}{r['engine']:>12}{'on' if r['detector'] else 'off':>9}"
               f"{'on' if r['reuse'] else 'off':>6}{r['sources']:>8}{r['windows']:>8}"
               f"{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
               f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}"
@@ -196,7 +200,7 @@ def main() -> None:
     print(f"\ncapacity: sources with 0 dropped windows and p95 <= hop + {MARGIN * 1000:.0f} ms "
           "(largest tried that passed)")
     for c in caps:
-        print(f"  {c['settings']:<13}{c['scene']:<16}detector {'on ' if c['detector'] else 'off'}  "
+        print(f"  {c['settings']:<13}{c['scene']:<16}{c['engine']:<12}detector {'on ' if c['detector'] else 'off'}  "
               f"reuse {'on ' if c['reuse'] else 'off'}  {c['capacity']:>3}  (tried {c['tried']})")
     result = {"command": " ".join(["benchmarks/live_latency.py", *sys.argv[1:]]),
               "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
