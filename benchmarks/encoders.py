@@ -30,7 +30,7 @@ DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "da
 def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
     """Per-window inputs as the worker gets them: frame stacks and 2 s waveforms."""
     from streamclf import load_config
-    from streamclf.batch import file_windows
+    from streamclf.labeling.common import file_windows
     from streamclf.sources import read_audio
 
     config = load_config()

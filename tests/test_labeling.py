@@ -1,0 +1,59 @@
+"""The labeling package's structure: no import circle, and a resume key derived from the config schema."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from streamclf.config import Config
+from streamclf.labeling.common import identity, no_output_fields
+
+PACKAGE = Path(__file__).resolve().parents[1] / "streamclf" / "labeling"
+
+
+def _imports(module: Path) -> set[str]:
+    """The sibling modules of ``labeling`` that ``module`` imports (``from .x import``, ``from . import x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {a.name for a in node.names}
+    return found
+
+
+def test_engines_and_outputs_import_only_common():
+    graph = {p.stem: _imports(p) for p in PACKAGE.glob("*.py")}
+    assert graph["common"] == set()
+    assert graph["outputs"] <= {"common"}
+    assert graph["local"] <= {"common"} and graph["ray"] <= {"common"}
+    assert {"local", "ray"}.isdisjoint(graph["__init__"])  # chosen by name from ENGINES, imported when run
+
+
+def test_importing_common_loads_no_engine():
+    code = ("import sys, streamclf.labeling.common; "
+            "print(sorted(m for m in sys.modules if m.startswith('streamclf.labeling')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "streamclf.labeling.local" not in out and "streamclf.labeling.ray" not in out
+
+
+def test_resume_key_leaves_out_exactly_the_marked_fields():
+    # The fields label's resume key has always left out; a field added to the config is in the key
+    # unless it is marked json_schema_extra={"output": False}.
+    assert no_output_fields() == dict.fromkeys(
+        ("sources", "sinks", "alerts", "output_dir", "device", "queue_size", "batch_windows", "batch_timeout"), True)
+    base = Config()
+    for update in ({"device": "cpu"}, {"queue_size": 3}, {"output_dir": "elsewhere"}):
+        assert identity(base.model_copy(update=update)) == identity(base)
+    assert identity(base.model_copy(update={"window": base.window.model_copy(update={"hop": 1.0})})) != identity(base)
+
+
+def test_unknown_engine_names_the_choices(tmp_path):
+    from streamclf.labeling import label_files
+
+    try:
+        label_files([str(tmp_path)], tmp_path / "out", engine="spark")
+    except ValueError as e:
+        assert str(e) == "unknown engine 'spark'; choose local or ray"
+    else:
+        raise AssertionError("an unknown engine was accepted")
