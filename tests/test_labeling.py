@@ -31,8 +31,10 @@ def test_engines_and_outputs_import_only_common():
 
 
 def test_importing_common_loads_no_engine():
-    code = ("import sys, streamclf.labeling.common; "
-            "print(sorted(m for m in sys.modules if m.startswith('streamclf.labeling')))")
+    code = (
+        "import sys, streamclf.labeling.common; "
+        "print(sorted(m for m in sys.modules if m.startswith('streamclf.labeling')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "streamclf.labeling.local" not in out and "streamclf.labeling.ray" not in out
 
@@ -41,7 +43,8 @@ def test_resume_key_leaves_out_exactly_the_marked_fields():
     # The fields label's resume key has always left out; a field added to the config is in the key
     # unless it is marked json_schema_extra={"output": False}.
     assert no_output_fields() == dict.fromkeys(
-        ("sources", "sinks", "alerts", "output_dir", "device", "queue_size", "batch_windows", "batch_timeout"), True)
+        ("sources", "sinks", "alerts", "output_dir", "device", "queue_size", "batch_windows", "batch_timeout"), True
+    )
     base = Config()
     for update in ({"device": "cpu"}, {"queue_size": 3}, {"output_dir": "elsewhere"}):
         assert identity(base.model_copy(update=update)) == identity(base)
@@ -57,3 +60,17 @@ def test_unknown_engine_names_the_choices(tmp_path):
         assert str(e) == "unknown engine 'spark'; choose local or ray"
     else:
         raise AssertionError("an unknown engine was accepted")
+
+
+def test_label_and_train_take_the_same_files_from_a_folder(tmp_path):
+    # train's list lacked .m2ts, .wmv, .3gp and .oga, which label took: one list now, the union.
+    from streamclf.labeling.common import find_inputs
+    from streamclf.train import labeled_clips
+
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for name in ("a.mp4", "b.m2ts", "c.wmv", "d.3gp", "e.oga", "f.opus", "notes.txt"):
+            (tmp_path / label / name).write_bytes(b"")
+    took = sorted(p.relative_to(tmp_path).as_posix() for p, _ in labeled_clips(tmp_path))
+    assert took == sorted(j.rel for j in find_inputs([str(tmp_path)]))
+    assert len(took) == 12 and not any(t.endswith(".txt") for t in took)
