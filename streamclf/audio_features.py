@@ -18,6 +18,7 @@ A head trained with them says so in its card (``audio_features``), and the
 pipeline appends them to the audio embedding of every window for that head
 only; heads without the key get the plain embedding, as before.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -37,8 +38,10 @@ RANGE_DB = 80.0  # band energies more than this below the window's loudest band 
 def check(name: str | None) -> str | None:
     """``name`` if it is a known audio-feature recipe (or None); a head card with another one is refused."""
     if name is not None and name not in FEATURES:
-        raise ValueError(f"unknown audio features {name!r} (this version knows {', '.join(FEATURES)}); "
-                         "the head was made by a newer streamclf")
+        raise ValueError(
+            f"unknown audio features {name!r} (this version knows {', '.join(FEATURES)}); "
+            "the head was made by a newer streamclf"
+        )
     return name
 
 
@@ -79,13 +82,12 @@ def audio_shape(samples: np.ndarray) -> np.ndarray:
     mfcc = np.log(np.maximum(bands, max(bands.max(), FLOOR) * 10 ** (-RANGE_DB / 10))) @ basis.T  # [T, N_MFCC]
     level = 10 * np.log10(np.maximum(power.sum(1) / N_FFT, FLOOR))
     active = np.flatnonzero(level >= level.max() - ACTIVE_DB)
-    region = mfcc[active[0]:active[-1] + 1]
+    region = mfcc[active[0] : active[-1] + 1]
     mean = region.mean(0)
     segments = [part.mean(0) - mean for part in np.array_split(region, SEGMENTS) if len(part)]
     segments += [np.zeros(N_MFCC, np.float32)] * (SEGMENTS - len(segments))
     change = np.abs(np.diff(region, axis=0)).mean(0) if len(region) > 1 else np.zeros(N_MFCC, np.float32)
-    out = np.concatenate([mean[1:], *segments, region.std(0), change,
-                          [np.log(len(region)), level.max() / 100.0]])
+    out = np.concatenate([mean[1:], *segments, region.std(0), change, [np.log(len(region)), level.max() / 100.0]])
     return out.astype(np.float32)
 
 

@@ -7,12 +7,13 @@ samples a live window would hold: ``render_digit`` draws the frame and
 ``slot_audio`` centres the utterance in a 1 s slot, and the stream composer
 uses the same two functions. Embeddings are cached on disk by content.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,13 +27,19 @@ import numpy as np
 from .encoders import Encoder, cache_dir, pick_device
 from .sources import SAMPLE_RATE, read_audio
 
+log = logging.getLogger(__name__)
+
 RECIPE = "avdigits-v1"  # bump when rendering, slotting or noise changes
 AUDIO_CONDITIONS = {"clean": None, "snr10": 10.0, "snr0": 0.0, "snr-5": -5.0}
 # Gaussian noise sigma in grey levels (of 255) and the occluded fraction of the frame: a mild and a
 # heavy level each (mild noise alone already halves what a frozen ImageNet encoder sees in a digit).
 IMAGE_CONDITIONS: dict[str, tuple[str, float] | None] = {
-    "clean": None, "gauss": ("gauss", 80.0), "occlude": ("occlude", 0.4),
-    "gauss10": ("gauss", 10.0), "occlude10": ("occlude", 0.1)}
+    "clean": None,
+    "gauss": ("gauss", 80.0),
+    "occlude": ("occlude", 0.4),
+    "gauss10": ("gauss", 10.0),
+    "occlude10": ("occlude", 0.1),
+}
 FOLDS = 4
 
 
@@ -54,15 +61,16 @@ def slot_audio(wave: np.ndarray, seconds: float = 1.0) -> np.ndarray:
     wave = np.asarray(wave, np.float32)
     if len(wave) > n:
         start = (len(wave) - n) // 2
-        return wave[start:start + n].copy()
+        return wave[start : start + n].copy()
     out = np.zeros(n, np.float32)
     start = (n - len(wave)) // 2
-    out[start:start + len(wave)] = wave
+    out[start : start + len(wave)] = wave
     return out
 
 
-def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator,
-               seconds: float = 1.0) -> np.ndarray:
+def mix_at_snr(
+    speech: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator, seconds: float = 1.0
+) -> np.ndarray:
     """Slot the utterance and add background noise over the whole slot.
 
     The SNR is speech power over the utterance itself (not the silent
@@ -73,9 +81,9 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.ran
     reps = int(np.ceil((n + len(noise)) / max(len(noise), 1)))
     looped = np.tile(noise, reps)
     start = int(rng.integers(0, max(len(noise), 1)))
-    bg = looped[start:start + n].astype(np.float64)
+    bg = looped[start : start + n].astype(np.float64)
     p_speech = float(np.mean(np.asarray(speech, np.float64) ** 2))
-    p_noise = float(np.mean(bg ** 2)) or 1e-12
+    p_noise = float(np.mean(bg**2)) or 1e-12
     bg *= np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
     return (slot + bg).astype(np.float32)
 
@@ -90,7 +98,7 @@ def occlude(frame: np.ndarray, fraction: float, rng: np.random.Generator) -> np.
     side = int(round(np.sqrt(fraction * h * w)))
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     out = frame.copy()
-    out[y:y + side, x:x + side] = 128
+    out[y : y + side, x : x + side] = 128
     return out
 
 
@@ -146,7 +154,7 @@ def _cached(name: str, key: str, build: Any, progress: bool) -> np.ndarray:
     if path.exists():
         return np.load(path)
     if progress:
-        print(f"avdigits: embedding {name} (cached after this run)", file=sys.stderr, flush=True)
+        log.info("avdigits: embedding %s (cached after this run)", name)
     value = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
@@ -155,8 +163,9 @@ def _cached(name: str, key: str, build: Any, progress: bool) -> np.ndarray:
     return value
 
 
-def load_avdigits(data_dir: Path | None = None, device: str = "auto", progress: bool = True,
-                  batch: int = 64) -> AVDigits:
+def load_avdigits(
+    data_dir: Path | None = None, device: str = "auto", progress: bool = True, batch: int = 64
+) -> AVDigits:
     """Embeddings of every FSDD utterance and digit image under every condition (cached)."""
     from sklearn.datasets import load_digits
 
@@ -204,27 +213,52 @@ def load_avdigits(data_dir: Path | None = None, device: str = "auto", progress: 
             frames.append(f)
         out = []
         for s in range(0, len(frames), batch):
-            (emb, _), = encoder("efficientnet_lite0").embed([np.stack(frames[s:s + batch])])
+            ((emb, _),) = encoder("efficientnet_lite0").embed([np.stack(frames[s : s + batch])])
             out.append(emb)
         return np.concatenate(out).astype(np.float32)
 
     noise_key = ""
     if any(v is not None for v in AUDIO_CONDITIONS.values()):
-        noise_key = ",".join(p.name + str(p.stat().st_size) for p in sorted((data_dir / "sounds").rglob("*")) if p.is_file())
-    audio = {c: _cached(f"audio-{c}", f"{RECIPE}|{audio_id}|{audio_key}|{c}|{noise_key if c != 'clean' else ''}",
-                        lambda c=c: embed_audio(c), progress) for c in AUDIO_CONDITIONS}
-    image = {c: _cached(f"image-{c}", f"{RECIPE}|{video_id}|{image_key}|{c}", lambda c=c: embed_images(c), progress)
-             for c in IMAGE_CONDITIONS}
+        noise_key = ",".join(
+            p.name + str(p.stat().st_size) for p in sorted((data_dir / "sounds").rglob("*")) if p.is_file()
+        )
+    audio = {
+        c: _cached(
+            f"audio-{c}",
+            f"{RECIPE}|{audio_id}|{audio_key}|{c}|{noise_key if c != 'clean' else ''}",
+            lambda c=c: embed_audio(c),
+            progress,
+        )
+        for c in AUDIO_CONDITIONS
+    }
+    image = {
+        c: _cached(f"image-{c}", f"{RECIPE}|{video_id}|{image_key}|{c}", lambda c=c: embed_images(c), progress)
+        for c in IMAGE_CONDITIONS
+    }
     parts = [p.stem.split("_") for p in files]
     speakers = sorted({sp for _, sp, _ in parts})
-    return AVDigits(audio, np.array([int(d) for d, _, _ in parts]), np.array([sp for _, sp, _ in parts]),
-                    [p.name for p in files], image, digits.target.astype(np.int64), image_folds(digits.target),
-                    speakers)
+    return AVDigits(
+        audio,
+        np.array([int(d) for d, _, _ in parts]),
+        np.array([sp for _, sp, _ in parts]),
+        [p.name for p in files],
+        image,
+        digits.target.astype(np.int64),
+        image_folds(digits.target),
+        speakers,
+    )
 
 
-def compose_stream(out: Path, digits: list[int], speaker: str, data_dir: Path | None = None,
-                   seconds_per_digit: float = 1.0, seed: int = 0, image_pool: np.ndarray | None = None,
-                   fps: int = 10) -> dict[str, Any]:
+def compose_stream(
+    out: Path,
+    digits: list[int],
+    speaker: str,
+    data_dir: Path | None = None,
+    seconds_per_digit: float = 1.0,
+    seed: int = 0,
+    image_pool: np.ndarray | None = None,
+    fps: int = 10,
+) -> dict[str, Any]:
     """An MP4 showing one digit image per slot while ``speaker`` says it; ground truth JSON beside it.
 
     ``image_pool`` restricts which scikit-learn digit images may appear
@@ -250,8 +284,15 @@ def compose_stream(out: Path, digits: list[int], speaker: str, data_dir: Path | 
         wav, img = said[int(rng.integers(len(said)))], int(rng.choice(shown))
         audio_parts.append(slot_audio(read_audio(wav), seconds_per_digit))
         frames.append(render_digit(images.images[img]))
-        segments.append({"start": round(k * seconds_per_digit, 6), "end": round((k + 1) * seconds_per_digit, 6),
-                         "label": str(d), "image": img, "audio": wav.name})
+        segments.append(
+            {
+                "start": round(k * seconds_per_digit, 6),
+                "end": round((k + 1) * seconds_per_digit, 6),
+                "label": str(d),
+                "image": img,
+                "audio": wav.name,
+            }
+        )
     with av.open(str(out), "w") as container:
         v = container.add_stream("libx264", rate=fps)
         v.width = v.height = frames[0].shape[0]
@@ -268,13 +309,12 @@ def compose_stream(out: Path, digits: list[int], speaker: str, data_dir: Path | 
         samples = np.concatenate(audio_parts)
         step = 1024
         for s in range(0, len(samples), step):
-            af = av.AudioFrame.from_ndarray(samples[None, s:s + step], format="flt", layout="mono")
+            af = av.AudioFrame.from_ndarray(samples[None, s : s + step], format="flt", layout="mono")
             af.sample_rate, af.pts, af.time_base = SAMPLE_RATE, s, Fraction(1, SAMPLE_RATE)
             container.mux(a.encode(af))
         container.mux(v.encode(None))
         container.mux(a.encode(None))
-    timeline = {"segments": segments, "speaker": speaker, "seconds_per_digit": seconds_per_digit,
-                "video": out.name}
+    timeline = {"segments": segments, "speaker": speaker, "seconds_per_digit": seconds_per_digit, "video": out.name}
     out.with_suffix(".json").write_text(json.dumps(timeline, indent=1))
     return timeline
 
@@ -294,9 +334,17 @@ def segment_accuracy(records: list[dict[str, Any]], timeline: dict[str, Any]) ->
     return {"accuracy": hits / total if total else float("nan"), "windows": total, "misses": misses}
 
 
-def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_pool: np.ndarray | None = None,
-                seed: int = 0, data_dir: Path | None = None, seconds: tuple[float, float] = (1.0, 2.0),
-                digits: range = range(10), snr_db: float | None = None) -> list[Path]:
+def write_clips(
+    out_dir: str | Path,
+    speakers: list[str],
+    per_digit: int,
+    image_pool: np.ndarray | None = None,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    seconds: tuple[float, float] = (1.0, 2.0),
+    digits: range = range(10),
+    snr_db: float | None = None,
+) -> list[Path]:
     """AV-digits as media a user could record: ``out_dir/<digit>/<speaker>/<name>.mp4``, one digit per clip.
 
     Each clip shows one handwritten digit (from ``image_pool``) while the
@@ -328,17 +376,22 @@ def write_clips(out_dir: str | Path, speakers: list[str], per_digit: int, image_
             shown = pool[images.target[pool] == d]
             if not said or not len(shown):
                 raise ValueError(f"no recording or image of digit {d} for speaker {speaker!r} in the pool")
-            for wav in sorted(rng.choice(said, min(per_digit, len(said)), replace=False)):
+            for wav in sorted(said[int(j)] for j in rng.choice(len(said), min(per_digit, len(said)), replace=False)):
                 img, length = int(rng.choice(shown)), float(rng.uniform(*seconds))  # drawn even when kept
                 clip = out_dir / str(d) / speaker / f"{wav.stem}_img{img}.mp4"
                 if not clip.exists():
                     clip.parent.mkdir(parents=True, exist_ok=True)
                     png, sound = clip.with_suffix(".png"), wav
                     cv2.imwrite(str(png), render_digit(images.images[img]))
-                    if background:
+                    if snr_db is not None:  # background sounds were found (checked above)
                         mix = _rng("noise", clip.name, snr_db)
-                        noisy = mix_at_snr(read_audio(wav), background[int(mix.integers(len(background)))][1],
-                                           snr_db, mix, seconds=length)
+                        noisy = mix_at_snr(
+                            read_audio(wav),
+                            background[int(mix.integers(len(background)))][1],
+                            snr_db,
+                            mix,
+                            seconds=length,
+                        )
                         sound = clip.with_suffix(".wav")
                         wavfile.write(sound, SAMPLE_RATE, noisy)
                     pair_clip(png, sound, clip, min_seconds=length, max_seconds=seconds[1])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .catalog import FUSION_METHODS, TRAINABLE, methods_help
@@ -76,8 +78,6 @@ def _run(args: argparse.Namespace) -> int:
         SourceSpec.parse(source)  # an unsupported scheme is a usage error: say so before loading models
     from .pipeline import run
 
-    # the dashboard shows what loads and the states; without it they are lines, or only the errors (--quiet)
-    _log_to_stderr(logging.CRITICAL if not args.no_dashboard else logging.ERROR if args.quiet else logging.INFO)
     states = run(args.sources, out=args.out, config=config, dashboard=not args.no_dashboard,
                  report=_progress if args.timings else None)
     failed = False
@@ -179,12 +179,38 @@ class _Stderr(logging.Handler):
         print(f"streamclf: {record.getMessage()}", file=sys.stderr, flush=True)  # today's stderr (tests swap it)
 
 
-def _log_to_stderr(level: int) -> None:
-    """The one place the ``streamclf`` logger is configured: one plain line per message on stderr."""
-    logger = logging.getLogger("streamclf")
-    logger.handlers = [h for h in logger.handlers if not isinstance(h, _Stderr)] + [_Stderr()]
-    logger.setLevel(level)
-    logger.propagate = False  # the root logger's handlers (if any) would print it twice
+def _log_levels(args: argparse.Namespace) -> dict[str, int]:
+    """Logger name -> level for this command. ``run`` with the dashboard: it shows what loads and the sources'
+    states, so only warnings and errors come as lines (above it), and the sinks' down and back-up lines (it does
+    not show sinks); without it, what loads and each state change, or (--quiet) only the errors and a sink
+    that is down."""
+    if args.verb != "run":
+        return {"streamclf": logging.INFO}
+    if not args.no_dashboard:
+        return {"streamclf": logging.WARNING, "streamclf.pipeline.status": logging.CRITICAL + 1,
+                "streamclf.sinks": logging.INFO}
+    if args.quiet:
+        return {"streamclf": logging.ERROR, "streamclf.sinks": logging.WARNING}
+    return {"streamclf": logging.INFO}
+
+
+@contextmanager
+def _log_to_stderr(levels: dict[str, int]) -> Iterator[None]:
+    """The one place the ``streamclf`` logger is configured: one plain line per message on stderr, at ``levels``;
+    put back as it was afterwards (``main`` called in-process leaves the embedding program's logging alone)."""
+    root = logging.getLogger("streamclf")
+    saved = [(logger, logger.level) for logger in map(logging.getLogger, levels)]
+    saved_root = root.handlers[:], root.propagate
+    root.handlers = [h for h in root.handlers if not isinstance(h, _Stderr)] + [_Stderr()]
+    root.propagate = False  # the root logger's handlers (if any) would print it twice
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        root.handlers, root.propagate = saved_root
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def _progress(msg: str) -> None:
@@ -399,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = " ".join(["streamclf", *argv])
     try:
-        return args.func(args)
+        with _log_to_stderr(_log_levels(args)):
+            return args.func(args)
     except (ValueError, FileNotFoundError) as e:
         # A verb reports what fails while running (a source, a file) in its return value; what
         # escapes as these is the input as given (config, paths, labels, names): a usage error.

@@ -5,16 +5,18 @@ disjoint image folds) and is scored on the same test pairs, so the numbers
 in one table are comparable. Fusion can lose to the best single modality;
 the table says so when it does.
 """
+
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +57,13 @@ class Split:
     y_test: np.ndarray
 
 
-def pair(audio_idx: np.ndarray, audio_label: np.ndarray, image_idx: np.ndarray, image_label: np.ndarray,
-         rng: np.random.Generator) -> np.ndarray:
+def pair(
+    audio_idx: np.ndarray,
+    audio_label: np.ndarray,
+    image_idx: np.ndarray,
+    image_label: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """For every audio row, an image of the same digit drawn from ``image_idx``."""
     by_label = {d: image_idx[image_label[image_idx] == d] for d in np.unique(audio_label)}
     return np.array([rng.choice(by_label[audio_label[i]]) for i in audio_idx], dtype=np.int64)
@@ -71,9 +78,16 @@ def splits(data: AVDigits, seed: int = 0, folds: int | None = None) -> list[Spli
         train_a = np.flatnonzero(data.audio_speaker != speaker)
         test_i = np.flatnonzero(data.image_fold == k)
         train_i = np.flatnonzero(data.image_fold != k)
-        out.append(Split(train_a, pair(train_a, data.audio_label, train_i, data.image_label, rng),
-                         test_a, pair(test_a, data.audio_label, test_i, data.image_label, rng),
-                         data.audio_label[train_a], data.audio_label[test_a]))
+        out.append(
+            Split(
+                train_a,
+                pair(train_a, data.audio_label, train_i, data.image_label, rng),
+                test_a,
+                pair(test_a, data.audio_label, test_i, data.image_label, rng),
+                data.audio_label[train_a],
+                data.audio_label[test_a],
+            )
+        )
     return out
 
 
@@ -82,7 +96,7 @@ def ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     conf, pred = probs.max(1), probs.argmax(1)
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (conf > lo) & (conf <= hi)
         if sel.any():
             total += sel.mean() * abs((pred[sel] == y[sel]).mean() - conf[sel].mean())
@@ -109,8 +123,15 @@ def evaluate(head: Head, data: AVDigits, split: Split) -> dict[str, Any]:
     return out
 
 
-def fold_runs(data: AVDigits, methods: list[str], seed: int, k: int, split: Split, hyper: dict[str, Any],
-              progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+def fold_runs(
+    data: AVDigits,
+    methods: list[str],
+    seed: int,
+    k: int,
+    split: Split,
+    hyper: dict[str, Any],
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every method trained and scored on one fold; shared unimodal and out-of-fold heads are fitted once."""
     dims = {"audio": data.audio["clean"].shape[1], "video": data.image["clean"].shape[1]}
     x = {"audio": data.audio["clean"][split.train_audio], "video": data.image["clean"][split.train_image]}
@@ -125,8 +146,10 @@ def fold_runs(data: AVDigits, methods: list[str], seed: int, k: int, split: Spli
             result.update(fold=k, seed=seed, train_s=time.perf_counter() - t0)
             out[method] = result
             if progress:
-                progress(f"seed {seed} fold {k} ({data.speakers[k]}) {method:16s} "
-                         f"clean {result['accuracy']['clean']:.3f}  {result['train_s']:.1f}s")
+                progress(
+                    f"seed {seed} fold {k} ({data.speakers[k]}) {method:16s} "
+                    f"clean {result['accuracy']['clean']:.3f}  {result['train_s']:.1f}s"
+                )
     return out
 
 
@@ -144,9 +167,15 @@ def _worker_fold(*args: Any) -> dict[str, dict[str, Any]]:
     return fold_runs(_data, *args)
 
 
-def compare(data: AVDigits, methods: list[str] | None = None, seeds: int = 1, folds: int | None = None,
-            hyper: dict[str, Any] | None = None, workers: int | None = None,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def compare(
+    data: AVDigits,
+    methods: list[str] | None = None,
+    seeds: int = 1,
+    folds: int | None = None,
+    hyper: dict[str, Any] | None = None,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Train and score every method on every fold and seed; returns per-run and summary results.
 
     Folds run in ``workers`` processes (default: one per core, at most one
@@ -159,7 +188,9 @@ def compare(data: AVDigits, methods: list[str] | None = None, seeds: int = 1, fo
         if m not in METHODS:
             raise ValueError(f"unknown fusion method {m!r}; choose from {', '.join(METHODS)}")
     hyper = hyper or {}
-    tasks = [(methods, seed, k, split, hyper) for seed in range(seeds) for k, split in enumerate(splits(data, seed, folds))]
+    tasks = [
+        (methods, seed, k, split, hyper) for seed in range(seeds) for k, split in enumerate(splits(data, seed, folds))
+    ]
     workers = min(len(tasks), workers or os.cpu_count() or 1)
     if workers <= 1:
         done = [fold_runs(data, *task, progress=progress) for task in tasks]
@@ -173,31 +204,47 @@ def compare(data: AVDigits, methods: list[str] | None = None, seeds: int = 1, fo
                 fold = future.result()
                 if progress:
                     r = next(iter(fold.values()))
-                    progress(f"seed {r['seed']} fold {r['fold']} ({data.speakers[r['fold']]}) done: " + ", ".join(
-                        f"{m} {v['accuracy']['clean']:.3f}" for m, v in fold.items()))
+                    progress(
+                        f"seed {r['seed']} fold {r['fold']} ({data.speakers[r['fold']]}) done: "
+                        + ", ".join(f"{m} {v['accuracy']['clean']:.3f}" for m, v in fold.items())
+                    )
             done = [f.result() for f in futures]
     runs = {m: [fold[m] for fold in done] for m in methods}
-    return {"methods": methods, "conditions": [c[0] for c in CONDITIONS], "runs": runs,
-            "summary": {m: summarise(r) for m, r in runs.items()},
-            "data": {"audio_rows": int(len(data.audio_label)), "image_rows": int(len(data.image_label)),
-                     "speakers": list(data.speakers), "folds": folds or len(data.speakers), "seeds": seeds}}
+    return {
+        "methods": methods,
+        "conditions": [c[0] for c in CONDITIONS],
+        "runs": runs,
+        "summary": {m: summarise(r) for m, r in runs.items()},
+        "data": {
+            "audio_rows": int(len(data.audio_label)),
+            "image_rows": int(len(data.image_label)),
+            "speakers": list(data.speakers),
+            "folds": folds or len(data.speakers),
+            "seeds": seeds,
+        },
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def ms(values: list[float]) -> list[float]:
         return [float(np.mean(values)), float(np.std(values))]
 
-    return {"accuracy": {c: ms([r["accuracy"][c] for r in runs]) for c in runs[0]["accuracy"]},
-            "macro_f1": ms([r["macro_f1"] for r in runs]), "ece": ms([r["ece"] for r in runs]),
-            "ms_per_sample": float(np.median([r["ms_per_sample"] for r in runs])),
-            "params": int(np.median([r["params"] for r in runs])),
-            "train_s": float(np.mean([r["train_s"] for r in runs]))}
+    return {
+        "accuracy": {c: ms([r["accuracy"][c] for r in runs]) for c in runs[0]["accuracy"]},
+        "macro_f1": ms([r["macro_f1"] for r in runs]),
+        "ece": ms([r["ece"] for r in runs]),
+        "ms_per_sample": float(np.median([r["ms_per_sample"] for r in runs])),
+        "params": int(np.median([r["params"] for r in runs])),
+        "train_s": float(np.mean([r["train_s"] for r in runs])),
+    }
 
 
-ZERO_SHOT = ("zero-shot, calibrated (default, no head)",
-             "n/a: the zero-shot category map names things through ImageNet-1k and AudioSet classes, and neither "
-             "label space has a class for a written or spoken digit, so zero-shot cannot name a digit at all "
-             "(clean or noisy); no number is given rather than an invented one")
+ZERO_SHOT = (
+    "zero-shot, calibrated (default, no head)",
+    "n/a: the zero-shot category map names things through ImageNet-1k and AudioSet classes, and neither "
+    "label space has a class for a written or spoken digit, so zero-shot cannot name a digit at all "
+    "(clean or noisy); no number is given rather than an invented one",
+)
 
 
 def table(result: dict[str, Any], streams: list[dict[str, Any]] | None = None) -> str:
@@ -219,8 +266,15 @@ def table(result: dict[str, Any], streams: list[dict[str, Any]] | None = None) -
         acc = f"{s['accuracy']['clean'][0]:.3f} ± {s['accuracy']['clean'][1]:.3f}"
         if s["accuracy"]["clean"][0] == best:
             acc = f"**{acc}**"
-        cells = [m, FUSION_FAMILIES.get(m, ""), acc, f"{s['macro_f1'][0]:.3f} ± {s['macro_f1'][1]:.3f}",
-                 f"{s['ece'][0]:.3f}", f"{s['params']:,}", f"{s['ms_per_sample']:.3f}"]
+        cells = [
+            m,
+            FUSION_FAMILIES.get(m, ""),
+            acc,
+            f"{s['macro_f1'][0]:.3f} ± {s['macro_f1'][1]:.3f}",
+            f"{s['ece'][0]:.3f}",
+            f"{s['params']:,}",
+            f"{s['ms_per_sample']:.3f}",
+        ]
         cells += [f"{s['accuracy'][c][0]:.3f}" for c in conds[1:]]
         cells += [f"{col[m]:.3f}" if m in col else "-" for col in columns.values()]
         lines.append("| " + " | ".join(cells) + " |")
@@ -245,9 +299,12 @@ def stream_columns(streams: list[dict[str, Any]]) -> dict[str, dict[str, float]]
 
 def streams_table(streams: list[dict[str, Any]]) -> str:
     """Held-out-speaker streams in full: fused / audio only / video only, clean and noisy, and the gain."""
-    lines = ["| head | audio features | held-out speakers | fused | audio only | video only | fused - best single "
-             "| worst speaker: fused - best single | noise: fused | noise: audio only | noise: video only "
-             "| noise: fused - best single |", "|" + "---|" * 12]
+    lines = [
+        "| head | audio features | held-out speakers | fused | audio only | video only | fused - best single "
+        "| worst speaker: fused - best single | noise: fused | noise: audio only | noise: video only "
+        "| noise: fused - best single |",
+        "|" + "---|" * 12,
+    ]
 
     def gain(r: dict[str, float]) -> float:
         return r["fused"] - max(r["audio only"], r["video only"])
@@ -299,12 +356,19 @@ def held_out_streams(path: Path) -> list[dict[str, Any]]:
             continue
         rows = list(res["speakers"].values())
         noisy = all("stream_noise" in r for r in rows)
-        out.append({"fusion": res["fusion"], "audio_features": res.get("audio_features"),
-                    "noise_snr_db": res.get("noise_snr_db"), "speakers": list(res["speakers"]),
-                    "clean": {k: float(np.mean([r["stream"][k] for r in rows])) for k in RUNS},
-                    "noise": {k: float(np.mean([r["stream_noise"][k] for r in rows])) for k in RUNS} if noisy else None,
-                    "worst_gain": float(min(r["stream"]["fused"] - max(r["stream"]["audio only"],
-                                                                       r["stream"]["video only"]) for r in rows))})
+        out.append(
+            {
+                "fusion": res["fusion"],
+                "audio_features": res.get("audio_features"),
+                "noise_snr_db": res.get("noise_snr_db"),
+                "speakers": list(res["speakers"]),
+                "clean": {k: float(np.mean([r["stream"][k] for r in rows])) for k in RUNS},
+                "noise": {k: float(np.mean([r["stream_noise"][k] for r in rows])) for k in RUNS} if noisy else None,
+                "worst_gain": float(
+                    min(r["stream"]["fused"] - max(r["stream"]["audio only"], r["stream"]["video only"]) for r in rows)
+                ),
+            }
+        )
     return out
 
 
@@ -313,33 +377,51 @@ def write(result: dict[str, Any], out: Path, command: str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"fusion_avdigits.{k}" for k in ("md", "json", "png")}
     d = result["data"]
-    md = [f"# AV-digits fusion comparison", "",
-          f"Produced by `{command}`.", "",
-          f"{d['audio_rows']} spoken digits (FSDD, speakers {', '.join(d['speakers'])}) paired by label with "
-          f"{d['image_rows']} handwritten digit images (scikit-learn digits); frozen YAMNet and "
-          f"EfficientNet-Lite0 embeddings; {d['folds']} folds (leave one speaker out, disjoint image folds) x "
-          f"{d['seeds']} seed(s); mean ± std over runs. Training is on clean pairs only; the condition columns "
-          "are test accuracy with the audio mixed with real background sounds at an SNR, the images noised or "
-          "occluded, or one modality absent (handled through the mask).", ""]
+    md = [
+        "# AV-digits fusion comparison",
+        "",
+        f"Produced by `{command}`.",
+        "",
+        f"{d['audio_rows']} spoken digits (FSDD, speakers {', '.join(d['speakers'])}) paired by label with "
+        f"{d['image_rows']} handwritten digit images (scikit-learn digits); frozen YAMNet and "
+        f"EfficientNet-Lite0 embeddings; {d['folds']} folds (leave one speaker out, disjoint image folds) x "
+        f"{d['seeds']} seed(s); mean ± std over runs. Training is on clean pairs only; the condition columns "
+        "are test accuracy with the audio mixed with real background sounds at an SNR, the images noised or "
+        "occluded, or one modality absent (handled through the mask).",
+        "",
+    ]
     streams = held_out_streams(out / "avdigits_stream.json")
     if streams:
         snr = sorted({r["noise_snr_db"] for r in streams if r["noise"]})
-        md += ["The held-out speaker stream columns: a head made by `streamclf train --group` on clips of three "
-               "speakers, then `streamclf eval --compose --gap 0.5` on 100 clips (1-2 s) of the fourth speaker at "
-               "natural loudness with unseen images; fused top-1, mean over the four speakers "
-               "(`benchmarks/avdigits_stream.py --held-out-speakers`, per speaker in `avdigits_stream.json`). "
-               "`+ mfcc-shape-v1`: the head also gets the time-structured audio features of "
-               "`streamclf.audio_features` (what `train` does by default; see docs/fusion-heads.md). "
-               + (f"`noise {', '.join(f'{v:g}' for v in snr)} dB`: the same clips with a real background sound "
-                  "from `sounds/` under each clip at that SNR (speech power over the utterance to noise power). "
-                  if snr else "")
-               + "'-' = not measured.", ""]
+        md += [
+            "The held-out speaker stream columns: a head made by `streamclf train --group` on clips of three "
+            "speakers, then `streamclf eval --compose --gap 0.5` on 100 clips (1-2 s) of the fourth speaker at "
+            "natural loudness with unseen images; fused top-1, mean over the four speakers "
+            "(`benchmarks/avdigits_stream.py --held-out-speakers`, per speaker in `avdigits_stream.json`). "
+            "`+ mfcc-shape-v1`: the head also gets the time-structured audio features of "
+            "`streamclf.audio_features` (what `train` does by default; see docs/fusion-heads.md). "
+            + (
+                f"`noise {', '.join(f'{v:g}' for v in snr)} dB`: the same clips with a real background sound "
+                "from `sounds/` under each clip at that SNR (speech power over the utterance to noise power). "
+                if snr
+                else ""
+            )
+            + "'-' = not measured.",
+            "",
+        ]
     md += [table(result, streams), ""]
     if streams:
-        md += ["## Held-out speaker streams in full", "",
-               "Means over the held-out speakers; audio only / video only are the same head with the other track "
-               "removed from the input (what `eval` does).", "", streams_table(streams), "",
-               f"{ZERO_SHOT[0]}: {ZERO_SHOT[1]}.", ""]
+        md += [
+            "## Held-out speaker streams in full",
+            "",
+            "Means over the held-out speakers; audio only / video only are the same head with the other track "
+            "removed from the input (what `eval` does).",
+            "",
+            streams_table(streams),
+            "",
+            f"{ZERO_SHOT[0]}: {ZERO_SHOT[1]}.",
+            "",
+        ]
     paths["md"].write_text("\n".join(md))
     paths["json"].write_text(json.dumps(result, indent=1))
     plot(result, paths["png"])

@@ -52,6 +52,7 @@ DEFAULT_GAP = 3.0  # seconds: a default 2 s window (hop 0.5) fits entirely insid
 MAX_LABELS = 50  # fusion.top_k's ceiling: how many scores a record carries
 RECIPE = "eval-media-v2"  # bump when composing or stripping changes, so cached media is remade
 BINS = 10
+NOTHING = "nothing"  # the explicit outcome of a window no label reaches the threshold in (a silent, blank scene)
 
 
 @dataclass
@@ -68,6 +69,18 @@ class Win:
             return None, 0.0
         label = max(self.scores, key=self.scores.__getitem__)
         return label, self.scores[label]
+
+
+def outcome(w: Win, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """What a window says: its top label when that reaches ``threshold`` (an alert rule's default ``min_score``),
+    else ``NOTHING``.
+
+    Records keep their fused top-k as they are (the schema does not change):
+    "nothing" is the null label, read as "no label at or above the alert
+    threshold"; a silent, blank scene must come out this way.
+    """
+    label, score = w.top
+    return label if label is not None and score >= threshold else NOTHING
 
 
 def overlap(w: Win, start: float, end: float) -> float:
@@ -144,7 +157,7 @@ def run_metrics(truth: list[str], per_event: list[list[Win]], gaps: list[Win] | 
     for c in classes:
         hits = [p == t for t, p in zip(truth, pred) if t == c]
         per_category[c] = {"clips": len(hits), "accuracy": sum(hits) / len(hits), "f1": f1[c]}
-    hot = None if gaps is None else sum(w.top[1] >= threshold for w in gaps)
+    hot = None if gaps is None else sum(outcome(w, threshold) != NOTHING for w in gaps)
     return {"accuracy": sum(p == t for t, p in zip(truth, pred)) / len(truth),
             "macro_f1": sum(f1.values()) / len(f1), "ece": ece(conf, right), "windows": len(conf),
             "gap_windows": None if gaps is None else len(gaps), "gap_hot": hot,
@@ -222,8 +235,13 @@ def check_labels(data: str | Path, labels: Iterable[str], config: Config) -> Non
 
 def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = False, gap: float = DEFAULT_GAP,
              threshold: float = DEFAULT_THRESHOLD, work_dir: str | Path | None = None,
-             progress: Callable[[str], None] | None = None, models: Models | None = None) -> dict[str, Any]:
+             progress: Callable[[str], None] | None = None, models: Models | None = None,
+             runs: Iterable[str] = tuple(RUNS)) -> dict[str, Any]:
     """Fused, audio-only and video-only figures for the labeled clips in ``data`` (see the module docstring).
+
+    ``runs`` picks some of the three (``RUNS``): e.g. only "audio only" with
+    the video encoder disabled in ``config`` measures a microphone-only system
+    on the same stripped media; ``gain`` is then None.
 
     ``data`` is what ``train`` reads (a folder per category or a CSV of
     path,label). ``work_dir`` keeps the stripped and composed media for the
@@ -237,6 +255,9 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
         raise ValueError(f"threshold {threshold}: must be in [0, 1]")
     if compose and gap <= 0:
         raise ValueError(f"gap {gap}: must be above 0 s")
+    wanted = list(runs)
+    if not wanted or set(wanted) - set(RUNS):
+        raise ValueError(f"runs {wanted}: choose from {', '.join(RUNS)}")
     names = fused_labels(config)
     config = config.model_copy(update={"fusion": config.fusion.model_copy(
         update={"top_k": min(MAX_LABELS, len(names) if names else MAX_LABELS)})})
@@ -249,10 +270,13 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
         from .pipeline import Models
 
         models = models or Models(config)
+        calibration = getattr(models.fusion, "calibration", None)  # a trained head has none
         truth = [label for _, label in clips]
         classes = sorted(set(truth))
-        runs, failed = {}, []
+        measured, failed = {}, []
         for run, paths in media.items():
+            if run not in wanted:
+                continue
             per_file: list[list[Win]] = []
             last = time.monotonic()
             for i, path in enumerate(paths):
@@ -273,19 +297,21 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
                 gaps: list[Win] | None = gap_windows(stream, spans, spans[-1][1] + gap)
             else:
                 per_event, gaps = per_file, None
-            runs[run] = run_metrics(truth, per_event, gaps, classes, threshold)
-    singles = [runs[r]["accuracy"] for r in runs if r != "fused"]
-    predicted = {r: runs[r].pop("predicted") for r in runs}  # per clip, under "events"
+            measured[run] = run_metrics(truth, per_event, gaps, classes, threshold)
+    singles = [measured[r]["accuracy"] for r in measured if r != "fused"]
+    predicted = {r: measured[r].pop("predicted") for r in measured}  # per clip, under "events"
     return {
         "data": str(data), "mode": "composed stream" if compose else "clip by clip", "gap": gap if compose else None,
         "threshold": threshold, "fusion": f"head {config.fusion.head}" if config.fusion.head else
         f"category map {config.fusion.categories or 'built-in'}",
+        "calibration": None if calibration is None else calibration.source(),
         "decision": "score-summed top-1 of " + ("the windows lying mostly inside each clip" if compose else
                                                  "each clip's windows"),
         "clips": len(clips), "categories": classes,
-        "gain": runs["fused"]["accuracy"] - max(singles), "runs": runs,
+        "gain": measured["fused"]["accuracy"] - max(singles) if "fused" in measured and singles else None,
+        "runs": measured,
         "events": [{"path": str(p), "label": label, **({"start": e.start, "end": e.end} if compose else {}),
-                    **{r: predicted[r][i] for r in runs}}
+                    **{r: predicted[r][i] for r in measured}}
                    for i, ((p, label), e) in enumerate(zip(clips, events or [None] * len(clips)))],
         "failed": failed, "seconds": round(time.monotonic() - started, 1)}
 
@@ -307,10 +333,19 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def calibration_line(source: dict[str, Any] | None, fusion: str) -> str:
+    """The calibration file the figures were measured with and what it was fitted on, in one line."""
+    if source is None:
+        return "none (a trained head calibrates itself)" if fusion.startswith("head") else "none (raw scores)"
+    where = "built-in streamclf/data/calibration.yaml" if source["builtin"] else str(source["path"])
+    return f"{where}, fitted on {'; '.join(source['data'])} ({source['clips']} clips)"
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """What the table does not show: macro-F1 and ECE of each run, the gap-window rate, the rule."""
     runs = result["runs"]
     lines = [f"{result['clips']} clips, {result['mode']}; {result['fusion']}; {result['decision']}",
+             "calibration: " + calibration_line(result.get("calibration"), result["fusion"]),
              "macro-F1: " + ", ".join(f"{r} {m['macro_f1']:.3f}" for r, m in runs.items()),
              "ECE of the window top-1 score: " + ", ".join(
                  f"{r} {'-' if m['ece'] is None else format(m['ece'], '.3f')}" for r, m in runs.items())]

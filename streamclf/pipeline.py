@@ -8,34 +8,45 @@ Torch, the encoders and the fusion heads are imported when the models load,
 not with this module: those imports are most of the start-up time, and
 ``run`` says what it is loading before it waits for them.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .config import Config, WindowConfig
 from .alerts import Alerts
 from .catalog import check_alert_labels
+from .config import Config, WindowConfig
 from .detector import Detector, detector_for
 from .reuse import FrameReuse, Slot, forget_source, trim_frames
 from .sources import Decoder, SourceSpec
 from .stages import Feed, Timings
-from .types import (MODALITIES, AudioChunk, Embeddings, Frame, Record, SourceEnd, SourceError, SourceInfo,
-                    SourceStatus, Window)
+from .types import (
+    MODALITIES,
+    AudioChunk,
+    Embeddings,
+    Frame,
+    Record,
+    SourceEnd,
+    SourceError,
+    SourceInfo,
+    SourceStatus,
+    Window,
+)
 from .windows import Windower, WindowSpec
 
 if TYPE_CHECKING:
@@ -46,6 +57,7 @@ if TYPE_CHECKING:
     from .fusion.zeroshot import Fused
 
 log = logging.getLogger(__name__)
+status_log = logging.getLogger(f"{__name__}.status")  # the sources' state lines: the dashboard shows them
 
 
 class Sink(Protocol):
@@ -157,8 +169,9 @@ class Models:
         self.config = config
         device = pick_device(config.device)
         wanted = encoder_names(config)
-        self.encoders = {m: Encoder(name, device, config.precision, config.compile)
-                         for m, name in wanted.items() if m in MODALITIES}
+        self.encoders = {
+            m: Encoder(name, device, config.precision, config.compile) for m, name in wanted.items() if m in MODALITIES
+        }
         self.speech: Encoder | None = None
         if "speech" in wanted:
             self.speech = Encoder(wanted["speech"], device, config.precision, config.compile)
@@ -174,7 +187,9 @@ class Models:
             self.audio_features = self.fusion.audio_features
             missing = [m for m in self.fusion.head.modalities if m not in self.encoders]
             if missing:
-                raise ValueError(f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled")
+                raise ValueError(
+                    f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled"
+                )
             self.fusion.check_encoders({m: e.weights.id for m, e in self.encoders.items()})
             self.detector = detector_for(config, live, set(), self.reuse)
         else:
@@ -185,14 +200,18 @@ class Models:
             known = {entry.weights.meta["label_space"] for entry in MODELS.values()}
             categories = CategoryMap.load(config.fusion.categories or BUILTIN, labels, known)
             driven = set(categories.members.get(detector_meta.get("label_space", ""), {}))
-            spaces = {m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
-                      for m, e in self.encoders.items()}
+            spaces = {
+                m: (e.meta["label_space"], len(e.meta["categories"]), e.meta["activation"])
+                for m, e in self.encoders.items()
+            }
             weights = {m: getattr(config, m).weight for m in self.encoders}
             self.detector = detector_for(config, live, driven, self.reuse)
             if self.detector is not None:
                 spaces["detector"] = (detector_meta["label_space"], len(self.detector.classes), "sigmoid")
                 weights["detector"] = config.detector.weight
-            calibration = load_calibration(config.fusion.calibration, {m: e.weights.id for m, e in self.encoders.items()})
+            calibration = load_calibration(
+                config.fusion.calibration, {m: e.weights.id for m, e in self.encoders.items()}
+            )
             self.fusion = ZeroShotFusion(categories, spaces, weights, calibration=calibration)
         self.names: list[str] = self.fusion.names
         self.config = self.fit_clip(self.adapt(config))
@@ -207,6 +226,9 @@ class Models:
         """A trained head dictates the window and pooling it was trained with."""
         if not config.fusion.head:
             return config
+        from .fusion.trained import HeadFusion
+
+        assert isinstance(self.fusion, HeadFusion)  # a head in the config built one (__init__)
         card = self.fusion.card
         update: dict[str, Any] = {}
         if card.get("window"):
@@ -222,13 +244,21 @@ class Models:
         if clip is None or not w.adapt:
             return config
         length = round(clip["frames"] / clip["fps"], 3)
-        update = {k: v for k, v in {"fps": clip["fps"], "length": length, "hop": min(w.hop, length)}.items()
-                  if getattr(w, k) != v}
+        update = {
+            k: v
+            for k, v in {"fps": clip["fps"], "length": length, "hop": min(w.hop, length)}.items()
+            if getattr(w, k) != v
+        }
         if not update:
             return config
         changes = ", ".join(f"{k} {getattr(w, k):g} -> {v:g}" for k, v in update.items())
-        print(f"streamclf: {self.encoders['video'].name} reads clips of {clip['frames']} frames at {clip['fps']:g} fps: "
-              f"window {changes} (window.adapt: false keeps yours)", file=sys.stderr, flush=True)
+        log.warning(
+            "%s reads clips of %s frames at %g fps: window %s (window.adapt: false keeps yours)",
+            self.encoders["video"].name,
+            clip["frames"],
+            clip["fps"],
+            changes,
+        )
         return config.model_copy(update={"window": w.model_copy(update=update)})
 
     def forget(self, source: str) -> None:
@@ -248,20 +278,22 @@ class Models:
             timings.since("encode video", t0)
         if self.detector is not None:
             t0 = time.monotonic()
-            for res, detection in zip(results, self.detector(windows)):
+            for res, detection in zip(results, self.detector(windows), strict=True):
                 res.detection = detection
                 if detection is not None:
                     res.scores["detector"] = detection.scores
             timings.since("detect", t0)
         audio_windows = [(i, w.source, w.audio) for i, w in enumerate(windows) if w.audio is not None]
         silent = [self.reuse.silent(source, audio) for _, source, audio in audio_windows]
-        for (_, source, _), quiet in zip(audio_windows, silent):
+        for (_, source, _), quiet in zip(audio_windows, silent, strict=True):
             if quiet:
                 self.reuse.count(source, "audio_windows")
         audio = [a for _, _, a in audio_windows]
         if "audio" in self.encoders:
             t0 = time.monotonic()
-            for (i, _, wav), (emb, scores) in zip(audio_windows, self._embed_audio("audio", audio, silent)):
+            for (i, _, wav), (emb, scores) in zip(
+                audio_windows, self._embed_audio("audio", audio, silent), strict=True
+            ):
                 self._pool(results[i], "audio", emb, scores)
                 if self.audio_features:
                     from .audio_features import compute as compute_features
@@ -271,21 +303,22 @@ class Models:
             timings.since("encode audio", t0)
         if self.speech is not None:
             t0 = time.monotonic()
-            for (i, _, _), (_, prob) in zip(audio_windows, self._embed_audio("speech", audio, silent)):
+            for (i, _, _), (_, prob) in zip(audio_windows, self._embed_audio("speech", audio, silent), strict=True):
                 results[i].features["speech"] = float(prob[0, 0])
             timings.since("speech", t0)
         self.reuse.trim(windows)
         t0 = time.monotonic()
         fused = self.fusion.fuse(results)
         timings.since("fuse", t0)
-        return [Scored(w, emb, f) for w, emb, f in zip(windows, results, fused)]
+        return [Scored(w, emb, f) for w, emb, f in zip(windows, results, fused, strict=True)]
 
     def _video(self, windows: list[Window], results: list[Embeddings]) -> None:
         encoder = self.encoders["video"]
         if encoder.meta.get("clip"):  # one clip per window: its transform picks the frames
             clips = [(i, w) for i, w in enumerate(windows) if w.frames]
-            for (i, _), (emb, scores) in zip(clips, encoder.embed([np.stack([f.image for f in w.frames])
-                                                                   for _, w in clips])):
+            for (i, _), (emb, scores) in zip(
+                clips, encoder.embed([np.stack([f.image for f in w.frames]) for _, w in clips]), strict=True
+            ):
                 results[i].embedding["video"], results[i].scores["video"] = emb[0], scores[0]
             return
         cache = self._frame_cache
@@ -314,24 +347,25 @@ class Models:
                 by_shape.setdefault(image.shape, []).append(key)
             groups = list(by_shape.values())
             outs = encoder.embed([np.stack([todo[k] for k in keys]) for keys in groups])
-            for keys, (emb, scores) in zip(groups, outs):
+            for keys, (emb, scores) in zip(groups, outs, strict=True):
                 for j, key in enumerate(keys):
                     cache[key].value = (emb[j], scores[j])
-        for w, res in zip(windows, results):
+        for w, res in zip(windows, results, strict=True):
             if w.frames:
                 items = [cache[(f.source, f.pts)].value for f in w.frames]
                 self._pool(res, "video", np.stack([e for e, _ in items]), np.stack([s for _, s in items]))
         trim_frames(cache, windows)
 
-    def _embed_audio(self, name: str, audio: list[np.ndarray],
-                     silent: list[bool]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _embed_audio(
+        self, name: str, audio: list[np.ndarray], silent: list[bool]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``name`` encoder's output per window ("audio" or "speech"): silent windows take the result of
         silence of their length (computed once), the others go through the encoder in one call."""
         encoder = self.encoders["audio"] if name == "audio" else self.speech
         assert encoder is not None
-        loud = iter(encoder.embed([a for a, quiet in zip(audio, silent) if not quiet]))
+        loud = iter(encoder.embed([a for a, quiet in zip(audio, silent, strict=True) if not quiet]))
         out = []
-        for a, quiet in zip(audio, silent):
+        for a, quiet in zip(audio, silent, strict=True):
             if not quiet:
                 out.append(next(loud))
                 continue
@@ -347,7 +381,6 @@ class Models:
         res.scores[modality] = op(scores, axis=0)
 
 
-
 def encoder_names(config: Config) -> dict[str, str]:
     """The encoder of each enabled modality, and of the speech gate when it is on (by itself for speech rules)."""
     wanted = {m: getattr(config, m).encoder for m in MODALITIES if getattr(config, m).enabled}
@@ -359,8 +392,9 @@ def encoder_names(config: Config) -> dict[str, str]:
 class Worker(threading.Thread):
     """Batches windows across sources through the models (one forward pass per encoder)."""
 
-    def __init__(self, models: Models, config: Config, inbox: queue.Queue, outbox: queue.Queue,
-                 timings: Timings | None = None) -> None:
+    def __init__(
+        self, models: Models, config: Config, inbox: queue.Queue, outbox: queue.Queue, timings: Timings | None = None
+    ) -> None:
         super().__init__(name="worker", daemon=True)
         self.models, self.config, self.inbox, self.outbox = models, config, inbox, outbox
         self.timings = timings or Timings()
@@ -415,8 +449,9 @@ class Worker(threading.Thread):
 class Windowing(threading.Thread):
     """One thread windows every source (cheap bookkeeping, no decoding)."""
 
-    def __init__(self, spec: WindowSpec, inbox: queue.Queue, outbox: Feed, sources: int,
-                 live: set[str] | None = None) -> None:
+    def __init__(
+        self, spec: WindowSpec, inbox: queue.Queue, outbox: Feed, sources: int, live: set[str] | None = None
+    ) -> None:
         super().__init__(name="windower", daemon=True)
         self.spec, self.inbox, self.outbox, self.remaining = spec, inbox, outbox, sources
         self.live = live if live is not None else set()  # shared with the pipeline: feeds read it
@@ -456,8 +491,10 @@ def watched_labels(config: Config, index: dict[str, int], sees: dict[str, np.nda
     for rule in config.alerts.rules:
         for m in ("audio", "video"):
             if getattr(rule, m) is not None and rule.label in index and not (m in sees and sees[m][index[rule.label]]):
-                raise ConfigError(f"alerts.rules: {rule.label}: {m}: the {m} encoder cannot see this label "
-                                  f"(or is disabled); use the fused min_score or the other modality")
+                raise ConfigError(
+                    f"alerts.rules: {rule.label}: {m}: the {m} encoder cannot see this label "
+                    f"(or is disabled); use the fused min_score or the other modality"
+                )
     return [c for c in dict.fromkeys(r.label for r in config.alerts.rules) if c in index]
 
 
@@ -497,8 +534,17 @@ class Recorder:
             extra["speech"] = None if speech is None else round(speech, 4)
         if self.models.detector is not None:  # null: the window had no frames
             extra["detector"] = self.models.detector.record(s.embeddings.detection)
-        return Record(w.source, w.t_start, w.t_end, labels, native.get("audio"), native.get("video"),
-                      modality, latency * 1000.0, extra)
+        return Record(
+            w.source,
+            w.t_start,
+            w.t_end,
+            labels,
+            native.get("audio"),
+            native.get("video"),
+            modality,
+            latency * 1000.0,
+            extra,
+        )
 
     def reset(self, source: str) -> None:
         self.smoothing.reset(source)
@@ -511,9 +557,14 @@ class Pipeline:
     is written; the sinks get the same dicts.
     """
 
-    def __init__(self, config: Config, sinks: Iterable[Sink] = (),
-                 on_event: Callable[[dict[str, Any], dict[str, SourceState]], None] | None = None,
-                 models: Models | None = None, on_scored: Callable[[Scored], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sinks: Iterable[Sink] = (),
+        on_event: Callable[[dict[str, Any], dict[str, SourceState]], None] | None = None,
+        models: Models | None = None,
+        on_scored: Callable[[Scored], None] | None = None,
+    ) -> None:
         self.models = models or Models(config)
         self.config = config = self.models.config
         self.sinks = list(sinks)
@@ -523,8 +574,9 @@ class Pipeline:
         self._live: set[str] = set()
         self.results: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self._worker_inbox = Feed(config.queue_size, lambda it: isinstance(it, Window) and it.source in self._live)
-        self._items = Feed(config.queue_size,
-                           lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live)
+        self._items = Feed(
+            config.queue_size, lambda it: isinstance(it, (Frame, AudioChunk)) and it.source in self._live
+        )
         self.worker = Worker(self.models, config, self._worker_inbox, self.results, self.timings)
         self.recorder = Recorder(self.models, config)
         check_alert_labels((r.label for r in config.alerts.rules), self.models.names)
@@ -549,14 +601,28 @@ class Pipeline:
         c, w = self.config, self.config.window
         self._live = {s.name for s in specs if s.live or c.sources.realtime}
         self.models.reuse.live = self._live  # the windower updates it as sources say whether they are live
-        self._decoders = [Decoder(s, self._items, fps=w.fps, max_side=w.max_side, settings=c.sources,
-                                  timings=self.timings, short_side=w.short_side, full_frames=self.alerts is not None)
-                          for s in specs]
-        windowing = Windowing(WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox,
-                              len(specs), self._live)
-        self.states = {d.spec.name: SourceState(d.spec.name, live=d.spec.name in self._live, stream=d.spec.live,
-                                                url=d.spec.display, stats=d.stats)
-                       for d in self._decoders}
+        self._decoders = [
+            Decoder(
+                s,
+                self._items,
+                fps=w.fps,
+                max_side=w.max_side,
+                settings=c.sources,
+                timings=self.timings,
+                short_side=w.short_side,
+                full_frames=self.alerts is not None,
+            )
+            for s in specs
+        ]
+        windowing = Windowing(
+            WindowSpec(w.length, w.hop, w.min_audio), self._items, self._worker_inbox, len(specs), self._live
+        )
+        self.states = {
+            d.spec.name: SourceState(
+                d.spec.name, live=d.spec.name in self._live, stream=d.spec.live, url=d.spec.display, stats=d.stats
+            )
+            for d in self._decoders
+        }
         self.worker.start()
         windowing.start()
         for d in self._decoders:
@@ -608,8 +674,11 @@ class Pipeline:
 
     def dropped(self, source: str) -> dict[str, int]:
         items = self._items.dropped
-        return {"frames": items[(source, "frame")], "audio_chunks": items[(source, "audiochunk")],
-                "windows": self._worker_inbox.dropped[(source, "window")]}
+        return {
+            "frames": items[(source, "frame")],
+            "audio_chunks": items[(source, "audiochunk")],
+            "windows": self._worker_inbox.dropped[(source, "window")],
+        }
 
     def _status(self, item: SourceInfo | SourceError | SourceStatus | SourceEnd) -> None:
         state = self.states[item.source]
@@ -620,8 +689,11 @@ class Pipeline:
             extra = {"duration": item.duration, "has_audio": item.has_audio, "has_video": item.has_video}
         elif isinstance(item, SourceStatus):
             extra = {"message": item.message} if item.message else {}
-            extra["stats"] = {**item.stats, "dropped": self.dropped(item.source),
-                              "reused": self.models.reuse.reused(item.source)}
+            extra["stats"] = {
+                **item.stats,
+                "dropped": self.dropped(item.source),
+                "reused": self.models.reuse.reused(item.source),
+            }
         elif isinstance(item, SourceError):
             extra = {"message": item.message, "fatal": item.fatal}
         else:
@@ -630,30 +702,46 @@ class Pipeline:
                 for alert in self.alerts.end_source(item.source):
                     self._emit(alert)
             state.dropped = self.dropped(item.source)
-            extra = {"stats": {**item.stats, "dropped": state.dropped, "reused": self.models.reuse.reused(item.source),
-                               "windows": state.windows,
-                               "latency_p50_ms": state.latency_ms(50), "latency_p95_ms": state.latency_ms(95)}}
-        record = {"type": "status", "source": item.source,
-                  "state": "error" if isinstance(item, SourceError) else state.state, **extra}
+            extra = {
+                "stats": {
+                    **item.stats,
+                    "dropped": state.dropped,
+                    "reused": self.models.reuse.reused(item.source),
+                    "windows": state.windows,
+                    "latency_p50_ms": state.latency_ms(50),
+                    "latency_p95_ms": state.latency_ms(95),
+                }
+            }
+        record = {
+            "type": "status",
+            "source": item.source,
+            "state": "error" if isinstance(item, SourceError) else state.state,
+            **extra,
+        }
         self._emit(record)
         line = status_line(record, state, before, lasted)
         if line is not None:
-            log.log(logging.ERROR if record.get("fatal") else logging.WARNING if "fatal" in record else logging.INFO,
-                    line)
+            status_log.log(
+                logging.ERROR if record.get("fatal") else logging.WARNING if "fatal" in record else logging.INFO, line
+            )
 
     def _sink_failed(self, sink: Sink, e: Exception) -> None:
         name = type(sink).__name__
         n = self.sink_failures[name] = self.sink_failures.get(name, 0) + 1
         if n == 1 or n % 1000 == 0:
-            print(f"streamclf: error: {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                  f"{n} record(s) it could not take so far (the other sinks go on)", file=sys.stderr, flush=True)
+            log.error(
+                "error: %s: %s; %d record(s) it could not take so far (the other sinks go on)",
+                name,
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+                n,
+            )
 
     def _emit(self, record: dict[str, Any]) -> None:
         """Every record gets an id (the sinks' idempotency key) and the wall-clock time."""
         t0 = time.monotonic()
         self._seq += 1
         record["id"] = f"{self.run_id}-{self._seq:07d}"
-        record["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record["time"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for sink in self.sinks:
             try:
                 sink.write(record)
@@ -732,8 +820,7 @@ def _signals(pipeline: Pipeline) -> Iterator[None]:
         count += 1
         if count > 1:
             os._exit(128 + signum)
-        print("streamclf: stopping: finishing queued windows and flushing sinks (again to quit now)",
-              file=sys.stderr, flush=True)
+        log.warning("stopping: finishing queued windows and flushing sinks (again to quit now)")
         pipeline.stop()
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -744,8 +831,13 @@ def _signals(pipeline: Pipeline) -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def run(sources: list[str], out: str | Path | None = None, config: Config | None = None,
-        dashboard: bool = False, report: Callable[[str], None] | None = None) -> dict[str, SourceState]:
+def run(
+    sources: list[str],
+    out: str | Path | None = None,
+    config: Config | None = None,
+    dashboard: bool = False,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, SourceState]:
     """Classify ``sources`` (paths, URLs, cameras) and write records to ``out`` and the configured sinks.
 
     Returns the final state of every source; a source that failed has

@@ -5,6 +5,7 @@ encoders and pooling), so a head never meets features at run time that it
 did not see in training; the card records the window and pooling settings
 and the encoder weights so ``run --head`` can enforce them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,9 @@ import datetime
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,11 +33,15 @@ if TYPE_CHECKING:  # torch: loaded only once the arguments and the data have bee
 def check_fusion(fusion: str) -> None:
     """Refuse a method that does not exist or cannot be saved as a head, before any clip is embedded."""
     if fusion in COMPARE_ONLY:
-        raise ValueError(f"fusion method {fusion!r} keeps its training set and cannot be saved as a head "
-                         f"(compare runs it); use one of: {', '.join(TRAINABLE)}")
+        raise ValueError(
+            f"fusion method {fusion!r} keeps its training set and cannot be saved as a head "
+            f"(compare runs it); use one of: {', '.join(TRAINABLE)}"
+        )
     if fusion not in FUSION_METHODS:
-        raise ValueError(f"unknown fusion method {fusion!r}; closest: {', '.join(closest(fusion, TRAINABLE))} "
-                         f"(all: {', '.join(TRAINABLE)})")
+        raise ValueError(
+            f"unknown fusion method {fusion!r}; closest: {', '.join(closest(fusion, TRAINABLE))} "
+            f"(all: {', '.join(TRAINABLE)})"
+        )
 
 
 FOLDER_GROUP = ""  # ``--group`` without a column: the first sub-folder level under each class
@@ -61,27 +67,35 @@ def grouped_clips(data: str | Path, group: str | None = None) -> list[tuple[Path
         out = _csv_clips(data, group)
     elif data.is_dir():
         if group:
-            raise ValueError(f"{data}: --group {group!r} names a CSV column, but the data is a folder; "
-                             "use --group without a value for class/group/clip folders")
+            raise ValueError(
+                f"{data}: --group {group!r} names a CSV column, but the data is a folder; "
+                "use --group without a value for class/group/clip folders"
+            )
         out = []
         for d in sorted(x for x in data.iterdir() if x.is_dir()):
             clips = [p for p in sorted(d.rglob("*")) if p.suffix.lower() in MEDIA_EXTENSIONS]
             if not clips:
-                raise ValueError(f"{d}: class folder {d.name!r} has no media files "
-                                 f"({', '.join(sorted(MEDIA_EXTENSIONS))}); add clips or remove the folder")
+                raise ValueError(
+                    f"{d}: class folder {d.name!r} has no media files "
+                    f"({', '.join(sorted(MEDIA_EXTENSIONS))}); add clips or remove the folder"
+                )
             for p in clips:
                 parts = p.relative_to(d).parts
                 if group is not None and len(parts) < 2:
-                    raise ValueError(f"{p}: --group needs class/group/clip folders, but this clip sits directly "
-                                     f"in class folder {d.name!r}")
+                    raise ValueError(
+                        f"{p}: --group needs class/group/clip folders, but this clip sits directly "
+                        f"in class folder {d.name!r}"
+                    )
                 out.append((p, d.name, parts[0] if group is not None else str(p)))
     else:
         raise ValueError(f"{data}: no such file or folder")
     classes = sorted({label for _, label, _ in out})
     if len(classes) < 2:
         found = f"only class {classes[0]!r}" if classes else "no class"
-        raise ValueError(f"{data}: need labeled clips of at least two classes, found {found} "
-                         f"({len(out)} clip(s)); a folder needs one sub-folder per class")
+        raise ValueError(
+            f"{data}: need labeled clips of at least two classes, found {found} "
+            f"({len(out)} clip(s)); a folder needs one sub-folder per class"
+        )
     return out
 
 
@@ -115,15 +129,17 @@ def split_groups(groups: list[str], val_fraction: float, seed: int) -> tuple[lis
     """(training groups, held-out groups): a random ``val_fraction`` of the groups (at least one, never all)."""
     names = sorted(set(groups))
     if len(names) < 2:
-        raise ValueError(f"--group needs at least two groups to hold one out, found {len(names)} "
-                         f"({', '.join(names) or 'none'})")
+        raise ValueError(
+            f"--group needs at least two groups to hold one out, found {len(names)} ({', '.join(names) or 'none'})"
+        )
     k = min(len(names) - 1, max(1, round(val_fraction * len(names))))
     held = sorted(str(g) for g in np.random.default_rng(seed).choice(names, k, replace=False))
     return [g for g in names if g not in held], held
 
 
-def _scored(paths: list[Path], config: Config, models: Models, progress: Callable[[str], None] | None,
-            parallel: int) -> tuple[list[tuple[int, Scored]], list[str]]:
+def _scored(
+    paths: list[Path], config: Config, models: Models, progress: Callable[[str], None] | None, parallel: int
+) -> tuple[list[tuple[int, Scored]], list[str]]:
     """``(index into paths, scored window)`` for every window of every file; failed files are reported and skipped."""
     from .pipeline import Pipeline
     from .sources import SourceSpec
@@ -131,10 +147,11 @@ def _scored(paths: list[Path], config: Config, models: Models, progress: Callabl
     rows: list[tuple[int, Scored]] = []
     errors: list[str] = []
     for start in range(0, len(paths), parallel):
-        chunk = list(enumerate(paths))[start:start + parallel]
+        chunk = list(enumerate(paths))[start : start + parallel]
         specs = [SourceSpec.parse(f"clip{i}={path}") for i, path in chunk]
-        states = Pipeline(models.config, models=models,
-                          on_scored=lambda s: rows.append((int(s.window.source[4:]), s))).run(specs)
+        states = Pipeline(
+            models.config, models=models, on_scored=lambda s: rows.append((int(s.window.source[4:]), s))
+        ).run(specs)
         for i, path in chunk:
             st = states[f"clip{i}"]
             if st.fatal:
@@ -146,8 +163,9 @@ def _scored(paths: list[Path], config: Config, models: Models, progress: Callabl
     return rows, errors
 
 
-def _stack(windows: list[dict[str, np.ndarray]], dims: dict[str, int]
-           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _stack(
+    windows: list[dict[str, np.ndarray]], dims: dict[str, int]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Embeddings ``[N, D]`` per modality (zeros where absent) and the presence masks, from per-window dicts."""
     x = {m: np.stack([w.get(m, np.zeros(d, np.float32)) for w in windows]).reshape(-1, d) for m, d in dims.items()}
     return x, {m: np.array([m in w for w in windows], bool) for m in dims}
@@ -162,9 +180,17 @@ def _cache_file(path: Path, config: Config, models: Models) -> Path:
     from .encoders import cache_dir
 
     st = path.stat()
-    raw = json.dumps([EMBED_RECIPE, str(path.resolve()), st.st_size, st.st_mtime_ns, config.window.model_dump(),
-                      {m: [getattr(config, m).pool, e.weights.id] for m, e in sorted(models.encoders.items())}]
-                     + ([models.audio_features] if models.audio_features else []))
+    raw = json.dumps(
+        [
+            EMBED_RECIPE,
+            str(path.resolve()),
+            st.st_size,
+            st.st_mtime_ns,
+            config.window.model_dump(),
+            {m: [getattr(config, m).pool, e.weights.id] for m, e in sorted(models.encoders.items())},
+        ]
+        + ([models.audio_features] if models.audio_features else [])
+    )
     return cache_dir() / "train-windows" / f"{hashlib.sha1(raw.encode()).hexdigest()[:20]}.npz"
 
 
@@ -175,7 +201,7 @@ def _save_windows(file: Path, windows: list[dict[str, np.ndarray]]) -> None:
         arrays[m], arrays[f"{m}.at"] = np.stack([windows[i][m] for i in at]), np.array(at)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)  # numeric arrays only (and named: **arrays cannot mean it)
     tmp.replace(file)
 
 
@@ -183,14 +209,19 @@ def _load_windows(file: Path) -> list[dict[str, np.ndarray]]:
     with np.load(file) as z:
         windows: list[dict[str, np.ndarray]] = [{} for _ in range(int(z["n"]))]
         for m in (k for k in z.files if k != "n" and not k.endswith(".at")):
-            for i, v in zip(z[f"{m}.at"], z[m]):
+            for i, v in zip(z[f"{m}.at"], z[m], strict=True):
                 windows[int(i)][m] = v
     return windows
 
 
-def clip_embeddings(clips: list[tuple[Path, str]], config: Config, models: Models | None = None,
-                    progress: Callable[[str], None] | None = None, parallel: int = 4,
-                    audio_features: str | None = None) -> dict[str, Any]:
+def clip_embeddings(
+    clips: list[tuple[Path, str]],
+    config: Config,
+    models: Models | None = None,
+    progress: Callable[[str], None] | None = None,
+    parallel: int = 4,
+    audio_features: str | None = None,
+) -> dict[str, Any]:
     """Window embeddings of every clip through the live pipeline; bad clips are reported and skipped.
 
     ``audio_features`` (a recipe of ``streamclf.audio_features``) are appended to every
@@ -215,10 +246,10 @@ def clip_embeddings(clips: list[tuple[Path, str]], config: Config, models: Model
         progress(f"{len(clips) - len(todo)} of {len(clips)} clips' windows from the cache")
     rows, errors = _scored([clips[i][0] for i in todo], config, models, progress, parallel)
     for k, i in enumerate(todo):
-        windows = [dict(s.embeddings.embedding) for j, s in rows if j == k]
-        if windows:
-            per_clip[i] = windows
-            _save_windows(_cache_file(clips[i][0], models.config, models), windows)
+        got = [dict(s.embeddings.embedding) for j, s in rows if j == k]
+        if got:
+            per_clip[i] = got
+            _save_windows(_cache_file(clips[i][0], models.config, models), got)
     windows = [(i, w) for i in sorted(per_clip) for w in per_clip[i]]
     if not windows:
         raise ValueError("no windows came out of the clips (all failed or too short)")
@@ -226,15 +257,26 @@ def clip_embeddings(clips: list[tuple[Path, str]], config: Config, models: Model
     empty = sorted(set(labels) - {clips[i][1] for i, _ in windows})
     if empty:
         raise ValueError(f"class {empty[0]!r}: no windows came out of its clips (all failed or too short)")
-    dims = {m: len(next(w[m] for _, w in windows if m in w)) for m in models.encoders if any(m in w for _, w in windows)}
+    dims = {
+        m: len(next(w[m] for _, w in windows if m in w)) for m in models.encoders if any(m in w for _, w in windows)
+    }
     x, present = _stack([w for _, w in windows], dims)
     y = np.array([labels.index(clips[i][1]) for i, _ in windows])
-    return {"x": x, "present": present, "y": y, "group": np.array([i for i, _ in windows]), "labels": labels,
-            "dims": dims, "errors": errors, "models": models}
+    return {
+        "x": x,
+        "present": present,
+        "y": y,
+        "group": np.array([i for i, _ in windows]),
+        "labels": labels,
+        "dims": dims,
+        "errors": errors,
+        "models": models,
+    }
 
 
-def accuracy_by_presence(head: Head, x: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                         y: np.ndarray) -> dict[str, float]:
+def accuracy_by_presence(
+    head: Head, x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.ndarray
+) -> dict[str, float]:
     """Accuracy with every modality the data has, then with each one alone."""
     out = {"all": float((head.predict_proba(x, present).argmax(1) == y).mean())}
     for m in head.modalities:
@@ -251,7 +293,9 @@ STREAM_GAP = 0.5  # seconds of silence and grey between clips: in training strea
 BLANK_SHARE = 0.5  # share of two-modality training windows copied with one modality silent or blank
 
 
-def window_events(spans: list[tuple[float, float]], events: list[tuple[float, float]]) -> tuple[np.ndarray, list[set[int]]]:
+def window_events(
+    spans: list[tuple[float, float]], events: list[tuple[float, float]]
+) -> tuple[np.ndarray, list[set[int]]]:
     """Per window: the event it lies mostly (> half its length) inside, or -1; and every event it overlaps.
 
     A window mostly inside an event is a training window of that event even
@@ -272,9 +316,15 @@ def gains_db(n: int, rng: np.random.Generator, span: tuple[float, float] = GAIN_
     return rng.uniform(span[0], span[1], n)
 
 
-def with_blanks(x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray,
-                blank: dict[str, np.ndarray], rng: np.random.Generator, share: float = BLANK_SHARE
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def with_blanks(
+    x: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    y: np.ndarray,
+    groups: np.ndarray,
+    blank: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    share: float = BLANK_SHARE,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The rows, plus copies of a ``share`` of the two-modality rows with one modality silent or blank.
 
     ``blank`` holds embeddings of windows of silence and grey frames (through
@@ -291,12 +341,24 @@ def with_blanks(x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.
     for k, m in enumerate(blank):
         rows = which == k
         x2[m][rows] = blank[m][rng.integers(len(blank[m]), size=int(rows.sum()))]
-    return ({m: np.concatenate([x[m], x2[m]]) for m in x}, {m: np.concatenate([v, v[pick]]) for m, v in present.items()},
-            np.concatenate([y, y[pick]]), np.concatenate([groups, groups[pick]]))
+    return (
+        {m: np.concatenate([x[m], x2[m]]) for m in x},
+        {m: np.concatenate([v, v[pick]]) for m, v in present.items()},
+        np.concatenate([y, y[pick]]),
+        np.concatenate([groups, groups[pick]]),
+    )
 
 
-def stream_windows(clips: list[tuple[Path, str]], usable: list[int], labels: list[str], dims: dict[str, int],
-                   models: Models, work: Path, seed: int, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def stream_windows(
+    clips: list[tuple[Path, str]],
+    usable: list[int],
+    labels: list[str],
+    dims: dict[str, int],
+    models: Models,
+    work: Path,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Training windows that look like deployment windows, through the live pipeline.
 
     The ``usable`` clips (those that decoded) in random order as one stream, each at a random gain
@@ -316,19 +378,25 @@ def stream_windows(clips: list[tuple[Path, str]], usable: list[int], labels: lis
     if errors:
         raise ValueError(f"training stream: {errors[0]}")
     scored = [s for i, s in rows if i == 0]
-    inside, touched = window_events([(s.window.t_start, s.window.t_end) for s in scored],
-                                    [(e.start, e.end) for e in events])
+    inside, touched = window_events(
+        [(s.window.t_start, s.window.t_end) for s in scored], [(e.start, e.end) for e in events]
+    )
     keep = np.flatnonzero(inside >= 0)
     x, present = _stack([scored[k].embeddings.embedding for k in keep], dims)
     bx, bpresent = _stack([s.embeddings.embedding for i, s in rows if i == 1], dims)
-    return {"x": x, "present": present, "clip": order[inside[keep]],
-            "y": np.array([labels.index(clips[order[inside[k]]][1]) for k in keep], np.int64),
-            "touched": [{int(order[t]) for t in touched[k]} for k in keep],
-            "blank": {m: bx[m][bpresent[m]] for m in dims if bpresent[m].any()}}
+    return {
+        "x": x,
+        "present": present,
+        "clip": order[inside[keep]],
+        "y": np.array([labels.index(clips[order[inside[k]]][1]) for k in keep], np.int64),
+        "touched": [{int(order[t]) for t in touched[k]} for k in keep],
+        "blank": {m: bx[m][bpresent[m]] for m in dims if bpresent[m].any()},
+    }
 
 
-def training_set(emb: dict[str, Any], aug: dict[str, Any] | None, use: np.ndarray, seed: int
-                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def training_set(
+    emb: dict[str, Any], aug: dict[str, Any] | None, use: np.ndarray, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Windows of the clips marked in ``use``: per clip, then (with ``aug``) stream windows touching only those
     clips and silent/blank copies. Returns x, present, y and the clip index of each row (its group)."""
     w = use[emb["group"]]
@@ -343,9 +411,19 @@ def training_set(emb: dict[str, Any], aug: dict[str, Any] | None, use: np.ndarra
     return with_blanks(x, present, y, groups, aug["blank"], np.random.default_rng(seed))
 
 
-def train(data: str | Path, fusion: str, out: str | Path, config: Config | None = None, seed: int = 0,
-          val_fraction: float = 0.2, progress: Callable[[str], None] | None = None, group: str | None = None,
-          augment: bool = True, audio_features: str | None = AUDIO_SHAPE, **hyper: Any) -> dict[str, Any]:
+def train(
+    data: str | Path,
+    fusion: str,
+    out: str | Path,
+    config: Config | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    progress: Callable[[str], None] | None = None,
+    group: str | None = None,
+    augment: bool = True,
+    audio_features: str | None = AUDIO_SHAPE,
+    **hyper: Any,
+) -> dict[str, Any]:
     """Train ``fusion`` on labeled clips, report held-out figures, save the head fitted on all clips.
 
     Validation holds out whole groups (``group``: see ``grouped_clips``; else
@@ -378,36 +456,57 @@ def train(data: str | Path, fusion: str, out: str | Path, config: Config | None 
         # rows carry their clip's group, so heads that validate internally (weighted_average, stacking,
         # hybrid) judge each modality on unseen speakers/cameras, not on unseen clips of known ones
         x, present, y, clip = training_set(emb, aug, use, seed)
-        return build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(x, present, y,
-                                                                                           group_code[clip])
+        return build_head(fusion, modalities, emb["labels"], emb["dims"], seed, **hyper).fit(
+            x, present, y, group_code[clip]
+        )
 
     metrics: dict[str, Any] = {}
     usable = sorted(set(emb["group"].tolist()))  # clips that gave windows
     with tempfile.TemporaryDirectory(prefix="streamclf-train-") as tmp:
-        aug = (stream_windows(pairs, usable, emb["labels"], emb["dims"], models, Path(tmp), seed, progress)
-               if augment else None)
+        aug = (
+            stream_windows(pairs, usable, emb["labels"], emb["dims"], models, Path(tmp), seed, progress)
+            if augment
+            else None
+        )
         if held:
             val = np.array([g in held for g in groups])
             head = fit(~val)
             w = val[emb["group"]]
-            metrics = {**({"group": group or "sub-folder", "held_out_groups": held} if group is not None else {}),
-                       "held_out_clips": int(val.sum()),
-                       "accuracy": accuracy_by_presence(head, {m: v[w] for m, v in emb["x"].items()},
-                                                        {m: v[w] for m, v in emb["present"].items()}, emb["y"][w])}
+            metrics = {
+                **({"group": group or "sub-folder", "held_out_groups": held} if group is not None else {}),
+                "held_out_clips": int(val.sum()),
+                "accuracy": accuracy_by_presence(
+                    head,
+                    {m: v[w] for m, v in emb["x"].items()},
+                    {m: v[w] for m, v in emb["present"].items()},
+                    emb["y"][w],
+                ),
+            }
             streamed = [pairs[i] for i in usable if val[i]]
             if len({label for _, label in streamed}) >= 2:  # eval needs two categories to name
                 card = _card(models.config, encoders, {}, {}, audio_features)
                 metrics["stream"] = stream_figures(head, streamed, models.config, card, Path(tmp), progress)
         head = fit(np.ones(len(clips), bool))
-    data_card = {"source": str(data), "clips": len(clips), "windows": int(len(emb["y"])), "skipped": emb["errors"],
-                 "augmented": augment}
+    data_card = {
+        "source": str(data),
+        "clips": len(clips),
+        "windows": int(len(emb["y"])),
+        "skipped": emb["errors"],
+        "augmented": augment,
+    }
     card = _card(models.config, encoders, data_card, metrics, audio_features)
     save_head(head, out, card)
     return card
 
 
-def stream_figures(head: Head, clips: list[tuple[Path, str]], config: Config, card: dict[str, Any], work: Path,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def stream_figures(
+    head: Head,
+    clips: list[tuple[Path, str]],
+    config: Config,
+    card: dict[str, Any],
+    work: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """``eval --compose`` of ``head`` on ``clips`` back to back with ``STREAM_GAP`` gaps: fused, audio/video only."""
     from .evaluate import evaluate
     from .fusion import save_head
@@ -418,18 +517,30 @@ def stream_figures(head: Head, clips: list[tuple[Path, str]], config: Config, ca
         csv.writer(f).writerows([("path", "label"), *((str(p.resolve()), label) for p, label in clips)])
     config = config.model_copy(update={"fusion": config.fusion.model_copy(update={"head": str(folder)})})
     result = evaluate(listing, config, compose=True, gap=STREAM_GAP, work_dir=work / "eval", progress=progress)
-    return {"gap": STREAM_GAP, **{run: round(m["accuracy"], 4) for run, m in result["runs"].items()},
-            "gain": round(result["gain"], 4)}
+    return {
+        "gap": STREAM_GAP,
+        **{run: round(m["accuracy"], 4) for run, m in result["runs"].items()},
+        "gain": round(result["gain"], 4),
+    }
 
 
-def _card(config: Config, encoders: dict[str, str], data: dict[str, Any], metrics: dict[str, Any],
-          audio_features: str | None = None) -> dict[str, Any]:
-    return {"encoders": encoders, "window": config.window.model_dump(),
-            "pool": {m: getattr(config, m).pool for m in encoders},
-            **({"audio_features": audio_features} if audio_features and "audio" in encoders else {}),
-            "data": data, "metrics": metrics,
-            "warnings": fusion_warnings(metrics),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+def _card(
+    config: Config,
+    encoders: dict[str, str],
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    audio_features: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "encoders": encoders,
+        "window": config.window.model_dump(),
+        "pool": {m: getattr(config, m).pool for m in encoders},
+        **({"audio_features": audio_features} if audio_features and "audio" in encoders else {}),
+        "data": data,
+        "metrics": metrics,
+        "warnings": fusion_warnings(metrics),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def fusion_warnings(metrics: dict[str, Any]) -> list[str]:
@@ -443,9 +554,12 @@ def fusion_warnings(metrics: dict[str, Any]) -> list[str]:
     else:
         figures, where = metrics.get("accuracy") or {}, ""
         fused = figures.get("all")
-    return [f"the head validates worse{where} with all modalities ({fused:.3f}) than with {name} ({score:.3f}); "
-            f"the other modality hurts: try --fusion {name.removesuffix(' only')}, more clips, or another method"
-            for name, score in figures.items() if name.endswith(" only") and fused is not None and score > fused]
+    return [
+        f"the head validates worse{where} with all modalities ({fused:.3f}) than with {name} ({score:.3f}); "
+        f"the other modality hurts: try --fusion {name.removesuffix(' only')}, more clips, or another method"
+        for name, score in figures.items()
+        if name.endswith(" only") and fused is not None and score > fused
+    ]
 
 
 def report(card: dict[str, Any]) -> str:
@@ -461,10 +575,14 @@ def report(card: dict[str, Any]) -> str:
         lines += [f"{'modalities':<{width}}  held-out accuracy", *(f"{k:<{width}}  {v:.3f}" for k, v in acc.items())]
     else:
         lines += [f"{'modalities':<{width}}  held-out windows  held-out stream"]
-        lines += [f"{k:<{width}}  {v:<16.3f}  {stream.get('fused' if k == 'all' else k, float('nan')):.3f}"
-                  for k, v in acc.items()]
-        lines.append(f"stream: eval --compose of the held-out clips with {stream['gap']:g} s gaps; fused minus the "
-                     f"better single modality {100 * stream['gain']:+.1f} pts")
+        lines += [
+            f"{k:<{width}}  {v:<16.3f}  {stream.get('fused' if k == 'all' else k, float('nan')):.3f}"
+            for k, v in acc.items()
+        ]
+        lines.append(
+            f"stream: eval --compose of the held-out clips with {stream['gap']:g} s gaps; fused minus the "
+            f"better single modality {100 * stream['gain']:+.1f} pts"
+        )
     lines += [f"warning: {w}" for w in card.get("warnings", [])]
     return "\n".join(lines)
 
@@ -473,8 +591,14 @@ def report(card: dict[str, Any]) -> str:
 AVDIGITS_WINDOW = {"length": 1.0, "hop": 0.5, "fps": 4.0, "min_audio": 0.48, "max_side": 640}
 
 
-def train_avdigits(fusion: str, out: str | Path, hold_out: str = "yweweler", seed: int = 0,
-                   data_dir: str | Path | None = None, **hyper: Any) -> dict[str, Any]:
+def train_avdigits(
+    fusion: str,
+    out: str | Path,
+    hold_out: str = "yweweler",
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    **hyper: Any,
+) -> dict[str, Any]:
     """Train a digit head on AV-digits, keeping one speaker and one image fold unseen for streaming checks."""
     from .avdigits import load_avdigits
     from .compare import CLASSES, pair
@@ -494,20 +618,27 @@ def train_avdigits(fusion: str, out: str | Path, hold_out: str = "yweweler", see
     y = data.audio_label[train_a]
     dims = {m: v.shape[1] for m, v in x.items()}
     modalities = ("audio", "video") if fusion not in ("audio", "video") else (fusion,)
-    head = build_head(fusion, modalities, CLASSES, dims, seed, **hyper).fit(x, present, y,
-                                                                          data.audio_speaker[train_a])
+    head = build_head(fusion, modalities, CLASSES, dims, seed, **hyper).fit(x, present, y, data.audio_speaker[train_a])
     test_a = np.flatnonzero(data.audio_speaker == hold_out)
-    ti = pair(test_a, data.audio_label, np.flatnonzero(data.image_fold == k), data.image_label,
-              np.random.default_rng(seed + 1))
+    ti = pair(
+        test_a,
+        data.audio_label,
+        np.flatnonzero(data.image_fold == k),
+        data.image_label,
+        np.random.default_rng(seed + 1),
+    )
     xt = {"audio": data.audio["clean"][test_a], "video": data.image["clean"][ti]}
-    metrics = {"held_out_speaker": hold_out, "held_out_image_fold": k,
-               "accuracy": accuracy_by_presence(head, xt, {m: np.ones(len(test_a), bool) for m in xt},
-                                                data.audio_label[test_a])}
+    metrics = {
+        "held_out_speaker": hold_out,
+        "held_out_image_fold": k,
+        "accuracy": accuracy_by_presence(
+            head, xt, {m: np.ones(len(test_a), bool) for m in xt}, data.audio_label[test_a]
+        ),
+    }
     config = load_config(window=AVDIGITS_WINDOW, **{"audio.pool": "mean", "video.pool": "mean"})
     from .encoders import MODELS
 
     encoders = {m: MODELS[getattr(config, m).encoder].weights.id for m in modalities}
-    card = _card(config, encoders, {"source": "AV-digits (FSDD + scikit-learn digits)", "pairs": int(len(y))},
-                 metrics)
+    card = _card(config, encoders, {"source": "AV-digits (FSDD + scikit-learn digits)", "pairs": int(len(y))}, metrics)
     save_head(head, out, card)
     return card

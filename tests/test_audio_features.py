@@ -1,4 +1,5 @@
 """The time-structured audio features a head can add to the pooled audio embedding."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,10 +11,10 @@ from streamclf.audio_features import AUDIO_SHAPE, SAMPLE_RATE, audio_shape, chec
 def _chirp(f0: float, f1: float, seconds: float = 0.4, at: float = 0.3) -> np.ndarray:
     """A rising (or falling) tone placed ``at`` seconds into a 1 s window of silence."""
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    tone = 0.3 * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))
+    tone = 0.3 * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds)))
     out = np.zeros(SAMPLE_RATE, np.float32)
     start = int(at * SAMPLE_RATE)
-    out[start:start + len(tone)] = tone * np.hanning(len(tone))
+    out[start : start + len(tone)] = tone * np.hanning(len(tone))
     return out
 
 

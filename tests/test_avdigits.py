@@ -1,4 +1,5 @@
 """AV-digits building blocks on real data, and the streaming check of the shipped heads."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,19 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from sklearn.datasets import load_digits
 
 from streamclf.audio_features import AUDIO_SHAPE, size
-from streamclf.avdigits import (compose_stream, gaussian_noise, image_folds, mix_at_snr, occlude, render_digit,
-                                segment_accuracy, slot_audio)
+from streamclf.avdigits import (
+    compose_stream,
+    gaussian_noise,
+    image_folds,
+    mix_at_snr,
+    occlude,
+    render_digit,
+    segment_accuracy,
+    slot_audio,
+)
 from streamclf.sources import SAMPLE_RATE, read_audio
 
 from .conftest import DATA, shared
@@ -73,8 +81,8 @@ def test_compose_stream_has_true_timestamps(tmp_path: Path) -> None:
     assert abs(times[0]) < 1e-6 and abs(times[10] - 1.0) < 1e-6
     wave = read_audio(tmp_path / "s.mp4")
     for k in range(3):  # every slot carries its own utterance, silence at its edges
-        slot = wave[k * SAMPLE_RATE:(k + 1) * SAMPLE_RATE]
-        centre = np.sum(np.arange(len(slot)) * slot ** 2) / np.sum(slot ** 2) / len(slot)
+        slot = wave[k * SAMPLE_RATE : (k + 1) * SAMPLE_RATE]
+        centre = np.sum(np.arange(len(slot)) * slot**2) / np.sum(slot**2) / len(slot)
         assert 0.3 < centre < 0.7
 
 
@@ -121,8 +129,23 @@ def test_train_from_labeled_clips_then_run_with_the_head(tmp_path: Path) -> None
     head = tmp_path / "head"
     # gated, the default: with five training clips an attention head's video branch can be confidently
     # wrong on the new clip's unseen images whatever its audio says (seen with the audio features on)
-    assert main(["train", str(tmp_path / "clips"), "--fusion", "gated", "--out", str(head),
-                 "--config", str(config), "--epochs", "30"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "clips"),
+                "--fusion",
+                "gated",
+                "--out",
+                str(head),
+                "--config",
+                str(config),
+                "--epochs",
+                "30",
+            ]
+        )
+        == 0
+    )
     import yaml
 
     card = yaml.safe_load((head / "card.yaml").read_text())

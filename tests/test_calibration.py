@@ -13,6 +13,7 @@ import pytest
 
 from streamclf.cli import main
 from streamclf.encoders import EfficientNet_Lite0_Weights, YAMNet_Weights
+from streamclf.evaluate import NOTHING, Win, outcome
 from streamclf.fusion import CategoryMap, ZeroShotFusion
 from streamclf.fusion.calibration import BUILTIN, Calibration, Card, ModalityFit, fit_modality, load_calibration
 from streamclf.types import Embeddings
@@ -169,6 +170,24 @@ def test_silence_and_blank_frames_come_out_as_nothing(tmp_path: Path, ffmpeg: st
     records = list(iter_records(_silent_grey(ffmpeg, tmp_path / "nothing.mp4"), load_config()))
     assert records
     assert max(r["labels"][0]["score"] for r in records) < DEFAULT_THRESHOLD
+    windows = [Win(r["t_start"], r["t_end"], {x["label"]: x["score"] for x in r["labels"]}) for r in records]
+    assert {outcome(w) for w in windows} == {NOTHING}
+
+
+def test_silence_and_a_blank_frame_are_the_nothing_outcome_of_the_builtin_fusion() -> None:
+    """The default map and calibration on what the encoders give for silence and a featureless frame."""
+    from streamclf.fusion.categories import BUILTIN as MAP
+
+    known = {"kinetics-400", "coco", "detector"}
+    fusion = ZeroShotFusion(CategoryMap.load(MAP, LABELS, known), SPACES, {"audio": 0.5, "video": 0.5},
+                            calibration=load_calibration(None, IDS))
+    assert fusion.calibration is not None and fusion.calibration.source()["builtin"]
+    silence, blank = _audio(Silence=0.95), _video()  # YAMNet on digital silence; a near-uniform softmax
+    for scores in ({"audio": silence, "video": blank}, {"audio": silence}, {"video": blank}):
+        fused, _ = fusion(Embeddings(scores=scores))
+        assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, fused))))) == NOTHING, scores.keys()
+    heard, _ = fusion(Embeddings(scores={"audio": _audio(Dog=0.9, Bark=0.9), "video": blank}))
+    assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, heard))))) == "dog"  # not always nothing
 
 
 def _pairs(tmp_path: Path, names: list[str]) -> Path:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from streamclf.clips import compose, pair_clip, strip, tracks
-from streamclf.evaluate import (Win, decide, ece, evaluate, f1_scores, gap_windows, prepare_media, run_metrics,
-                                table_rows, windows_inside)
+from streamclf.evaluate import (NOTHING, Win, decide, ece, evaluate, f1_scores, gap_windows, outcome, prepare_media,
+                                run_metrics, summary_lines, table_rows, windows_inside)
 from streamclf.sources import read_audio
 
 from .conftest import shared
@@ -39,6 +39,23 @@ def test_ece_by_hand():
 def test_f1_counts_predictions_outside_the_classes_as_misses():
     f1 = f1_scores(["a", "a", "b", "b"], ["a", "b", "b", "music"], ["a", "b"])
     assert f1 == {"a": pytest.approx(2 / 3), "b": pytest.approx(0.5)}
+
+
+def test_a_window_without_a_label_at_the_threshold_is_the_nothing_outcome():
+    assert outcome(Win(0, 2, {"dog": 0.49, "cat": 0.1}), 0.5) == NOTHING
+    assert outcome(Win(0, 2, {"dog": 0.5}), 0.5) == "dog"
+    assert outcome(Win(0, 2, {}), 0.5) == NOTHING
+    gaps = [Win(0, 2, {"dog": 0.49}), Win(1, 3, {"dog": 0.7})]
+    got = run_metrics(["dog"], [[Win(4, 6, {"dog": 0.9})]], gaps, ["dog"], 0.5)
+    assert got["gap_hot"] == 1 and got["gap_rate"] == 0.5
+
+
+def test_runs_must_be_some_of_the_three(tmp_path):
+    for c in ("dog", "cat"):
+        (tmp_path / c).mkdir()
+        (tmp_path / c / "a.mp4").touch()
+    with pytest.raises(ValueError, match="choose from fused, audio only, video only"):
+        evaluate(tmp_path, runs=["both"])
 
 
 def test_windows_inside_and_gap_windows():
@@ -130,6 +147,17 @@ def test_eval_on_a_composed_stream_runs_fused_audio_only_and_video_only(animals,
     assert result["gain"] == pytest.approx(fused["accuracy"] - max(result["runs"]["audio only"]["accuracy"],
                                                                    result["runs"]["video only"]["accuracy"]))
     assert table_rows(result)[-1][0] == "all"
+    # the figures name the calibration they were measured with, and what its card says it was fitted on
+    assert result["calibration"]["builtin"] and result["calibration"]["data"]
+    assert summary_lines(result)[1].startswith("calibration: built-in ") and "fitted on avpairs tune" in \
+        summary_lines(result)[1]
+    # a system with only the microphone's encoder names the video-less stream as the fused system does
+    from streamclf.config import load_config
+
+    deaf = load_config(None, **{"video.enabled": False})
+    alone = evaluate(animals, deaf, compose=True, gap=3.0, work_dir=work, runs=["audio only"])
+    assert set(alone["runs"]) == {"audio only"} and alone["gain"] is None
+    assert [e["audio only"] for e in alone["events"]] == [e["audio only"] for e in result["events"]]
 
 
 def test_a_broken_clip_is_counted_wrong_and_reported_while_the_others_run(animals, tmp_path):

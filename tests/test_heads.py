@@ -1,4 +1,5 @@
 """Every fusion method: shapes, mask handling, save/load, and a tiny training run that beats chance."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -119,14 +120,22 @@ def test_compare_gives_the_same_table_in_one_or_two_processes() -> None:
 
     x, _, y = _data(240, 6)
     speakers = ["s0", "s1", "s2"]
-    data = AVDigits({c: x["audio"] for c in AUDIO_CONDITIONS}, y, np.array(speakers * 80), [f"{i}.wav" for i in range(240)],
-                    {c: x["video"] for c in IMAGE_CONDITIONS}, y, np.arange(240) % 3, speakers)
+    data = AVDigits(
+        {c: x["audio"] for c in AUDIO_CONDITIONS},
+        y,
+        np.array(speakers * 80),
+        [f"{i}.wav" for i in range(240)],
+        {c: x["video"] for c in IMAGE_CONDITIONS},
+        y,
+        np.arange(240) % 3,
+        speakers,
+    )
     methods = ["audio", "video", "soft_vote", "hybrid"]
     one = compare(data, methods, hyper={"epochs": 4}, workers=1)
     two = compare(data, methods, hyper={"epochs": 4}, workers=2)
     for m in methods:
         assert [r["fold"] for r in two["runs"][m]] == [0, 1, 2]
-        for a, b in zip(one["runs"][m], two["runs"][m]):
+        for a, b in zip(one["runs"][m], two["runs"][m], strict=True):
             assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1 / 80), m
     assert one["summary"]["hybrid"]["accuracy"]["clean"][0] > 0.5  # four classes: chance is 0.25
 
@@ -153,34 +162,61 @@ def test_comparison_table_gets_the_held_out_speaker_stream_columns(tmp_path) -> 
         return {"fused": fused, "audio only": audio, "video only": video}
 
     old = {s: {"stream": run(f, 0.2, 0.9)} for s, f in (("a", 0.9), ("b", 0.8))}
-    new = {s: {"stream": run(f, 0.6, 0.9), "stream_noise": run(f - 0.1, 0.3, 0.9)}
-           for s, f in (("a", 0.96), ("b", 0.94))}
-    bench.write_text(json.dumps({
-        "held_out_speakers": {"fusion": "gated", "augment": True, "speakers": old},  # the first run: no audio_features
-        "held_out_speakers/gated+mfcc-shape-v1": {"fusion": "gated", "augment": True, "audio_features": "mfcc-shape-v1",
-                                                  "noise_snr_db": 0.0, "speakers": new},
-        "held_out_speakers_no_augment": {"fusion": "gated", "augment": False, "speakers": old},
-        "held_out_speakers_hybrid": {"fusion": "hybrid", "augment": True, "speakers": {"a": old["a"]}}}))
+    new = {
+        s: {"stream": run(f, 0.6, 0.9), "stream_noise": run(f - 0.1, 0.3, 0.9)} for s, f in (("a", 0.96), ("b", 0.94))
+    }
+    bench.write_text(
+        json.dumps(
+            {
+                "held_out_speakers": {
+                    "fusion": "gated",
+                    "augment": True,
+                    "speakers": old,
+                },  # the first run: no audio_features
+                "held_out_speakers/gated+mfcc-shape-v1": {
+                    "fusion": "gated",
+                    "augment": True,
+                    "audio_features": "mfcc-shape-v1",
+                    "noise_snr_db": 0.0,
+                    "speakers": new,
+                },
+                "held_out_speakers_no_augment": {"fusion": "gated", "augment": False, "speakers": old},
+                "held_out_speakers_hybrid": {"fusion": "hybrid", "augment": True, "speakers": {"a": old["a"]}},
+            }
+        )
+    )
     streams = held_out_streams(bench)
     assert [(r["fusion"], r["audio_features"], r["noise"] is None) for r in streams] == [
-        ("gated", None, True), ("gated", "mfcc-shape-v1", False), ("hybrid", None, True)]
+        ("gated", None, True),
+        ("gated", "mfcc-shape-v1", False),
+        ("hybrid", None, True),
+    ]
     assert streams[1]["clean"]["fused"] == pytest.approx(0.95) and streams[1]["noise"]["fused"] == pytest.approx(0.85)
     assert streams[0]["worst_gain"] == pytest.approx(-0.1) and streams[1]["worst_gain"] == pytest.approx(0.04)
     cell = {"clean": [0.9, 0.01]}
-    summary = {m: {"accuracy": cell, "macro_f1": [0.9, 0.0], "ece": [0.1, 0.0], "params": 1, "ms_per_sample": 0.1}
-               for m in ("video", "gated")}
-    result = {"summary": summary, "conditions": ["clean"], "methods": ["video", "gated", "hybrid"],
-              "data": {"speakers": ["a", "b"]}}
+    summary = {
+        m: {"accuracy": cell, "macro_f1": [0.9, 0.0], "ece": [0.1, 0.0], "params": 1, "ms_per_sample": 0.1}
+        for m in ("video", "gated")
+    }
+    result = {
+        "summary": summary,
+        "conditions": ["clean"],
+        "methods": ["video", "gated", "hybrid"],
+        "data": {"speakers": ["a", "b"]},
+    }
     summary["hybrid"] = summary["gated"]
     lines = table(result, streams).splitlines()
-    assert lines[0].endswith("| held-out speaker stream | held-out speaker stream + mfcc-shape-v1 "
-                             "| held-out speaker stream + mfcc-shape-v1, noise 0 dB |")
+    assert lines[0].endswith(
+        "| held-out speaker stream | held-out speaker stream + mfcc-shape-v1 "
+        "| held-out speaker stream + mfcc-shape-v1, noise 0 dB |"
+    )
     assert lines[2].endswith("| - | - | - |") and lines[3].endswith("| 0.850 | 0.950 | 0.850 |")
     assert lines[4].endswith("| - | - | - |")  # hybrid ran on one of the two speakers only: no mean to show
     assert lines[5].startswith("| zero-shot, calibrated (default, no head) | zero-shot | n/a |")
     assert table({"summary": summary, "conditions": ["clean"], "methods": ["video"]}).count("\n") == 2
     full = streams_table(streams).splitlines()
     assert full[2].startswith("| gated | none (pooled YAMNet) | a, b | 0.850 | 0.200 | 0.900 | -0.050 | -0.100 | - |")
-    assert full[3] == ("| gated | mfcc-shape-v1 | a, b | 0.950 | 0.600 | 0.900 | +0.050 | +0.040 | 0.850 | 0.300 "
-                       "| 0.900 | -0.050 |")
+    assert full[3] == (
+        "| gated | mfcc-shape-v1 | a, b | 0.950 | 0.600 | 0.900 | +0.050 | +0.040 | 0.850 | 0.300 | 0.900 | -0.050 |"
+    )
     assert full[-1].startswith("| zero-shot, calibrated (default, no head) | - | - | n/a |")

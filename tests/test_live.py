@@ -1,10 +1,14 @@
 """Live behaviour without a network: drop-oldest feeds, real-time pacing, several sources with one broken."""
+
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamclf.config import load_config
@@ -12,8 +16,6 @@ from streamclf.sources import SourceSpec
 from streamclf.stages import Feed
 from streamclf.types import Frame, SourceEnd
 from tests.conftest import shared
-
-import numpy as np
 
 
 def _frame(source: str, t: float) -> Frame:
@@ -40,13 +42,16 @@ def test_feed_drops_the_new_item_when_nothing_queued_may_go() -> None:
     assert feed.qsize() == 1 and feed.dropped[("cam", "frame")] == 1
 
 
-@pytest.mark.parametrize("text, url, live", [
-    ("clip.mp4", "clip.mp4", False),
-    ("cam1=rtsp://user:pw@10.0.0.5/stream", "rtsp://user:pw@10.0.0.5/stream", True),
-    ("http://127.0.0.1:8000/live.ts", "http://127.0.0.1:8000/live.ts", True),
-    ("/dev/video0", "/dev/video0", True),
-    ("0", "/dev/video0", True),
-])
+@pytest.mark.parametrize(
+    "text, url, live",
+    [
+        ("clip.mp4", "clip.mp4", False),
+        ("cam1=rtsp://user:pw@10.0.0.5/stream", "rtsp://user:pw@10.0.0.5/stream", True),
+        ("http://127.0.0.1:8000/live.ts", "http://127.0.0.1:8000/live.ts", True),
+        ("/dev/video0", "/dev/video0", True),
+        ("0", "/dev/video0", True),
+    ],
+)
 def test_source_grammar(text: str, url: str, live: bool) -> None:
     spec = SourceSpec.parse(text)
     assert spec.url == url and spec.live is live
@@ -79,28 +84,45 @@ def test_several_sources_one_broken(tmp_path: Path) -> None:
     records = [json.loads(line) for line in out.read_text().splitlines()]
     windows = [r for r in records if "type" not in r]
     assert {r["source"] for r in windows} == {grid[0].name, "two"}
-    ends = {r["source"]: r for r in records if r.get("type") == "status" and r["state"] in ("ended", "error")
-            and "stats" in r}
+    ends = {
+        r["source"]: r
+        for r in records
+        if r.get("type") == "status" and r["state"] in ("ended", "error") and "stats" in r
+    }
     assert set(ends) == {grid[0].name, "two", "bad"}
     assert ends["two"]["stats"]["windows"] == states["two"].windows > 0
     assert len({r["id"] for r in records}) == len(records)  # every record has its own id
 
 
-def _start_cli(tmp_path: Path, out: Path) -> "subprocess.Popen[str]":
-    import subprocess
-    import sys
-
+def _start_cli(tmp_path: Path, out: Path) -> subprocess.Popen[str]:
     clip = shared("media/bbb_360p_60s.mp4")
-    return subprocess.Popen([sys.executable, "-m", "streamclf", "run", f"cam={clip}", "--realtime", "--no-dashboard",
-                             "--out", str(out), "--fps", "2", "--hop", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamclf",
+            "run",
+            f"cam={clip}",
+            "--realtime",
+            "--no-dashboard",
+            "--out",
+            str(out),
+            "--fps",
+            "2",
+            "--hop",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
 
 
 def _wait_for_windows(out: Path, n: int, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if out.exists() and sum("\"type\"" not in line for line in out.read_text().splitlines()) >= n:
+        if out.exists() and sum('"type"' not in line for line in out.read_text().splitlines()) >= n:
             return
         time.sleep(0.2)
     pytest.fail(f"no {n} windows within {timeout}s")
@@ -143,8 +165,9 @@ def test_a_live_feed_drops_oldest_windows_when_the_worker_falls_behind() -> None
             time.sleep(0.4)
             return super().process(windows, timings)
 
-    config = load_config(**{"sources.realtime": True, "queue_size": 3, "batch_windows": 1,
-                            "window.length": 1.0, "window.hop": 0.25})
+    config = load_config(
+        **{"sources.realtime": True, "queue_size": 3, "batch_windows": 1, "window.length": 1.0, "window.hop": 0.25}
+    )
     pipeline = Pipeline(config, models=SlowModels(config))
     t0 = time.monotonic()
     states = pipeline.run([SourceSpec.parse(str(shared("media/grid/bbaf2n.mpg")))])
@@ -156,12 +179,14 @@ def test_a_live_feed_drops_oldest_windows_when_the_worker_falls_behind() -> None
     assert elapsed < 3.0 + (config.queue_size + 2) * 0.4 + 3.0
 
 
-def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "streamclf", "run", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamclf", "run", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
 
 
 @pytest.mark.timeout(240)
@@ -201,5 +226,8 @@ def test_status_lines_of_a_file_go_to_the_streamclf_logger(caplog: pytest.LogCap
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamclf")]
     n = states["bbaf2n.mpg"].windows
     assert lines[0] == "loading yamnet, efficientnet_lite0 ..." and lines[1].startswith("ready in ")
-    assert lines[2:] == [f"[bbaf2n.mpg] opening {clip}", "[bbaf2n.mpg] reading 3.0 s of audio+video",
-                         f"[bbaf2n.mpg] ended: {n} windows"]
+    assert lines[2:] == [
+        f"[bbaf2n.mpg] opening {clip}",
+        "[bbaf2n.mpg] reading 3.0 s of audio+video",
+        f"[bbaf2n.mpg] ended: {n} windows",
+    ]

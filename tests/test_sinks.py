@@ -142,7 +142,7 @@ def receiver():
 
 
 @pytest.mark.timeout(60)
-def test_webhook_delivers_everything_in_order_across_a_receiver_restart(tmp_path, capsys):
+def test_webhook_delivers_everything_in_order_across_a_receiver_restart(tmp_path, caplog):
     rec, port = Receiver(), free_port()
     server = serve(rec, port)
     cfg = WebhookConfig(
@@ -186,7 +186,7 @@ def test_webhook_delivers_everything_in_order_across_a_receiver_restart(tmp_path
     stats = sink.stats()
     assert (stats["delivered"], stats["pending"], stats["failed"]) == (30, 0, 0)
     assert stats["retries"] > 0
-    err = capsys.readouterr().err
+    err = caplog.text  # the sink's lines go to the streamclf logger
     assert f"http://127.0.0.1:{port}/hook unavailable" in err
     assert "hookpass" not in err and "hookuser" not in err and SECRET not in err
 
@@ -206,7 +206,7 @@ def test_webhook_retries_server_errors_until_accepted(tmp_path, receiver):
 
 
 @pytest.mark.timeout(60)
-def test_webhook_rejected_record_goes_to_dead_letters_and_the_rest_flows(tmp_path, receiver, capsys):
+def test_webhook_rejected_record_goes_to_dead_letters_and_the_rest_flows(tmp_path, receiver, caplog):
     rec, port = receiver
     rec.answers = [200, 400]
     cfg = webhook_config(tmp_path, port)
@@ -220,7 +220,7 @@ def test_webhook_rejected_record_goes_to_dead_letters_and_the_rest_flows(tmp_pat
         dead = db.execute("SELECT key, status, body FROM dead").fetchall()
     assert [(k, s) for k, s, _ in dead] == [("run-0000001", 400)]
     assert json.loads(dead[0][2]) == window(1)
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [r.getMessage() for r in caplog.records if r.name.startswith("streamclf")]
     assert len(err) == 1 and "run-0000001" in err[0] and "HTTP 400" in err[0]
 
 

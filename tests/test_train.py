@@ -1,4 +1,5 @@
 """`streamclf train`'s checks before any clip is embedded, and what it reports after training."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,18 @@ import numpy as np
 import pytest
 
 from streamclf import train as train_module
-from streamclf.train import (FOLDER_GROUP, check_fusion, fusion_warnings, gains_db, grouped_clips, labeled_clips,
-                             report, split_groups, window_events, with_blanks)
+from streamclf.train import (
+    FOLDER_GROUP,
+    check_fusion,
+    fusion_warnings,
+    gains_db,
+    grouped_clips,
+    labeled_clips,
+    report,
+    split_groups,
+    window_events,
+    with_blanks,
+)
 
 from .conftest import DATA, shared
 
@@ -21,11 +32,14 @@ def _folder(root: Path, classes: dict[str, int]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("fusion, message", [
-    ("gatd", "unknown fusion method 'gatd'; closest: gated"),
-    ("mkl", "'mkl' keeps its training set and cannot be saved as a head"),
-    ("cca", "'cca' keeps its training set and cannot be saved as a head"),
-])
+@pytest.mark.parametrize(
+    "fusion, message",
+    [
+        ("gatd", "unknown fusion method 'gatd'; closest: gated"),
+        ("mkl", "'mkl' keeps its training set and cannot be saved as a head"),
+        ("cca", "'cca' keeps its training set and cannot be saved as a head"),
+    ],
+)
 def test_bad_fusion_fails_before_any_clip_is_embedded(tmp_path, monkeypatch, fusion, message):
     data = _folder(tmp_path / "data", {"a": 1, "b": 1})
 
@@ -53,8 +67,10 @@ def test_dataset_errors_name_the_class_or_row_at_fault(tmp_path):
     with pytest.raises(ValueError, match=r"clips.csv:3: class 'dog': .*missing.wav: no such file"):
         labeled_clips(csv)
     assert labeled_clips(_folder(tmp_path / "ok", {"cat": 1, "dog": 2})) == [
-        (tmp_path / "ok" / "cat" / "0.wav", "cat"), (tmp_path / "ok" / "dog" / "0.wav", "dog"),
-        (tmp_path / "ok" / "dog" / "1.wav", "dog")]
+        (tmp_path / "ok" / "cat" / "0.wav", "cat"),
+        (tmp_path / "ok" / "dog" / "0.wav", "dog"),
+        (tmp_path / "ok" / "dog" / "1.wav", "dog"),
+    ]
 
 
 def test_report_is_a_table_and_warns_when_fusion_is_worse_than_one_modality():
@@ -67,7 +83,8 @@ def test_report_is_a_table_and_warns_when_fusion_is_worse_than_one_modality():
         "audio only  0.500",
         "video only  1.000",
         "warning: the head validates worse with all modalities (0.770) than with video only (1.000); "
-        "the other modality hurts: try --fusion video, more clips, or another method"]
+        "the other modality hurts: try --fusion video, more clips, or another method",
+    ]
     assert fusion_warnings({"accuracy": {"all": 1.0, "audio only": 0.6, "video only": 1.0}}) == []
     assert report({"metrics": {}}) == "no held-out metrics (fewer than 5 clips)"
 
@@ -77,18 +94,25 @@ def test_groups_come_from_a_csv_column_or_the_first_sub_folder(tmp_path):
         (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / rel).write_bytes(b"")
     assert [(p.name, label, g) for p, label, g in grouped_clips(tmp_path / "data", FOLDER_GROUP)] == [
-        ("c.mp4", "cat", "cam1"), ("d.mp4", "cat", "cam2"), ("a.mp4", "dog", "cam1"), ("b.mp4", "dog", "cam2")]
+        ("c.mp4", "cat", "cam1"),
+        ("d.mp4", "cat", "cam2"),
+        ("a.mp4", "dog", "cam1"),
+        ("b.mp4", "dog", "cam2"),
+    ]
     csv = tmp_path / "clips.csv"
     csv.write_text("path,label,speaker\ndata/dog/cam1/a.mp4,dog,ann\ndata/cat/cam2/d.mp4,cat,bob\n")
     assert [g for *_, g in grouped_clips(csv, "speaker")] == ["ann", "bob"]
 
 
-@pytest.mark.parametrize("layout, group, message", [
-    ("csv", "day", r"clips.csv: --group 'day': no such column \(columns: path, label, speaker\)"),
-    ("csv-no-header", "day", r"no such column \(columns: none: the first row is not a path,label,... header\)"),
-    ("flat", FOLDER_GROUP, r"cat/a.mp4: --group needs class/group/clip folders, but this clip sits directly in"),
-    ("flat", "speaker", r"--group 'speaker' names a CSV column, but the data is a folder"),
-])
+@pytest.mark.parametrize(
+    "layout, group, message",
+    [
+        ("csv", "day", r"clips.csv: --group 'day': no such column \(columns: path, label, speaker\)"),
+        ("csv-no-header", "day", r"no such column \(columns: none: the first row is not a path,label,... header\)"),
+        ("flat", FOLDER_GROUP, r"cat/a.mp4: --group needs class/group/clip folders, but this clip sits directly in"),
+        ("flat", "speaker", r"--group 'speaker' names a CSV column, but the data is a folder"),
+    ],
+)
 def test_bad_group_input_is_one_clear_line_and_exit_2(tmp_path, capsys, layout, group, message):
     from streamclf.cli import main
 
@@ -169,8 +193,12 @@ def test_train_group_end_to_end_holds_out_a_speaker_and_names_it(tmp_path, capsy
     config = tmp_path / "c.yaml"
     config.write_text("window: {length: 1.0, hop: 0.5}\n")
     head = tmp_path / "head"
-    assert main(["train", str(tmp_path / "data"), "--group", "--out", str(head), "--config", str(config),
-                 "--epochs", "20"]) == 0
+    assert (
+        main(
+            ["train", str(tmp_path / "data"), "--group", "--out", str(head), "--config", str(config), "--epochs", "20"]
+        )
+        == 0
+    )
     import yaml
 
     metrics = yaml.safe_load((head / "card.yaml").read_text())["metrics"]
@@ -199,7 +227,7 @@ def test_composed_training_stream_applies_each_clips_gain(tmp_path):
         c.mux(s.encode(None))
     events = compose([(wav, "a"), (wav, "a")], tmp_path / "s.mkv", gap=0.5, gains=[0.0, -20.0])
     audio = read_audio(tmp_path / "s.mkv")
-    peak = [np.abs(audio[int(e.start * SAMPLE_RATE):int(e.end * SAMPLE_RATE)]).max() for e in events]
+    peak = [np.abs(audio[int(e.start * SAMPLE_RATE) : int(e.end * SAMPLE_RATE)]).max() for e in events]
     assert peak[0] == pytest.approx(0.5, rel=0.02) and peak[1] == pytest.approx(0.05, rel=0.05)
 
 
@@ -217,9 +245,20 @@ def test_heads_get_the_clip_groups_so_internal_validation_is_across_speakers(tmp
                 (tmp_path / "data" / label / speaker / f"{i}.mp4").write_bytes(b"")
     clip = np.repeat(np.arange(8), 2)  # two windows per clip, clips in grouped_clips order
     models = SimpleNamespace(config=load_config(), encoders={"audio": SimpleNamespace(weights=SimpleNamespace(id="w"))})
-    monkeypatch.setattr(train_module, "clip_embeddings", lambda *a, **k: {
-        "x": {"audio": np.zeros((16, 2), np.float32)}, "present": {"audio": np.ones(16, bool)},
-        "y": clip // 4, "group": clip, "labels": ["cat", "dog"], "dims": {"audio": 2}, "errors": [], "models": models})
+    monkeypatch.setattr(
+        train_module,
+        "clip_embeddings",
+        lambda *a, **k: {
+            "x": {"audio": np.zeros((16, 2), np.float32)},
+            "present": {"audio": np.ones(16, bool)},
+            "y": clip // 4,
+            "group": clip,
+            "labels": ["cat", "dog"],
+            "dims": {"audio": 2},
+            "errors": [],
+            "models": models,
+        },
+    )
     seen = {}
 
     class Recorder:
@@ -229,8 +268,9 @@ def test_heads_get_the_clip_groups_so_internal_validation_is_across_speakers(tmp
 
     monkeypatch.setattr(fusion, "build_head", lambda *a, **k: Recorder())
     monkeypatch.setattr(fusion, "save_head", lambda *a, **k: None)
-    train_module.train(tmp_path / "data", "stacking", tmp_path / "head", val_fraction=0, group=FOLDER_GROUP,
-                       augment=False)
+    train_module.train(
+        tmp_path / "data", "stacking", tmp_path / "head", val_fraction=0, group=FOLDER_GROUP, augment=False
+    )
     # clips: cat/ann 0,1  cat/bob 2,3  dog/ann 4,5  dog/bob 6,7 -> ann = 0, bob = 1
     assert seen["groups"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
 
@@ -246,8 +286,9 @@ def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_pat
         (tmp_path / label).mkdir()
         (tmp_path / label / "a.mp4").write_bytes(label.encode())
         clips.append((tmp_path / label / "a.mp4", label))
-    models = SimpleNamespace(config=load_config(), encoders={m: SimpleNamespace(weights=SimpleNamespace(id=m))
-                                                             for m in ("audio", "video")})
+    models = SimpleNamespace(
+        config=load_config(), encoders={m: SimpleNamespace(weights=SimpleNamespace(id=m)) for m in ("audio", "video")}
+    )
     embedded = []
 
     def scored(paths, *args):

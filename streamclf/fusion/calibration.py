@@ -78,6 +78,11 @@ class Calibration(_Strict):
                         + yaml.safe_dump(self.model_dump(), sort_keys=False, width=110))
         return path
 
+    def source(self) -> dict[str, object]:
+        """Which file this is and what its card says it was fitted on (what ``eval`` reports with its figures)."""
+        return {"path": self.path or None, "builtin": bool(self.path) and Path(self.path).resolve() == BUILTIN,
+                "data": self.card.data, "clips": self.card.clips, "note": self.card.note}
+
     def check_encoders(self, weights_ids: dict[str, str]) -> None:
         """Scores of other encoder weights live on another scale: refuse rather than miscalibrate."""
         for m, wid in weights_ids.items():

@@ -10,12 +10,14 @@ worker. Input convention everywhere:
 Neural heads live here; kernel, decision-level and shared-space heads in
 their own modules, all registered in ``streamclf.fusion.METHODS``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ class Head:
         self.modalities, self.classes, self.seed = tuple(modalities), list(classes), seed
         self.dims = {m: int(dims[m]) for m in self.modalities}
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "Head":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> Head:
         """``groups`` (speaker, camera ...) keeps internal validation group-disjoint where a method has one."""
         raise NotImplementedError
 
@@ -57,13 +59,18 @@ class Head:
 
     def spec(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this head (JSON-able)."""
-        return {"method": self.method, "modalities": list(self.modalities), "classes": self.classes,
-                "dims": self.dims, "seed": self.seed}
+        return {
+            "method": self.method,
+            "modalities": list(self.modalities),
+            "classes": self.classes,
+            "dims": self.dims,
+            "seed": self.seed,
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "Head":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Head:
         raise NotImplementedError
 
 
@@ -108,6 +115,7 @@ def reuse_fits() -> Iterator[None]:
 
 # ---- networks: forward(xs: list[Tensor [B, D_m]], mask: Tensor [B, M]) -> (logits, weights | None)
 
+
 def _mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out))
 
@@ -120,7 +128,7 @@ class _Projected(nn.Module):
         self.proj = nn.ModuleList(nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)) for d in dims)
 
     def project(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([p(x) for p, x in zip(self.proj, xs)], dim=1)  # [B, M, H]
+        return torch.stack([p(x) for p, x in zip(self.proj, xs, strict=True)], dim=1)  # [B, M, H]
 
 
 class UnimodalNet(nn.Module):
@@ -148,7 +156,7 @@ class ConcatNet(nn.Module):
         self.mlp = _mlp(sum(dims) + len(dims), hidden, classes, dropout)
 
     def forward(self, xs, mask):
-        parts = [torch.where(mask[:, i:i + 1], x, self.missing[i]) for i, x in enumerate(xs)]
+        parts = [torch.where(mask[:, i : i + 1], x, self.missing[i]) for i, x in enumerate(xs)]
         return self.mlp(torch.cat(parts + [mask.float()], dim=1)), None
 
 
@@ -203,7 +211,7 @@ class GatedNet(nn.Module):
         self.out = nn.Linear(hidden, classes)
 
     def forward(self, xs, mask):
-        h = torch.stack([torch.tanh(f(x)) for f, x in zip(self.h, xs)], dim=1) * mask.unsqueeze(-1)
+        h = torch.stack([torch.tanh(f(x)) for f, x in zip(self.h, xs, strict=True)], dim=1) * mask.unsqueeze(-1)
         b, m, d = h.shape
         z = masked_softmax(self.gate(h.flatten(1)).view(b, m, d), mask.unsqueeze(-1).expand(b, m, d), dim=1)
         return self.out(self.drop((z * h).sum(1))), z.mean(-1)
@@ -224,8 +232,8 @@ class TensorNet(nn.Module):
 
     def forward(self, xs, mask):
         t = None
-        for i, (f, x) in enumerate(zip(self.z, xs)):
-            z = torch.cat([f(x) * mask[:, i:i + 1], torch.ones_like(x[:, :1])], dim=1)
+        for i, (f, x) in enumerate(zip(self.z, xs, strict=True)):
+            z = torch.cat([f(x) * mask[:, i : i + 1], torch.ones_like(x[:, :1])], dim=1)
             t = z if t is None else (t.unsqueeze(2) * z.unsqueeze(1)).flatten(1)
         return self.mlp(t), None
 
@@ -237,8 +245,9 @@ class LowRankNet(nn.Module):
     the number of modalities.
     """
 
-    def __init__(self, dims: list[int], classes: int, hidden: int, dropout: float,
-                 rank_size: int = 16, rank: int = 4) -> None:
+    def __init__(
+        self, dims: list[int], classes: int, hidden: int, dropout: float, rank_size: int = 16, rank: int = 4
+    ) -> None:
         super().__init__()
         self.z = nn.ModuleList(nn.Sequential(nn.Linear(d, rank_size), nn.ReLU()) for d in dims)
         self.factors = nn.ParameterList(nn.Parameter(torch.randn(rank, rank_size + 1, hidden) * 0.1) for _ in dims)
@@ -249,8 +258,8 @@ class LowRankNet(nn.Module):
 
     def forward(self, xs, mask):
         fused = None
-        for i, (f, x, w) in enumerate(zip(self.z, xs, self.factors)):
-            z = torch.cat([f(x) * mask[:, i:i + 1], torch.ones_like(x[:, :1])], dim=1)
+        for i, (f, x, w) in enumerate(zip(self.z, xs, self.factors, strict=True)):
+            z = torch.cat([f(x) * mask[:, i : i + 1], torch.ones_like(x[:, :1])], dim=1)
             part = torch.einsum("bd,rdh->brh", z, w)
             fused = part if fused is None else fused * part
         h = torch.relu((self.rank_weight.unsqueeze(-1) * fused).sum(1) + self.bias)
@@ -258,9 +267,27 @@ class LowRankNet(nn.Module):
 
 
 NETS: dict[str, Callable[..., nn.Module]] = {
-    "unimodal": UnimodalNet, "concat": ConcatNet, "weighted_sum": WeightedSumNet, "attention": AttentionNet,
-    "gated": GatedNet, "tensor": TensorNet, "lowrank": LowRankNet,
+    "unimodal": UnimodalNet,
+    "concat": ConcatNet,
+    "weighted_sum": WeightedSumNet,
+    "attention": AttentionNet,
+    "gated": GatedNet,
+    "tensor": TensorNet,
+    "lowrank": LowRankNet,
 }
+
+
+class NeuralHyper(TypedDict):
+    """A neural head's settings (written to its card): typed, since training uses them as numbers."""
+
+    net: str
+    hidden: int
+    dropout: float
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    modality_dropout: float
 
 
 class NeuralHead(Head):
@@ -271,18 +298,37 @@ class NeuralHead(Head):
     through the mask instead of meeting it first in production.
     """
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 net: str = "concat", hidden: int = 128, dropout: float = 0.2, epochs: int = 40,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
-                 modality_dropout: float = 0.3) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        net: str = "concat",
+        hidden: int = 128,
+        dropout: float = 0.2,
+        epochs: int = 40,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        modality_dropout: float = 0.3,
+    ) -> None:
         super().__init__(modalities, classes, dims, seed)
         if net not in NETS:
             raise ValueError(f"unknown network {net!r}; choose from {', '.join(NETS)}")
         if net == "unimodal" and len(self.modalities) != 1:
             raise ValueError("a unimodal head takes exactly one modality")
         self.method = self.modalities[0] if net == "unimodal" else net
-        self.hyper = dict(net=net, hidden=hidden, dropout=dropout, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                          batch_size=batch_size, modality_dropout=modality_dropout)
+        self.hyper = NeuralHyper(
+            net=net,
+            hidden=hidden,
+            dropout=dropout,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            modality_dropout=modality_dropout,
+        )
         torch.manual_seed(seed)
         self.net = NETS[net]([self.dims[m] for m in self.modalities], len(self.classes), hidden, dropout)
         self.mean = {m: np.zeros(d, np.float32) for m, d in self.dims.items()}
@@ -297,8 +343,12 @@ class NeuralHead(Head):
         xs = []
         for i, m in enumerate(self.modalities):
             v = x.get(m)
-            v = np.zeros((n, self.dims[m]), np.float32) if v is None else (np.asarray(v, np.float32) - self.mean[m]) / self.std[m]
-            xs.append(torch.from_numpy(np.where(mask[:, i:i + 1], v, 0.0).astype(np.float32)))
+            v = (
+                np.zeros((n, self.dims[m]), np.float32)
+                if v is None
+                else (np.asarray(v, np.float32) - self.mean[m]) / self.std[m]
+            )
+            xs.append(torch.from_numpy(np.where(mask[:, i : i + 1], v, 0.0).astype(np.float32)))
         return xs, torch.from_numpy(mask)
 
     def _fit_key(self, x: Inputs, mask: np.ndarray, y: np.ndarray) -> str:
@@ -309,7 +359,7 @@ class NeuralHead(Head):
         h.update(np.asarray(y, np.int64).tobytes())
         return h.hexdigest()
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "NeuralHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> NeuralHead:
         n = rows(x, present)
         mask = mask_of(present, self.modalities, n)
         if _fits is None:
@@ -329,7 +379,11 @@ class NeuralHead(Head):
                 self.mean[m], self.std[m] = seen.mean(0), seen.std(0) + 1e-6
         xs, mask_t = self._tensors(x, present)
         keep = mask_t.any(1)
-        xs, mask_t, y_t = [v[keep] for v in xs], mask_t[keep], torch.as_tensor(np.asarray(y)[keep.numpy()], dtype=torch.long)
+        xs, mask_t, y_t = (
+            [v[keep] for v in xs],
+            mask_t[keep],
+            torch.as_tensor(np.asarray(y)[keep.numpy()], dtype=torch.long),
+        )
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)  # dropout draws from the global generator: a fit depends on its own seed only
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.hyper["lr"], weight_decay=self.hyper["weight_decay"])
@@ -339,9 +393,9 @@ class NeuralHead(Head):
         for _ in range(self.hyper["epochs"]):
             order = torch.randperm(len(y_t), generator=gen)
             for s in range(0, len(order), bs):
-                idx = order[s:s + bs]
+                idx = order[s : s + bs]
                 mb = self._drop_modalities(mask_t[idx], gen)
-                logits, _ = self.net([v[idx] * mb[:, i:i + 1] for i, v in enumerate(xs)], mb)
+                logits, _ = self.net([v[idx] * mb[:, i : i + 1] for i, v in enumerate(xs)], mb)
                 loss = loss_fn(logits, y_t[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -381,8 +435,10 @@ class NeuralHead(Head):
             out[f"mean.{m}"], out[f"std.{m}"] = self.mean[m], self.std[m]
         return out
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "NeuralHead":
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")})
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> NeuralHead:
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")}
+        )
         for m in self.modalities:
             self.mean[m], self.std[m] = arrays[f"mean.{m}"], arrays[f"std.{m}"]
         self.net.eval()

@@ -1,4 +1,5 @@
 """A trained head in the live worker: embeddings of a batch of windows -> the head's labels."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,10 @@ class HeadFusion:
         """The head only makes sense on the embeddings it was trained on."""
         for m, wid in self.card.get("encoders", {}).items():
             if m in self.head.modalities and weights_ids.get(m) != wid:
-                raise ValueError(f"{self.path}: head was trained on {m} encoder weights {wid!r}, "
-                                 f"but the config uses {weights_ids.get(m)!r}")
+                raise ValueError(
+                    f"{self.path}: head was trained on {m} encoder weights {wid!r}, "
+                    f"but the config uses {weights_ids.get(m)!r}"
+                )
 
     def fuse(self, embs: list[Embeddings]) -> list[Fused]:
         n = len(embs)
@@ -52,8 +55,13 @@ class HeadFusion:
             per[m] = self.head.predict_proba(x, alone)
         out = []
         for i in range(n):
-            out.append(Fused(fused[i], {m: p[i] for m, p in per.items() if present[m][i]},
-                             {m: round(float(w[i]), 4) for m, w in weights.items()}))
+            out.append(
+                Fused(
+                    fused[i],
+                    {m: p[i] for m, p in per.items() if present[m][i]},
+                    {m: round(float(w[i]), 4) for m, w in weights.items()},
+                )
+            )
         return out
 
     def window(self) -> dict[str, Any] | None:

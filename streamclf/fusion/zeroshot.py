@@ -63,6 +63,7 @@ class ZeroShotFusion:
         """
         self.names = categories.names
         self.weights = weights
+        self.calibration = calibration
         self.pooling = calibration.pooling if calibration else "average"
         default = calibration.sharpness if calibration else 2.0
         self.sharpness = default if sharpness is None else sharpness

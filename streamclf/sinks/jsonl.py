@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING = 100_000  # records held in memory while the disk is full (about 100 MB)
 
@@ -77,18 +80,17 @@ class JsonlSink:
             except OSError as e:
                 os.ftruncate(fd, end)  # never leave half a line behind
                 if self._failing is None:
-                    print(
-                        f"jsonl: {self.path}: cannot write ({e.strerror or e}); keeping records in memory "
-                        "and retrying with the next one",
-                        file=sys.stderr,
-                        flush=True,
+                    log.warning(
+                        "jsonl: %s: cannot write (%s); keeping records in memory and retrying with the next one",
+                        self.path,
+                        e.strerror or e,
                     )
                 self._failing = e.strerror or str(e)
                 return False
             self._pending.popleft()
             self.written += 1
             if self._failing is not None:
-                print(f"jsonl: {self.path}: writing again", file=sys.stderr, flush=True)
+                log.info("jsonl: %s: writing again", self.path)
                 self._failing = None
         return True
 
@@ -99,11 +101,11 @@ class JsonlSink:
         while not self._drain(self._fd) and time.monotonic() < deadline:
             time.sleep(0.2)
         if self._pending or self.lost:
-            print(
-                f"jsonl: {self.path}: {len(self._pending) + self.lost} records could not be written "
-                f"({self._failing or 'too many waiting'})",
-                file=sys.stderr,
-                flush=True,
+            log.error(
+                "jsonl: %s: %d records could not be written (%s)",
+                self.path,
+                len(self._pending) + self.lost,
+                self._failing or "too many waiting",
             )
         os.close(self._fd)
         self._fd = None

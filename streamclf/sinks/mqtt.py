@@ -25,8 +25,8 @@ and, say, a stale status would end up retained).
 from __future__ import annotations
 
 import json
+import logging
 import re
-import sys
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -38,6 +38,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .. import __version__
 from ..config import MqttConfig
+
+log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds close() waits for messages still queued or in flight
 _TOPIC_UNSAFE = re.compile(r"[+#/\s\x00]+")  # wildcards, level separator, whitespace
@@ -281,7 +283,7 @@ class MqttSink:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            print(f"mqtt: {self.cfg.host}:{self.cfg.port} refused the connection ({reason}); retrying", file=sys.stderr)
+            log.warning("mqtt: %s:%s refused the connection (%s); retrying", self.cfg.host, self.cfg.port, reason)
             return
         with self._cond:
             self.reconnects += self._connected_before
@@ -294,9 +296,11 @@ class MqttSink:
         with self._cond:
             self._synced = False
         if not self._closing:
-            print(
-                f"mqtt: lost {self.cfg.host}:{self.cfg.port} ({reason}); reconnecting, records are kept until then",
-                file=sys.stderr,
+            log.warning(
+                "mqtt: lost %s:%s (%s); reconnecting, records are kept until then",
+                self.cfg.host,
+                self.cfg.port,
+                reason,
             )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import sqlite3
-import sys
 import threading
 from contextlib import closing
 from datetime import UTC, datetime
@@ -26,6 +26,8 @@ from ..config import WebhookConfig
 from ..retry import backoff
 from ..sources import redact
 from .sqlite import iso_utc, record_key
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, body BLOB NOT NULL);
@@ -148,7 +150,7 @@ class WebhookSink:
                         db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
                         self.delivered += 1
                         if attempt:
-                            print(f"webhook: {self.url} is accepting records again", file=sys.stderr)
+                            log.info("webhook: %s is accepting records again", self.url)
                         attempt = 0
                         continue
                     if not _retryable(response.status_code):
@@ -156,10 +158,11 @@ class WebhookSink:
                         continue
                     problem, retry_after = f"HTTP {response.status_code}", _retry_after(response)
                 if attempt == 0:
-                    print(
-                        f"webhook: {self.url} unavailable ({problem}); records stay spooled in "
-                        f"{self.spool} and are retried",
-                        file=sys.stderr,
+                    log.warning(
+                        "webhook: %s unavailable (%s); records stay spooled in %s and are retried",
+                        self.url,
+                        problem,
+                        self.spool,
                     )
                 self.retries += 1
                 self._stop.wait(self._backoff(attempt, retry_after))
@@ -175,8 +178,11 @@ class WebhookSink:
             )
             db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
         self.failed += 1
-        print(
-            f"webhook: {self.url} refused record {key} with HTTP {response.status_code} "
-            f"{response.reason_phrase}; moved to the dead table of {self.spool}",
-            file=sys.stderr,
+        log.warning(
+            "webhook: %s refused record %s with HTTP %s %s; moved to the dead table of %s",
+            self.url,
+            key,
+            response.status_code,
+            response.reason_phrase,
+            self.spool,
         )

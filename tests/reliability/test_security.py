@@ -152,8 +152,12 @@ SECRETS = ["camPASSW0RD", "camuser", "hookPASSW0RD", "hmacKEY123", "Bearer-T0KEN
 
 
 def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ffmpeg: str, monkeypatch,
-                                                             capfd: pytest.CaptureFixture[str]) -> None:
+                                                             capfd: pytest.CaptureFixture[str],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     """A run with credentials everywhere, every service down so every error path speaks; then grep it all."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="streamclf")  # every line the logger says, not just the warnings
     from rich.console import Console
 
     from streamclf.config import load_config
@@ -183,7 +187,7 @@ def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ff
                                SourceSpec.parse(f"rtsp://camuser:camPASSW0RD@127.0.0.1:{dead}/stream")])
     out, err = capfd.readouterr()
     assert any(st.fatal for st in states.values()) and any(not st.fatal for st in states.values())
-    texts = {"stdout": out, "stderr": err, "dashboard": screen.export_text(),
+    texts = {"stdout": out, "stderr": err, "log": caplog.text, "dashboard": screen.export_text(),
              "errors": "\n".join(e for st in states.values() for e in st.errors)}
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
@@ -192,7 +196,7 @@ def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ff
         texts["spool"] = "\n".join(str(row) for row in db.execute("SELECT * FROM spool"))
     # the error paths did speak (the live view shows what was printed to stderr meanwhile)
     assert f"127.0.0.1:{dead}/stream" in texts["errors"]
-    assert f"webhook: http://127.0.0.1:{dead}/hook unavailable" in err + texts["dashboard"]
+    assert f"webhook: http://127.0.0.1:{dead}/hook unavailable" in texts["log"]  # the streamclf logger
     assert len(texts) > 6
     leaks = {name: s for name, text in texts.items() for s in SECRETS if s in text}
     assert not leaks, leaks
