@@ -1,7 +1,7 @@
 """The file name extensions taken for media when a folder is searched (``label``, ``train``).
 
 One list, so a folder that ``label`` reads and one that ``train`` reads hold the
-same files. A file named outright is always tried, whatever its extension.
+same files. (``label`` always tries a file named outright, whatever its extension.)
 """
 
 MEDIA_EXTENSIONS = frozenset(

@@ -74,3 +74,13 @@ def test_label_and_train_take_the_same_files_from_a_folder(tmp_path):
     took = sorted(p.relative_to(tmp_path).as_posix() for p, _ in labeled_clips(tmp_path))
     assert took == sorted(j.rel for j in find_inputs([str(tmp_path)]))
     assert len(took) == 12 and not any(t.endswith(".txt") for t in took)
+
+
+def test_cli_offers_the_registered_engines():
+    # The CLI lists the choices itself (its --help must not import the package); kept equal here.
+    from streamclf.cli import build_parser
+    from streamclf.labeling import ENGINES
+
+    label = build_parser()._subparsers._group_actions[0].choices["label"]  # type: ignore[union-attr]
+    (engine,) = [a for a in label._actions if a.dest == "engine"]
+    assert list(engine.choices) == list(ENGINES)
