@@ -40,7 +40,7 @@ def clips(quick: bool) -> list[tuple[str, Path, bool]]:
 
 def window_records(models, path: Path) -> list[dict]:
     """The window records of one file, as the pipeline's worker and recorder make them."""
-    from streamclf.batch import file_windows
+    from streamclf.labeling.common import file_windows
     from streamclf.pipeline import Recorder
 
     recorder = Recorder(models, models.config)

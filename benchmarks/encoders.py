@@ -43,7 +43,7 @@ BATCH = 8  # windows per worker batch (config batch_windows)
 def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
     """Per-window inputs as the worker gets them: frame stacks and 2 s waveforms."""
     from streamclf import load_config
-    from streamclf.batch import file_windows
+    from streamclf.labeling.common import file_windows
     from streamclf.sources import read_audio
 
     config = load_config()

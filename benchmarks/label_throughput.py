@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--load", type=int, default=0, help="busy-looping processes to run meanwhile (a shared machine)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "label_throughput.json"))
     args = ap.parse_args()
-    from streamclf.batch import _probe_duration
+    from streamclf.labeling.common import probe_duration as _probe_duration
 
     path = DATA / "media" / args.file
     if not path.is_file():

@@ -62,7 +62,7 @@ def make_clip(sound: Path, out: Path, offset: float, seconds: float = 6.0) -> Pa
 
 def best(path: Path, models: object, label: str) -> float:
     """The highest score ``label`` gets over the clip's windows (0 outside the records' top labels)."""
-    from streamclf.batch import iter_records
+    from streamclf.labeling import iter_records
 
     return max((x["score"] for r in iter_records(path, models=models) for x in r["labels"] if x["label"] == label),
                default=0.0)

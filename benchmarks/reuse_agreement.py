@@ -52,7 +52,7 @@ def clips(quick: bool, folder: Path) -> list[tuple[str, Path]]:
 
 def records(models, path: Path) -> list[dict]:
     """The window records of one file, as `label` makes them."""
-    from streamclf.batch import file_windows
+    from streamclf.labeling.common import file_windows
     from streamclf.pipeline import Recorder
 
     recorder = Recorder(models, models.config)

@@ -75,7 +75,8 @@ def _naive(path: Path, config: object) -> None:
 def child(mode: str, path: Path) -> dict:
     """One measurement in this process: wall seconds with the models already loaded."""
     from streamclf import load_config
-    from streamclf.batch import file_windows, iter_records
+    from streamclf.labeling import iter_records
+    from streamclf.labeling.common import file_windows
     from streamclf.pipeline import Models
 
     engine = "torch" if mode in ("streamclf_torch", "compiled") else "auto"
@@ -126,7 +127,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], Path(args.child[1]))))
         return
-    from streamclf.batch import _probe_duration
+    from streamclf.labeling.common import probe_duration as _probe_duration
 
     files = [Path(f) if Path(f).exists() else DATA / "media" / f for f in args.files]
     for f in files:

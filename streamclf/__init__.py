@@ -15,7 +15,7 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if TYPE_CHECKING:
-    from .batch import iter_records, label_files
+    from .labeling import iter_records, label_files
     from .config import Config, load_config
     from .pipeline import Pipeline, run
 
@@ -29,8 +29,8 @@ _HOME = {
     "load_config": "config",
     "Pipeline": "pipeline",
     "run": "pipeline",
-    "label_files": "batch",
-    "iter_records": "batch",
+    "label_files": "labeling",
+    "iter_records": "labeling",
 }
 
 

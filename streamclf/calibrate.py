@@ -34,7 +34,7 @@ def clip_scores(
 
     A clip without a video track still calibrates the audio, and the other way round.
     """
-    from .batch import file_windows
+    from .labeling.common import file_windows
 
     fusion = _zero_shot(models)
     rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in models.encoders}

@@ -120,8 +120,8 @@ def _label(args: argparse.Namespace) -> int:
                                    "device": args.device, "reuse.enabled": args.reuse,
                                    "engine": args.encoder_engine, **_encoders(args)}.items() if v is not None}
     config = load_config(args.config, **overrides)
-    from .batch import label_files
-    from .batch_ray import RayMissing
+    from .labeling import label_files
+    from .labeling.ray import RayMissing
 
     try:
         rows = label_files(args.paths, args.out, config, include=args.include, exclude=args.exclude,

@@ -12,6 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
+# Marks a setting that never changes a record (where a run writes, how it queues, the device): ``label``'s
+# resume key leaves it out, so changing it does not relabel an archive. Unmarked settings are in the key.
+NO_OUTPUT: dict[str, Any] = {"output": False}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -269,12 +274,13 @@ class Config(_Strict):
     detector: DetectorConfig = DetectorConfig()
     reuse: ReuseConfig = ReuseConfig()
     fusion: FusionConfig = FusionConfig()
-    sources: SourcesConfig = SourcesConfig()
-    sinks: SinksConfig = SinksConfig()
-    alerts: AlertsConfig = AlertsConfig()
-    output_dir: str = Field(".", description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
+    sources: SourcesConfig = Field(SourcesConfig(), json_schema_extra=NO_OUTPUT)
+    sinks: SinksConfig = Field(SinksConfig(), json_schema_extra=NO_OUTPUT)
+    alerts: AlertsConfig = Field(AlertsConfig(), json_schema_extra=NO_OUTPUT)
+    output_dir: str = Field(".", json_schema_extra=NO_OUTPUT,
+                            description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
                             "sinks.webhook.spool, alerts.events_dir) are relative to; they may not leave it")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+    device: str = Field("auto", json_schema_extra=NO_OUTPUT, pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
@@ -283,9 +289,11 @@ class Config(_Strict):
     engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto", description="what runs the encoders: auto (the fastest installed engine that reproduces the torch "
         "module, else torch), torch, onnxruntime or openvino (docs/engines.md)")
-    queue_size: int = Field(64, ge=1, description="items per stage queue")
-    batch_windows: int = Field(8, ge=1, description="windows per worker batch, across sources")
-    batch_timeout: float = Field(0.02, ge=0, description="seconds the worker waits to fill a batch")
+    queue_size: int = Field(64, ge=1, json_schema_extra=NO_OUTPUT, description="items per stage queue")
+    batch_windows: int = Field(8, ge=1, json_schema_extra=NO_OUTPUT,
+                               description="windows per worker batch, across sources")
+    batch_timeout: float = Field(0.02, ge=0, json_schema_extra=NO_OUTPUT,
+                                 description="seconds the worker waits to fill a batch")
 
 
 class ConfigError(ValueError):

@@ -120,7 +120,7 @@ def _watch_parent(parent: int) -> None:
 
 def serve(conn: Connection) -> None:
     """Decode the files the parent sends, chunk by chunk, until told to stop."""
-    from .batch import decode_chunks
+    from .labeling.common import decode_chunks
     from .config import Config
 
     if (config_json := conn.recv()) is None:  # stopped before it had anything to do

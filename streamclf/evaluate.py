@@ -215,7 +215,7 @@ def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap:
 
 def _windows(path: Path, models: Models) -> list[Win]:
     """The window records ``label`` would write for ``path``, as ``Win``."""
-    from .batch import iter_records
+    from .labeling import iter_records
 
     return [Win(r["t_start"], r["t_end"], {x["label"]: x["score"] for x in r["labels"]})
             for r in iter_records(path, models=models)]

@@ -23,30 +23,11 @@ from .audio_features import AUDIO_SHAPE
 from .audio_features import check as check_features
 from .catalog import COMPARE_ONLY, FUSION_METHODS, TRAINABLE, closest
 from .config import Config, load_config
+from .media import MEDIA_EXTENSIONS
 
 if TYPE_CHECKING:  # torch: loaded only once the arguments and the data have been checked
     from .fusion.heads import Head
     from .pipeline import Models, Scored
-
-MEDIA = {
-    ".mp4",
-    ".mkv",
-    ".mov",
-    ".avi",
-    ".webm",
-    ".mpg",
-    ".mpeg",
-    ".ts",
-    ".m4v",
-    ".flv",
-    ".wav",
-    ".mp3",
-    ".ogg",
-    ".flac",
-    ".m4a",
-    ".aac",
-    ".opus",
-}
 
 
 def check_fusion(fusion: str) -> None:
@@ -92,11 +73,11 @@ def grouped_clips(data: str | Path, group: str | None = None) -> list[tuple[Path
             )
         out = []
         for d in sorted(x for x in data.iterdir() if x.is_dir()):
-            clips = [p for p in sorted(d.rglob("*")) if p.suffix.lower() in MEDIA]
+            clips = [p for p in sorted(d.rglob("*")) if p.suffix.lower() in MEDIA_EXTENSIONS]
             if not clips:
                 raise ValueError(
                     f"{d}: class folder {d.name!r} has no media files "
-                    f"({', '.join(sorted(MEDIA))}); add clips or remove the folder"
+                    f"({', '.join(sorted(MEDIA_EXTENSIONS))}); add clips or remove the folder"
                 )
             for p in clips:
                 parts = p.relative_to(d).parts

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamclf.batch import find_inputs, merge_segments, webvtt
+from streamclf.labeling.common import find_inputs
+from streamclf.labeling.outputs import merge_segments, webvtt
 from tests.conftest import shared
 
 ROOT = Path(__file__).resolve().parents[1]

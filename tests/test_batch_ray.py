@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from streamclf import batch_ray
-from streamclf.batch import find_inputs, identity, label_files
-from streamclf.batch_ray import RayMissing, plan, run_ray
+from streamclf.labeling import label_files
+from streamclf.labeling import ray as batch_ray
+from streamclf.labeling.common import find_inputs, identity
+from streamclf.labeling.ray import RayMissing, plan, run_ray
 from streamclf.config import load_config
 from tests.conftest import shared
 

@@ -95,7 +95,7 @@ def test_label_output_does_not_depend_on_a_slow_consumer(clips: Path, tmp_path: 
     """The main process stalls 8 s on its first chunk (a busy machine): the decoders wait longer than
     stall_timeout to hand over windows, and the other file's decoder waits longer than file_timeout.
     file_timeout is 5 s, not less: a reference run on a loaded 2-core machine must not trip it."""
-    from streamclf.batch import label_files
+    from streamclf.labeling import label_files
     from streamclf.pipeline import Models
 
     config = load_config(**{"sources.stall_timeout": 1, "sources.file_timeout": 5})

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from streamclf import load_config
-from streamclf.batch import file_windows
+from streamclf.labeling.common import file_windows
 from streamclf.encoders import MODELS, Encoder
 from streamclf.sources import read_audio
 

@@ -56,7 +56,7 @@ def models():
 
 def _records(models, path: Path) -> list[dict]:
     """A file's window records as `label` makes them (file windows, no live source)."""
-    from streamclf.batch import file_windows
+    from streamclf.labeling.common import file_windows
     from streamclf.pipeline import Recorder
 
     recorder, out = Recorder(models, models.config), []
@@ -94,11 +94,11 @@ def test_label_reads_every_frame_unless_asked(
     default = models[1]
     _records(default, still_clip)
     assert default.reuse.totals() == dict.fromkeys(default.reuse.totals(), 0)  # a file: nothing reused
-    import streamclf.batch
+    import streamclf.labeling
     from streamclf.cli import main
 
     seen = []
-    monkeypatch.setattr(streamclf.batch, "label_files", lambda paths, out, config, **kw: seen.append(config) or [])
+    monkeypatch.setattr(streamclf.labeling, "label_files", lambda paths, out, config, **kw: seen.append(config) or [])
     assert main(["label", str(still_clip), "--out", str(tmp_path)]) == 0
     assert main(["label", str(still_clip), "--out", str(tmp_path), "--reuse"]) == 0
     assert [c.reuse.enabled for c in seen] == [None, True]

@@ -24,7 +24,7 @@ def _summary(out: Path) -> dict[str, dict[str, str]]:
 def test_a_file_that_never_delivers_data_fails_alone(tmp_path: Path) -> None:
     """A named pipe with no writer blocks FFmpeg's open() for ever: the watchdog kills and replaces the decoder."""
     from streamclf import load_config
-    from streamclf.batch import label_files
+    from streamclf.labeling import label_files
 
     first, last = shared("media/grid/bbaf2n.mpg"), shared("media/grid/brbk7n.mpg")
     stuck = tmp_path / "stuck.mpg"

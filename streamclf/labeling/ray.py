@@ -9,7 +9,7 @@ A Ray Data pipeline of three steps:
 3. an actor pool (``map_batches`` with a callable class, one row at a time)
    that loads the encoders and head once per actor and runs
    ``Models.process`` on those chunks in order, with a fresh ``Recorder``
-   per file, through the same record builder (``batch.label_windows``, which
+   per file, through the same record builder (``common.label_windows``, which
    also fixes the torch thread count), so every file's records are the local
    engine's, byte for byte.
 
@@ -36,12 +36,13 @@ import logging
 import os
 import pickle
 import warnings
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
-from .batch import THREADS, Job, decode_chunks, label_windows
-from .config import Config
-from .types import Window
+from ..config import Config
+from ..types import Window
+from .common import THREADS, Job, Stream, decode_chunks, label_windows
 
 ROW_BYTES = 128 << 20  # decoded windows a map-stage row may carry; bigger files are decoded by the actor
 RETRIES = 2  # a file whose worker dies is tried this many more times, then reported (Ray Data retries forever)
@@ -106,7 +107,7 @@ class _Infer:
     def __init__(self, config_json: str) -> None:
         import torch
 
-        from .pipeline import Models
+        from ..pipeline import Models
 
         torch.set_num_threads(THREADS)  # the actor's own process: set once, not switched per chunk
         self.models = Models(Config.model_validate_json(config_json))
@@ -146,7 +147,7 @@ class _Infer:
         return _table(out, "records")
 
     def _label(self, name: str, key: str, chunks: Iterable[list[Window]]) -> list[dict[str, Any]]:
-        from .pipeline import Recorder
+        from ..pipeline import Recorder
 
         recorder = Recorder(self.models, self.config)
         records: list[dict[str, Any]] = []
@@ -172,6 +173,20 @@ def require_ray() -> Any:
     return ray
 
 
+class Engine:
+    """Ray is checked for when the engine is made, before the models load: a missing Ray is said at once."""
+
+    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
+        require_ray()
+        self.workers, self.address = workers, address
+
+    def started(self, files: int) -> AbstractContextManager[None]:
+        return nullcontext()  # Ray starts (or is joined) when the run begins
+
+    def run(self, jobs: list[Job], todo: list[int], models: Any, config: Config, ident: str) -> Stream:
+        return run_ray(jobs, todo, config, ident, address=self.address, num_cpus=self.workers)
+
+
 def run_ray(
     jobs: list[Job],
     todo: list[int],
@@ -180,10 +195,10 @@ def run_ray(
     address: str | None = None,
     num_cpus: int | None = None,
     row_bytes: int = ROW_BYTES,
-) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+) -> Stream:
     """Label ``jobs[i] for i in todo`` on Ray; yields (job index, records, end info) per file, as files finish.
 
-    The same contract and records as ``batch._run_local``. Joins the cluster
+    The same contract and records as ``local.run_local``. Joins the cluster
     at ``address`` ("auto", "ray://head:10001", ...) or starts a local Ray
     with ``num_cpus`` (default: all); what it started it shuts down. A Ray
     already initialized in this process is used as it is.
@@ -201,7 +216,7 @@ def _run(
     address: str | None,
     num_cpus: int | None,
     row_bytes: int,
-) -> Iterator[tuple[int, list[dict[str, Any]], dict[str, Any]]]:
+) -> Stream:
     if not todo:
         return
     from ray.data import DataContext
