@@ -11,7 +11,6 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
 # Marks a setting that never changes a record (where a run writes, how it queues, the device): ``label``'s
 # resume key leaves it out, so changing it does not relabel an archive. Unmarked settings are in the key.
 NO_OUTPUT: dict[str, Any] = {"output": False}
@@ -33,7 +32,7 @@ class WindowConfig(_Strict):
                         "it reads (16 frames at 15 fps: 1.067 s); false keeps these settings")
 
     @model_validator(mode="after")
-    def _hop_fits(self) -> "WindowConfig":
+    def _hop_fits(self) -> WindowConfig:
         if self.hop > self.length:
             raise ValueError(f"hop ({self.hop}) must not exceed length ({self.length})")
         return self
@@ -139,7 +138,7 @@ class WebhookConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
 
     @model_validator(mode="after")
-    def _scheme(self) -> "WebhookConfig":
+    def _scheme(self) -> WebhookConfig:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
         if self.secret_env is not None:

@@ -34,7 +34,7 @@ class _Track:
     result: Slot | None = None
 
 
-def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> "Detector | None":
+def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> Detector | None:
     """The detector when it is wanted, sharing the worker's threads; else None.
 
     As configured; else (auto) for live sources (files played with

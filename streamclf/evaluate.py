@@ -34,9 +34,10 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .catalog import closest, fused_labels
 from .config import AlertRule, Config, load_config
@@ -180,7 +181,8 @@ def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap:
     A clip without the track a run keeps gets None there. Returns the paths
     per run and, with ``compose``, the events of the stream.
     """
-    from .clips import Event, compose as compose_stream, strip, tracks
+    from .clips import Event, strip, tracks
+    from .clips import compose as compose_stream
 
     folder = work / _key(clips, compose, gap)
     done = folder / "media.json"

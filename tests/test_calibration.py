@@ -163,9 +163,9 @@ def _silent_grey(ffmpeg: str, out: Path, seconds: float = 6.0) -> Path:
 
 def test_silence_and_blank_frames_come_out_as_nothing(tmp_path: Path, ffmpeg: str) -> None:
     """The real encoders on silence over grey: no category reaches the default alert score."""
-    from streamclf.labeling import iter_records
     from streamclf.config import load_config
     from streamclf.evaluate import DEFAULT_THRESHOLD
+    from streamclf.labeling import iter_records
 
     records = list(iter_records(_silent_grey(ffmpeg, tmp_path / "nothing.mp4"), load_config()))
     assert records

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from streamclf.config import DetectorConfig, load_config
-from streamclf.encoders import WeightsUnavailable
-from streamclf.encoders import ssdlite
+from streamclf.encoders import WeightsUnavailable, ssdlite
 from streamclf.types import Frame, Window
 from tests.conftest import shared
 

@@ -15,8 +15,8 @@ from streamclf.config import load_config
 from streamclf.pipeline import Pipeline
 from streamclf.sources import SourceSpec
 from tests.conftest import shared
-from tests.test_dashboard import render
 from tests.servers import HttpServer, RtspServer, black_hole_server, free_port, garbage_server, make_ts
+from tests.test_dashboard import render
 
 pytestmark = pytest.mark.timeout(120)
 

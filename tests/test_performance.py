@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from streamclf import load_config
-from streamclf.labeling.common import file_windows
 from streamclf.encoders import MODELS, Encoder
+from streamclf.labeling.common import file_windows
 from streamclf.sources import read_audio
 
 from .conftest import shared

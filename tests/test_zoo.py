@@ -12,15 +12,26 @@ import torch
 
 from streamclf.cli import main
 from streamclf.config import AlertRule, ConfigError, SpeechGate, load_config
-from streamclf.encoders import (MODELS, EfficientNet_Lite1_Weights, EfficientNet_Lite2_Weights, Encoder,
-                                SileroVAD_Weights, Torchvision_Weights, WeightsUnavailable, efficientnet_lite1,
-                                efficientnet_lite2, silero_vad, torchvision_model)
+from streamclf.encoders import (
+    MODELS,
+    EfficientNet_Lite1_Weights,
+    EfficientNet_Lite2_Weights,
+    Encoder,
+    SileroVAD_Weights,
+    Torchvision_Weights,
+    WeightsUnavailable,
+    efficientnet_lite1,
+    efficientnet_lite2,
+    silero_vad,
+    torchvision_model,
+)
 from streamclf.encoders.hub import TorchvisionTransform, hub_checkpoints, is_cached, uniform_indices
 from streamclf.encoders.silero import silero_file
 from streamclf.fusion.categories import BUILTIN, CategoryMap
 from streamclf.sources import read_audio
 
 from .conftest import shared
+
 
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):

@@ -7,9 +7,9 @@ default for video frames.
 """
 from __future__ import annotations
 
-import math
 import functools
 import importlib
+import math
 from functools import lru_cache
 
 import torch
@@ -83,7 +83,7 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x)[1]
 
-    def fold_batchnorm(self) -> "EfficientNetLite":
+    def fold_batchnorm(self) -> EfficientNetLite:
         """Fold every batch norm into its convolution: one pass less over each activation. Inference only."""
         pairs: list[tuple[nn.Module, str, str]] = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
         for b in self._blocks:

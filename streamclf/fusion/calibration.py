@@ -59,7 +59,7 @@ class Calibration(_Strict):
     path: str = Field("", exclude=True)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Calibration":
+    def load(cls, path: str | Path) -> Calibration:
         """Read and check a calibration file; every problem is one ValueError naming the file."""
         path = Path(path)
         try:

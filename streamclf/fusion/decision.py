@@ -8,7 +8,8 @@ probabilities so they learn how the unimodal heads behave on unseen data.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -112,7 +113,7 @@ class _Composite(Head):
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"{m}.{k}": v for m, h in self.unimodal.items() for k, v in h.arrays().items()}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "_Composite":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> _Composite:
         for m, h in self.unimodal.items():
             h.load_arrays({k[len(m) + 1:]: v for k, v in arrays.items() if k.startswith(m + ".")})
         return self
@@ -144,7 +145,7 @@ class DecisionHead(_Composite):
         self.method = rule
         self.weights = np.ones(len(self.modalities), np.float32) / len(self.modalities)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "DecisionHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> DecisionHead:
         if self.method == "weighted_average":
             mask = mask_of(present, self.modalities, len(y))
             self.weights = best_weights(self._oof(x, present, y, groups), mask, y)
@@ -176,7 +177,7 @@ class DecisionHead(_Composite):
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "weights": self.weights}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "DecisionHead":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> DecisionHead:
         self.weights = np.asarray(arrays["weights"], np.float32)
         return super().load_arrays(arrays)
 
@@ -223,7 +224,7 @@ class StackingHead(_Composite):
                              np.float32)
         self.intercept = np.zeros(len(self.classes), np.float32)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "StackingHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> StackingHead:
         mask = mask_of(present, self.modalities, len(y)).astype(np.float32)
         f, yy = _with_dropped(self._oof(x, present, y, groups), mask, y)
         meta = LogisticRegression(C=1.0, max_iter=2000).fit(f, yy)
@@ -242,7 +243,7 @@ class StackingHead(_Composite):
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "meta.coef": self.coef, "meta.intercept": self.intercept}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "StackingHead":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> StackingHead:
         self.coef, self.intercept = np.asarray(arrays["meta.coef"]), np.asarray(arrays["meta.intercept"])
         return super().load_arrays(arrays)
 
@@ -277,7 +278,7 @@ class HybridHead(_Composite):
         mask = mask_of(present, self.modalities, n).astype(np.float32)
         return np.concatenate([mask.max(1, keepdims=True), mask], axis=1)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "HybridHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> HybridHead:
         fused_oof = out_of_fold(self._fused, x, present, y, seed=self.seed, groups=groups)
         self.weights = best_weights([fused_oof] + self._oof(x, present, y, groups), self._mask(present, len(y)), y)
         self.fused.fit(x, present, y)
@@ -296,7 +297,7 @@ class HybridHead(_Composite):
         fused = {f"fused.{k}": v for k, v in self.fused.arrays().items()}
         return {**super().arrays(), **fused, "weights": self.weights}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "HybridHead":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> HybridHead:
         self.fused.load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("fused.")})
         self.weights = np.asarray(arrays["weights"], np.float32)
         return super().load_arrays(arrays)
