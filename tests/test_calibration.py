@@ -179,8 +179,12 @@ def test_silence_and_a_blank_frame_are_the_nothing_outcome_of_the_builtin_fusion
     from streamclf.fusion.categories import BUILTIN as MAP
 
     known = {"kinetics-400", "coco", "detector"}
-    fusion = ZeroShotFusion(CategoryMap.load(MAP, LABELS, known), SPACES, {"audio": 0.5, "video": 0.5},
-                            calibration=load_calibration(None, IDS))
+    fusion = ZeroShotFusion(
+        CategoryMap.load(MAP, LABELS, known),
+        SPACES,
+        {"audio": 0.5, "video": 0.5},
+        calibration=load_calibration(None, IDS),
+    )
     assert fusion.calibration is not None and fusion.calibration.source()["builtin"]
     silence, blank = _audio(Silence=0.95), _video()  # YAMNet on digital silence; a near-uniform softmax
     for scores in ({"audio": silence, "video": blank}, {"audio": silence}, {"video": blank}):

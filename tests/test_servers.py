@@ -1,6 +1,7 @@
 """The local test servers work, checked with plain PyAV (not streamclf): RTSP with video and audio at
 real-time pace, shared by clients, surviving a crash and restart on the same port, looping; HTTP
 serving MPEG-TS (with Range); TCP servers that say nothing or nonsense make opens fail in bounded time."""
+
 from __future__ import annotations
 
 import time
@@ -165,8 +166,9 @@ def test_black_hole_server_makes_open_time_out(scheme):
     with black_hole_server() as port:
         start = time.monotonic()
         with pytest.raises(av.error.FFmpegError):
-            av.open(f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {},
-                    timeout=(2, 2))
+            av.open(
+                f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {}, timeout=(2, 2)
+            )
         assert time.monotonic() - start < 6
 
 
@@ -175,6 +177,7 @@ def test_garbage_server_makes_open_fail(scheme):
     with garbage_server() as port:
         start = time.monotonic()
         with pytest.raises(av.error.FFmpegError):
-            av.open(f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {},
-                    timeout=(2, 2))
+            av.open(
+                f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {}, timeout=(2, 2)
+            )
         assert time.monotonic() - start < 6

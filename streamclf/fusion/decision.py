@@ -5,6 +5,7 @@ degrade gracefully when a modality is missing (the absent voter just does
 not vote). Weights and meta-classifiers are fitted on out-of-fold
 probabilities so they learn how the unimodal heads behave on unseen data.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,8 +23,15 @@ def take(x: Inputs, present: Present, idx: np.ndarray) -> tuple[Inputs, Present]
     return {m: v[idx] for m, v in x.items()}, {m: v[idx] for m, v in present.items()}
 
 
-def out_of_fold(make: Callable[[], Head], x: Inputs, present: Present, y: np.ndarray,
-                folds: int = 3, seed: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
+def out_of_fold(
+    make: Callable[[], Head],
+    x: Inputs,
+    present: Present,
+    y: np.ndarray,
+    folds: int = 3,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
     """Probabilities for every training row from a head that never saw that row.
 
     With ``groups`` (e.g. speakers, cameras) no group is on both sides, so
@@ -62,7 +70,7 @@ def shares(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def combine(probs: list[np.ndarray], mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean of probabilities over the present sources; uniform where none is."""
     w = shares(weights, mask)
-    total = sum(w[:, i:i + 1] * p for i, p in enumerate(probs))
+    total = sum(w[:, i : i + 1] * p for i, p in enumerate(probs))
     return np.where(mask.sum(1, keepdims=True) > 0, total, 1.0 / probs[0].shape[1])
 
 
@@ -80,8 +88,9 @@ def best_weights(probs: list[np.ndarray], mask: np.ndarray, y: np.ndarray) -> np
 class _Composite(Head):
     """Holds one unimodal head per modality (same capacity as the baselines)."""
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 **hyper: Any) -> None:
+    def __init__(
+        self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0, **hyper: Any
+    ) -> None:
         super().__init__(modalities, classes, dims, seed)
         hyper.pop("net", None)
         self.hyper = hyper
@@ -105,8 +114,13 @@ class _Composite(Head):
         for m in self.modalities:
             sel = np.flatnonzero(present[m])
             p = np.full((len(y), len(self.classes)), 1.0 / len(self.classes), np.float32)
-            p[sel] = out_of_fold(lambda m=m: self._unimodal(m), *take(x, present, sel), y[sel], seed=self.seed,
-                                 groups=None if groups is None else groups[sel])
+            p[sel] = out_of_fold(
+                lambda m=m: self._unimodal(m),
+                *take(x, present, sel),
+                y[sel],
+                seed=self.seed,
+                groups=None if groups is None else groups[sel],
+            )
             out.append(p)
         return out
 
@@ -115,7 +129,7 @@ class _Composite(Head):
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> _Composite:
         for m, h in self.unimodal.items():
-            h.load_arrays({k[len(m) + 1:]: v for k, v in arrays.items() if k.startswith(m + ".")})
+            h.load_arrays({k[len(m) + 1 :]: v for k, v in arrays.items() if k.startswith(m + ".")})
         return self
 
     def n_params(self) -> int:
@@ -137,8 +151,15 @@ class DecisionHead(_Composite):
 
     RULES = ("average", "soft_vote", "weighted_average", "majority_vote")
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 rule: str = "soft_vote", **hyper: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        rule: str = "soft_vote",
+        **hyper: Any,
+    ) -> None:
         if rule not in self.RULES:
             raise ValueError(f"unknown decision rule {rule!r}; choose from {', '.join(self.RULES)}")
         super().__init__(modalities, classes, dims, seed, **hyper)
@@ -161,7 +182,7 @@ class DecisionHead(_Composite):
             out = np.exp(logp - logp.max(1, keepdims=True))
             return out / out.sum(1, keepdims=True)
         if self.method == "majority_vote":
-            votes = sum(mask[:, i:i + 1] * np.eye(c, dtype=np.float32)[p.argmax(1)] for i, p in enumerate(probs))
+            votes = sum(mask[:, i : i + 1] * np.eye(c, dtype=np.float32)[p.argmax(1)] for i, p in enumerate(probs))
             scores = votes + 1e-3 * combine(probs, mask, self.weights)  # the tie-break
             return scores / scores.sum(1, keepdims=True)
         return combine(probs, mask, self.weights)
@@ -183,7 +204,7 @@ class DecisionHead(_Composite):
 
 
 def _features(probs: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
-    return np.concatenate([p * mask[:, i:i + 1] for i, p in enumerate(probs)] + [mask], axis=1)
+    return np.concatenate([p * mask[:, i : i + 1] for i, p in enumerate(probs)] + [mask], axis=1)
 
 
 def _with_dropped(probs: list[np.ndarray], mask: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,8 +241,9 @@ class StackingHead(_Composite):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.coef = np.zeros((len(self.classes), len(self.classes) * len(self.modalities) + len(self.modalities)),
-                             np.float32)
+        self.coef = np.zeros(
+            (len(self.classes), len(self.classes) * len(self.modalities) + len(self.modalities)), np.float32
+        )
         self.intercept = np.zeros(len(self.classes), np.float32)
 
     def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> StackingHead:
@@ -261,8 +283,15 @@ class HybridHead(_Composite):
 
     method = "hybrid"
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 fused: str = "concat", **hyper: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        fused: str = "concat",
+        **hyper: Any,
+    ) -> None:
         super().__init__(modalities, classes, dims, seed, **hyper)
         self.fused_net = fused
         self.fused = self._fused()
