@@ -156,7 +156,7 @@ def pictures(models) -> list[dict]:
         windows.append(Window(r["name"], 0, 0.0, 2.0, [Frame(r["name"], 0.0, img)], None))
     index = {c: j for j, c in enumerate(models.names)}
     out = []
-    for r, scored in zip(rows, models.process(windows)):
+    for r, scored in zip(rows, models.process(windows), strict=True):
         expected = EXPECTED[r["name"].split("_", 1)[1].removesuffix("_photo").removesuffix("_drawing")]
         family = VEHICLES if expected in VEHICLES else ANIMALS
         scores = scored.fused.scores

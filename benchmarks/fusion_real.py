@@ -181,7 +181,7 @@ def split_csv(rows: list[dict[str, str]], split: str, data: Path, cache: Path) -
     with open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label"])
-        w.writerows([str(p), r["category"]] for p, r in zip(clips, chosen))
+        w.writerows([str(p), r["category"]] for p, r in zip(clips, chosen, strict=True))
     return out
 
 

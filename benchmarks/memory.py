@@ -118,7 +118,7 @@ def main() -> None:
         "rss_early_mb": round(early, 1),
         "rss_late_mb": round(late, 1),
         "growth_percent": round(100 * (late - early) / early, 2),
-        "samples": [[round(a, 1), round(b, 1)] for a, b in zip(t, rss)],
+        "samples": [[round(a, 1), round(b, 1)] for a, b in zip(t, rss, strict=True)],
     }
     print(
         "| sources | minutes | windows | peak RSS MB | RSS at 10-20 % MB | RSS at 90-100 % MB | growth (target < 5 %) |"

@@ -228,7 +228,7 @@ def part_network(quick: bool, tmp: Path) -> dict[str, Any]:
             n = len(lives(events.records))
             server.restart()
             back = time.monotonic()
-            if events.until(lambda rs: len(lives(rs)) > n, 30):
+            if events.until(lambda rs, n=n: len(lives(rs)) > n, 30):
                 recover.append(lives(events.records)[n]["_at"] - back)
         time.sleep(3.0)
         alive = thread.is_alive()

@@ -105,9 +105,9 @@ class Detector:
                 ran += 1
             counts.append((ran, still))
         if pending:
-            for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending])):
+            for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending]), strict=True):
                 slot.value = rows
-        out = [self._summary(w, ran, still) for w, (ran, still) in zip(windows, counts)]
+        out = [self._summary(w, ran, still) for w, (ran, still) in zip(windows, counts, strict=True)]
         trim_frames(self._frames, windows)
         return out
 
@@ -137,7 +137,7 @@ class Detector:
             return None
         return {
             "score": round(float(d.scores.max(initial=0.0)), 4),
-            "scores": {c: round(float(s), 4) for c, s in zip(self.classes, d.scores)},
+            "scores": {c: round(float(s), 4) for c, s in zip(self.classes, d.scores, strict=True)},
             "count": d.count,
             "boxes": [
                 {

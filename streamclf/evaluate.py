@@ -125,9 +125,9 @@ def f1_scores(truth: list[str], pred: list[str | None], classes: list[str]) -> d
     """F1 per class of ``classes`` (a prediction outside them is a miss for the true class only)."""
     out = {}
     for c in classes:
-        tp = sum(t == c and p == c for t, p in zip(truth, pred))
-        fp = sum(t != c and p == c for t, p in zip(truth, pred))
-        fn = sum(t == c and p != c for t, p in zip(truth, pred))
+        tp = sum(t == c and p == c for t, p in zip(truth, pred, strict=True))
+        fp = sum(t != c and p == c for t, p in zip(truth, pred, strict=True))
+        fn = sum(t == c and p != c for t, p in zip(truth, pred, strict=True))
         out[c] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return out
 
@@ -154,18 +154,18 @@ def run_metrics(
     pred = [decide(ws) for ws in per_event]
     f1 = f1_scores(truth, pred, classes)
     conf, right = [], []
-    for label, ws in zip(truth, per_event):
+    for label, ws in zip(truth, per_event, strict=True):
         for w in ws:
             top, score = w.top
             conf.append(score)
             right.append(top == label)
     per_category = {}
     for c in classes:
-        hits = [p == t for t, p in zip(truth, pred) if t == c]
+        hits = [p == t for t, p in zip(truth, pred, strict=True) if t == c]
         per_category[c] = {"clips": len(hits), "accuracy": sum(hits) / len(hits), "f1": f1[c]}
     hot = None if gaps is None else sum(outcome(w, threshold) != NOTHING for w in gaps)
     return {
-        "accuracy": sum(p == t for t, p in zip(truth, pred)) / len(truth),
+        "accuracy": sum(p == t for t, p in zip(truth, pred, strict=True)) / len(truth),
         "macro_f1": sum(f1.values()) / len(f1),
         "ece": ece(conf, right),
         "windows": len(conf),
@@ -362,7 +362,7 @@ def evaluate(
                 **({"start": e.start, "end": e.end} if compose else {}),
                 **{r: predicted[r][i] for r in measured},
             }
-            for i, ((p, label), e) in enumerate(zip(clips, events or [None] * len(clips)))
+            for i, ((p, label), e) in enumerate(zip(clips, events or [None] * len(clips), strict=True))
         ],
         "failed": failed,
         "seconds": round(time.monotonic() - started, 1),

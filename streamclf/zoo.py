@@ -234,7 +234,7 @@ def render(rows: list[ModelInfo], wide: bool = False) -> Any:
     ]
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=not wide and col != "speed")
-    for r, after in zip(rows, [*rows[1:], None]):
+    for r, after in zip(rows, [*rows[1:], None], strict=True):
         license_ = r.license.split(" (")[0]
         cells = {
             "name": r.name,

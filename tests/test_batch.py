@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def parse_vtt(text: str) -> list[tuple[float, float, str]]:
         start, end = _seconds(m.groups()[:4]), _seconds(m.groups()[4:])
         assert end > start
         cues.append((start, end, payload))
-    assert all(a[1] <= b[0] + 1e-6 for a, b in zip(cues, cues[1:]))  # in order, not overlapping
+    assert all(a[1] <= b[0] + 1e-6 for a, b in pairwise(cues))  # in order, not overlapping
     return cues
 
 
@@ -157,7 +158,10 @@ def test_resume_after_sigkill_labels_every_file_exactly_once(archive: Path, refe
         "1",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = lambda: {p.relative_to(out).as_posix() for p in out.rglob("*.segments.json") if ".partial" not in p.parts}
+
+    def done():
+        return {p.relative_to(out).as_posix() for p in out.rglob("*.segments.json") if ".partial" not in p.parts}
+
     deadline = time.monotonic() + 180
     while not done() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -177,7 +181,9 @@ def test_resume_after_sigkill_labels_every_file_exactly_once(archive: Path, refe
 
 
 def test_segments_tile_the_timeline_and_vtt_round_trips() -> None:
-    rec = lambda t, label, score: {"t_start": t, "t_end": t + 2.0, "labels": [{"label": label, "score": score}]}
+    def rec(t, label, score):
+        return {"t_start": t, "t_end": t + 2.0, "labels": [{"label": label, "score": score}]}
+
     records = [
         rec(0.0, "dog", 0.9),
         rec(0.5, "dog", 0.7),

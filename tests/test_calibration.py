@@ -189,9 +189,11 @@ def test_silence_and_a_blank_frame_are_the_nothing_outcome_of_the_builtin_fusion
     silence, blank = _audio(Silence=0.95), _video()  # YAMNet on digital silence; a near-uniform softmax
     for scores in ({"audio": silence, "video": blank}, {"audio": silence}, {"video": blank}):
         fused, _ = fusion(Embeddings(scores=scores))
-        assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, fused))))) == NOTHING, scores.keys()
+        assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, fused), strict=True)))) == NOTHING, scores.keys()
     heard, _ = fusion(Embeddings(scores={"audio": _audio(Dog=0.9, Bark=0.9), "video": blank}))
-    assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, heard))))) == "dog"  # not always nothing
+    assert (
+        outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, heard), strict=True)))) == "dog"
+    )  # not always nothing
 
 
 def _pairs(tmp_path: Path, names: list[str]) -> Path:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -197,5 +198,5 @@ def test_snapshot_pictures_are_kept_once_a_second_not_per_frame() -> None:
             frames.append(item)
     kept = [f for f in frames if f.full is not None]
     assert len(frames) >= 100 and 25 <= len(kept) <= 31  # 30 s of video: about one a second
-    assert all(b.pts - a.pts >= 1.0 - 1e-6 for a, b in zip(kept, kept[1:]))
+    assert all(b.pts - a.pts >= 1.0 - 1e-6 for a, b in pairwise(kept))
     assert kept[0].full.shape == (720, 1280, 3) and frames[0].image.shape[0] < 720

@@ -74,7 +74,10 @@ def test_rtsp_survives_a_server_crash(capsys: pytest.CaptureFixture[str]) -> Non
             watch.wait("the watchdog to notice", lambda rs: any(r.get("state") == "reconnecting" for r in rs), 30)
             server.restart()
             restarted = time.monotonic()
-            lives = lambda rs: [r for r in rs if r.get("state") == "live"]
+
+            def lives(rs):
+                return [r for r in rs if r.get("state") == "live"]
+
             records = watch.wait("live again", lambda rs: len(lives(rs)) >= 2, 30)
             recovered = lives(records)[1]["_at"] - restarted
             records = watch.wait(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -36,7 +37,7 @@ def read(container: av.container.InputContainer, until: float, wall_limit: float
 
 
 def assert_increasing(times: list[float], *, max_gap: float = 0.5) -> None:
-    steps = [b - a for a, b in zip(times, times[1:])]
+    steps = [b - a for a, b in pairwise(times)]
     assert steps and min(steps) > 0, f"timestamps do not increase: {times[:20]}..."
     assert max(steps) < max_gap, f"a gap of {max(steps):.3f} s in {times[:20]}..."
 

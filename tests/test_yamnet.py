@@ -74,7 +74,7 @@ def _compare(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     top5 = np.argsort(-ours, axis=1)[:, :5]
     return {
         "top1": float(np.mean(ours.argmax(1) == ref.argmax(1))),
-        "ref_top1_in_our_top5": float(np.mean([r in t for r, t in zip(ref.argmax(1), top5)])),
+        "ref_top1_in_our_top5": float(np.mean([r in t for r, t in zip(ref.argmax(1), top5, strict=True)])),
         "median_steps": float(np.median(steps)),
         "p95_steps": float(np.percentile(steps, 95)),
         "max_steps": float(steps.max()),
@@ -99,7 +99,7 @@ def test_port_matches_int8_onnx(onnx_model, patches):
     # (weights, padding, layer order) from the activation quantisation we do not copy.
     relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
     assert len(relus) + 1 == len(act_q)
-    for relu, (s, z) in zip(relus, act_q):
+    for relu, (s, z) in zip(relus, act_q[:-1], strict=True):  # act_q[-1] is the embedding's, below
         relu.register_forward_hook(lambda mod, i, o, s=s, z=z: _fake_quant(o, s, z))
     with torch.inference_mode():
         emb = _fake_quant(model.features(x).mean((2, 3)), *act_q[-1])

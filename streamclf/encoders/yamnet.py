@@ -164,7 +164,7 @@ def _state_dict_from_onnx(zip_path: Path) -> dict[str, torch.Tensor]:
     if len(convs) != len(onnx_convs):
         raise WeightsUnavailable(f"{zip_path}: expected {len(convs)} convolutions, found {len(onnx_convs)}")
     state: dict[str, torch.Tensor] = {}
-    for name, node in zip(convs, onnx_convs):
+    for name, node in zip(convs, onnx_convs, strict=True):
         state[f"{name}.weight"] = dequantized(node.input[1])
         state[f"{name}.bias"] = torch.from_numpy(init[node.input[2]].astype(np.float32))
     gemm = next(n for n in graph.node if n.op_type == "Gemm")

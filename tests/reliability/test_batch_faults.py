@@ -163,8 +163,13 @@ def test_killing_label_ends_its_decode_processes_quietly_and_a_rerun_completes_o
         "--workers",
         "2",
     ]
-    blocked = lambda kids: any(_waiting_on_fifo(k) for k in kids)
-    busy = lambda kids: any(_has_open(k, folder / long.name) for k in kids)
+
+    def blocked(kids):
+        return any(_waiting_on_fifo(k) for k in kids)
+
+    def busy(kids):
+        return any(_has_open(k, folder / long.name) for k in kids)
+
     done_before = _kill_label_and_check(cmd, out, tmp_path, lambda kids: blocked(kids) and busy(kids))
     rerun = [c for c in cmd if c != str(stuck)]  # the FIFO would only block again
     again = subprocess.run(rerun, cwd=ROOT, capture_output=True, text=True, timeout=300)
