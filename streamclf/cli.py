@@ -289,6 +289,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import load_config
 
     config = load_config(args.config) if args.data != "avdigits" else None
+    from .audio_features import AUDIO_SHAPE
     from .train import report, train, train_avdigits
 
     hyper = {k: v for k, v in {"epochs": args.epochs, "hidden": args.hidden}.items() if v is not None}
@@ -304,7 +305,7 @@ def _train(args: argparse.Namespace) -> int:
             progress=_progress,
             group=args.group,
             augment=args.augment,
-            **({} if args.audio_features else {"audio_features": None}),
+            audio_features=AUDIO_SHAPE if args.audio_features else None,
             **hyper,
         )
     print(f"saved {args.fusion} head to {args.out}\n{report(card)}")

@@ -61,7 +61,7 @@ class Detector:
     ) -> None:
         """``reuse``: which frames may take the last detection because the picture did not change (by default
         none: every due frame is read)."""
-        from .encoders import MODELS
+        from .encoders import MODELS, SSDDetector
 
         entry = MODELS.get(config.encoder)
         if entry is None or entry.weights.meta["modality"] != "detector":
@@ -72,7 +72,9 @@ class Detector:
         self.config = config
         self.meta = entry.weights.meta
         self.classes: list[str] = self.meta["categories"]
-        self.model = entry.builder(weights=entry.weights, threads=threads, engine=engine)
+        model = entry.builder(weights=entry.weights, threads=threads, engine=engine)
+        assert isinstance(model, SSDDetector)  # the one detector kind MODELS builds
+        self.model = model
         self.name = config.encoder
         self._tracks: dict[str, _Track] = {}
         self.reuse = reuse or FrameReuse(ReuseConfig(enabled=False))

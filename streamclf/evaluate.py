@@ -171,7 +171,7 @@ def run_metrics(
         "windows": len(conf),
         "gap_windows": None if gaps is None else len(gaps),
         "gap_hot": hot,
-        "gap_rate": None if not gaps else hot / len(gaps),
+        "gap_rate": None if hot is None or not gaps else hot / len(gaps),
         "gap_scores": None if gaps is None else [round(w.top[1], 4) for w in gaps],
         "without_windows": sum(not ws for ws in per_event),
         "per_category": per_category,
@@ -340,6 +340,10 @@ def evaluate(
             measured[run] = run_metrics(truth, per_event, gaps, classes, threshold)
     singles = [measured[r]["accuracy"] for r in measured if r != "fused"]
     predicted = {r: measured[r].pop("predicted") for r in measured}  # per clip, under "events"
+    # where each clip lies in the composed stream
+    places: list[dict[str, float]] = (
+        [{"start": e.start, "end": e.end} for e in events] if compose else [{}] * len(clips)
+    )
     return {
         "data": str(data),
         "mode": "composed stream" if compose else "clip by clip",
@@ -359,10 +363,10 @@ def evaluate(
             {
                 "path": str(p),
                 "label": label,
-                **({"start": e.start, "end": e.end} if compose else {}),
+                **place,
                 **{r: predicted[r][i] for r in measured},
             }
-            for i, ((p, label), e) in enumerate(zip(clips, events or [None] * len(clips), strict=True))
+            for i, ((p, label), place) in enumerate(zip(clips, places, strict=True))
         ],
         "failed": failed,
         "seconds": round(time.monotonic() - started, 1),

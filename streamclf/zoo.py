@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .encoders import MODELS, Encoder, WeightsUnavailable, pick_device
+from .encoders import MODELS, Encoder, SSDDetector, WeightsUnavailable, pick_device
 from .encoders.hub import hub_checkpoints, is_cached
 from .pipeline import SAMPLE
 
@@ -139,6 +139,7 @@ def bench(
     if MODELS[name].weights.meta["modality"] == "detector":  # OpenVINO or OpenCV on the CPU, whatever the device
         entry = MODELS[name]
         detector = entry.builder(weights=entry.weights, engine=engine)
+        assert isinstance(detector, SSDDetector)  # the one detector kind MODELS builds
         detector.detect(frames[:4])
         best = min(_timed(lambda: detector.detect(frames[:4])) for _ in range(repeats))
         return f"{4 / best:.1f} images/s {detector.engine}"

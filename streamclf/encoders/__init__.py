@@ -18,7 +18,7 @@ from .efficientnet_lite import (
     efficientnet_lite1,
     efficientnet_lite2,
 )
-from .engine import ENGINES, EngineUnavailable, Runner, check_engine
+from .engine import ENGINES, EngineUnavailable, Runner, check_engine, embedder
 from .hub import Torchvision_Weights, torchvision_model
 from .silero import SileroVAD_Weights, silero_vad
 from .ssdlite import SSDDetector, SSDLite_Person_Weights, ssdlite_person
@@ -134,14 +134,17 @@ class Encoder:
         self.meta = entry.weights.meta
         self.modality: str = self.meta["modality"]
         self.transform = entry.weights.transforms()
-        self.model = entry.builder(weights=entry.weights).to(device).eval()
-        if hasattr(self.model, "fold_batchnorm"):  # this wrapper only infers
-            self.model.fold_batchnorm()
+        model = entry.builder(weights=entry.weights)
+        assert isinstance(model, torch.nn.Module)  # detectors were turned away above
+        self.model = model.to(device).eval()
+        fold = getattr(self.model, "fold_batchnorm", None)
+        if fold is not None:  # this wrapper only infers
+            fold()
         example = self._example()
         if precision != "fp32" or compile or example is None:
             engine = "torch"
         self.runner = Runner(self.model, self.weights.id, engine, device)
-        self._forward = torch.compile(self.model.embed) if compile else self.runner
+        self._forward = torch.compile(embedder(self.model)) if compile else self.runner
         self.compiled = compile
         if example is not None:  # choose (and export, the first time) now, not in the first live batch
             self.runner.prepare(example)

@@ -20,7 +20,7 @@ from torch import nn
 from .layers import SameConv2d, fold_batchnorm
 from .weights import Weights, WeightsEnum, WeightsUnavailable, load_checkpoint, loaded
 
-_BN = dict(momentum=0.01, eps=1e-3)
+_batchnorm = functools.partial(nn.BatchNorm2d, momentum=0.01, eps=1e-3)
 # (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
 _STAGES = [
     (1, 3, 1, 1, 32, 16),
@@ -34,9 +34,9 @@ _STAGES = [
 
 
 def _round_filters(c: int, width: float) -> int:
-    c *= width
-    new = max(8, int(c + 4) // 8 * 8)
-    return int(new + 8) if new < 0.9 * c else int(new)
+    scaled = c * width
+    new = max(8, int(scaled + 4) // 8 * 8)
+    return int(new + 8) if new < 0.9 * scaled else int(new)
 
 
 class _MBConv(nn.Module):
@@ -45,11 +45,11 @@ class _MBConv(nn.Module):
         mid = cin * expand
         if expand != 1:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+            self._bn0 = _batchnorm(mid)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._bn1 = _batchnorm(mid)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self._bn2 = _batchnorm(cout)
         self.expand = expand != 1
         self.residual = stride == 1 and cin == cout
 
@@ -66,7 +66,7 @@ class EfficientNetLite(nn.Module):
     def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._bn0 = _batchnorm(32)
         blocks = []
         for i, (repeats, k, s, e, cin, cout) in enumerate(_STAGES):
             cin = cin if i == 0 else _round_filters(cin, width)
@@ -77,7 +77,7 @@ class EfficientNetLite(nn.Module):
                 blocks.append(_MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(cout, 1280, 1, bias=False)  # Lite keeps the stem and head widths
-        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._bn1 = _batchnorm(1280)
         self._fc = nn.Linear(1280, num_classes)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -123,10 +123,14 @@ class _Embed(torch.nn.Module):
         return embed(self.module, x)
 
 
+def embedder(module: torch.nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``module.embed``: every encoder module has it (embeddings, logits); ``nn.Module``'s type cannot say so."""
+    return getattr(module, "embed")  # noqa: B009
+
+
 def embed(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``module.embed(x)``: every encoder module has it (embeddings, logits)."""
-    fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = getattr(module, "embed")  # noqa: B009
-    return fn(x)
+    """``module.embed(x)``."""
+    return embedder(module)(x)
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:

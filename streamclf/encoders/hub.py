@@ -98,9 +98,11 @@ class TorchvisionClassifier(nn.Module):
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent), attr, nn.Identity())
         self.backbone = model
-        self.fc = nn.Linear(_inputs(last), num_classes)  # S3D's last layer is a 1x1x1 conv: the same map
+        # S3D's last layer is a 1x1x1 conv: the same map
+        self.fc = nn.Linear(_inputs(last), num_classes, bias=last.bias is not None)
         self.fc.weight.data.copy_(last.weight.reshape(num_classes, -1))
-        self.fc.bias.data.copy_(last.bias)
+        if last.bias is not None:
+            self.fc.bias.data.copy_(last.bias)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.backbone(x)
@@ -110,11 +112,11 @@ class TorchvisionClassifier(nn.Module):
         return self.embed(x)[1]
 
 
-def _outputs(m: nn.Module) -> int:
+def _outputs(m: nn.Linear | nn.Conv3d) -> int:
     return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
-def _inputs(m: nn.Module) -> int:
+def _inputs(m: nn.Linear | nn.Conv3d) -> int:
     return m.in_features if isinstance(m, nn.Linear) else m.in_channels
 
 

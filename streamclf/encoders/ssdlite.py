@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -94,7 +95,8 @@ def _parse(text: str) -> list[_Node]:
     """Nodes of a GraphDef as protobuf's text printer writes it (one field per line, blocks closed alone)."""
     nodes: list[_Node] = []
     node: _Node | None = None
-    key, body, depth = "", [], 0
+    key, depth = "", 0
+    body: list[str] = []
     for line in text.splitlines():
         s = line.strip()
         if node is None:
@@ -362,7 +364,7 @@ class DetectorTransform:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
         import cv2
 
         return cv2.dnn.blobFromImages(list(frames), 1.0, (self.size, self.size), swapRB=False, crop=False)
@@ -376,7 +378,8 @@ class SSDLite_Person_Weights(WeightsEnum):
     PERSON = Weights(
         id=_PERSON_ID,
         load=functools.partial(_load_person, PERSON_SETTINGS, _PERSON_ID),
-        transforms=functools.partial(DetectorTransform, PERSON_SETTINGS.size),
+        # torchvision types transforms as giving a Tensor; ours gives the numpy array OpenCV takes
+        transforms=functools.partial(DetectorTransform, PERSON_SETTINGS.size),  # type: ignore[arg-type]
         meta={
             "modality": "detector",
             "label_space": "detector",
@@ -415,13 +418,19 @@ class SSDDetector:
         from .engine import check_engine
 
         check_engine(engine)
-        files: GraphFiles = weights.get_state_dict()
+        files = cast(GraphFiles, weights.get_state_dict())  # our loader's value, not torchvision's state dict
         self.weights, self.meta = weights, weights.meta
-        self.transform = weights.transforms()
+        self.transform = cast(DetectorTransform, weights.transforms())  # what SSD weights carry
         if threads is not None:
             cv2.setNumThreads(threads)
         try:
-            self.net = cv2.dnn.readNetFromTensorflow(str(files.model), str(files.config), **classic_engine())
+            graph, text = str(files.model), str(files.config)
+            dnn_engine = classic_engine().get("engine")
+            self.net = (
+                cv2.dnn.readNetFromTensorflow(graph, text)
+                if dnn_engine is None
+                else cv2.dnn.readNetFromTensorflow(graph, text, engine=dnn_engine)
+            )
         except cv2.error as e:
             raise WeightsUnavailable(
                 f"{files.model}: OpenCV cannot read this graph with {files.config} ({str(e).strip().splitlines()[-1]})"

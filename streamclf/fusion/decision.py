@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, Self
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -82,6 +83,8 @@ def best_weights(probs: list[np.ndarray], mask: np.ndarray, y: np.ndarray) -> np
         loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()
         if loss < best_loss - 1e-9:
             best, best_loss = w, loss
+    if best is None:  # every grid point's loss was NaN
+        raise ValueError("fusion weights: no finite log-loss on the out-of-fold probabilities (NaN scores?)")
     return best
 
 
@@ -115,7 +118,7 @@ class _Composite(Head):
             sel = np.flatnonzero(present[m])
             p = np.full((len(y), len(self.classes)), 1.0 / len(self.classes), np.float32)
             p[sel] = out_of_fold(
-                lambda m=m: self._unimodal(m),
+                partial(self._unimodal, m),
                 *take(x, present, sel),
                 y[sel],
                 seed=self.seed,
@@ -127,7 +130,7 @@ class _Composite(Head):
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"{m}.{k}": v for m, h in self.unimodal.items() for k, v in h.arrays().items()}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> _Composite:
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         for m, h in self.unimodal.items():
             h.load_arrays({k[len(m) + 1 :]: v for k, v in arrays.items() if k.startswith(m + ".")})
         return self
@@ -198,7 +201,7 @@ class DecisionHead(_Composite):
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "weights": self.weights}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> DecisionHead:
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         self.weights = np.asarray(arrays["weights"], np.float32)
         return super().load_arrays(arrays)
 
@@ -265,7 +268,7 @@ class StackingHead(_Composite):
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "meta.coef": self.coef, "meta.intercept": self.intercept}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> StackingHead:
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         self.coef, self.intercept = np.asarray(arrays["meta.coef"]), np.asarray(arrays["meta.intercept"])
         return super().load_arrays(arrays)
 
@@ -326,7 +329,7 @@ class HybridHead(_Composite):
         fused = {f"fused.{k}": v for k, v in self.fused.arrays().items()}
         return {**super().arrays(), **fused, "weights": self.weights}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> HybridHead:
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         self.fused.load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("fused.")})
         self.weights = np.asarray(arrays["weights"], np.float32)
         return super().load_arrays(arrays)
