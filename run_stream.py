@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """``python run_stream.py [SOURCE...]`` is ``streamclf run``: with no sources, the built-in sample."""
+
 import sys
 
 from streamclf.cli import main

@@ -18,6 +18,7 @@ features>" (the first run, gated on the pooled YAMNet embedding alone and withou
 kept under "held_out_speakers"). Clips and embeddings are cached under --work; timings are recorded.
 Writes benchmarks/results/avdigits_stream.json (other keys are kept).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,36 @@ def shipped_heads(streams: int, digits: int) -> dict:
             timeline = compose_stream(stream, digit_list, speaker, image_pool=pool, seed=s)
             for name, head in HEADS.items():
                 out = Path(tmp) / f"{s}-{head}.jsonl"
-                run([str(stream)], out=out,
-                    config=load_config(**{"fusion.head": str(ROOT / "models" / "heads" / head), "fusion.smoothing": 1.0}))
+                run(
+                    [str(stream)],
+                    out=out,
+                    config=load_config(
+                        **{"fusion.head": str(ROOT / "models" / "heads" / head), "fusion.smoothing": 1.0}
+                    ),
+                )
                 records = [json.loads(line) for line in out.read_text().splitlines()]
                 results[name].append(segment_accuracy(records, timeline)["accuracy"])
     print(f"{'head':12s} {'accuracy (mean over streams)':>30s}  per stream")
     for name, accs in results.items():
         print(f"{name:12s} {np.mean(accs):30.3f}  {' '.join(f'{a:.3f}' for a in accs)}")
-    return {"speaker": speaker, "image_fold": fold, "streams": streams, "digits_per_stream": digits,
-            "accuracy": results}
+    return {
+        "speaker": speaker,
+        "image_fold": fold,
+        "streams": streams,
+        "digits_per_stream": digits,
+        "accuracy": results,
+    }
 
 
-def held_out_speakers(work: Path, per_digit: int, augment: bool, fusion: str, speakers: list[str],
-                      audio_features: str | None, snr: float | None) -> dict:
+def held_out_speakers(
+    work: Path,
+    per_digit: int,
+    augment: bool,
+    fusion: str,
+    speakers: list[str],
+    audio_features: str | None,
+    snr: float | None,
+) -> dict:
     """Train on three speakers with `train --group`, evaluate a composed stream of the fourth, clean and noisy."""
     from streamclf.evaluate import evaluate
 
@@ -82,45 +100,72 @@ def held_out_speakers(work: Path, per_digit: int, augment: bool, fusion: str, sp
         write_clips(test, [speaker], 10, np.flatnonzero(folds == k))
         write_clips(train_dir, [s for s in SPEAKERS if s != speaker], per_digit, np.flatnonzero(folds != k))
         name = f"head-{fusion}{'' if augment else '-noaug'}{f'-{audio_features}' if audio_features else ''}"
-        card = train(train_dir, fusion, work / speaker / name, config, group=FOLDER_GROUP, augment=augment,
-                     audio_features=audio_features, progress=lambda msg: None)
+        card = train(
+            train_dir,
+            fusion,
+            work / speaker / name,
+            config,
+            group=FOLDER_GROUP,
+            augment=augment,
+            audio_features=audio_features,
+            progress=lambda msg: None,
+        )
         trained = time.monotonic()
         head = load_config(**{"fusion.head": str(work / speaker / name)})
         clean = evaluate(test, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval")
-        rows[speaker] = {"stream": runs(clean), "train_reported": card["metrics"]["stream"],
-                         "train_held_out": card["metrics"]["held_out_groups"],
-                         "train_windows_held_out": card["metrics"]["accuracy"]}
+        rows[speaker] = {
+            "stream": runs(clean),
+            "train_reported": card["metrics"]["stream"],
+            "train_held_out": card["metrics"]["held_out_groups"],
+            "train_windows_held_out": card["metrics"]["accuracy"],
+        }
         if snr is not None:
             noisy = work / speaker / f"test-snr{snr:g}"
             write_clips(noisy, [speaker], 10, np.flatnonzero(folds == k), snr_db=snr)
-            rows[speaker]["stream_noise"] = runs(evaluate(noisy, head, compose=True, gap=STREAM_GAP,
-                                                          work_dir=work / speaker / "eval-noise"))
+            rows[speaker]["stream_noise"] = runs(
+                evaluate(noisy, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval-noise")
+            )
         rows[speaker]["seconds"] = {"train": round(trained - started), "eval": round(time.monotonic() - trained)}
         print(speaker, json.dumps(rows[speaker]), flush=True)
-    return {"fusion": fusion, "audio_features": audio_features, "augment": augment, "per_digit_train": per_digit,
-            "test_clips": 100, "gap": STREAM_GAP, "noise_snr_db": snr, "window": AVDIGITS_WINDOW, "speakers": rows}
+    return {
+        "fusion": fusion,
+        "audio_features": audio_features,
+        "augment": augment,
+        "per_digit_train": per_digit,
+        "test_clips": 100,
+        "gap": STREAM_GAP,
+        "noise_snr_db": snr,
+        "window": AVDIGITS_WINDOW,
+        "speakers": rows,
+    }
 
 
 def table(res: dict) -> str:
     noise = res.get("noise_snr_db")
     extra = f" | noise {noise:g} dB: fused / audio / video" if noise is not None else ""
-    lines = ["| held-out speaker | fused | audio only | video only | fused - best single | train-reported stream "
-             f"(its held-out speaker) | train-reported - stream{extra} |",
-             "|---|---|---|---|---|---|---|" + "---|" * bool(extra)]
+    lines = [
+        "| held-out speaker | fused | audio only | video only | fused - best single | train-reported stream "
+        f"(its held-out speaker) | train-reported - stream{extra} |",
+        "|---|---|---|---|---|---|---|" + "---|" * bool(extra),
+    ]
     for speaker, r in res["speakers"].items():
         s, t, n = r["stream"], r["train_reported"], r.get("stream_noise")
-        lines.append(f"| {speaker} | {100 * s['fused']:.1f} | {100 * s['audio only']:.1f} | {100 * s['video only']:.1f} "
-                     f"| {100 * (s['fused'] - max(s['audio only'], s['video only'])):+.1f} "
-                     f"| {100 * t['fused']:.1f} ({', '.join(r['train_held_out'])}) "
-                     f"| {100 * (t['fused'] - s['fused']):+.1f}"
-                     + (f" | {' / '.join(f'{100 * n[k]:.0f}' for k in RUNS)}" if n else "") + " |")
+        lines.append(
+            f"| {speaker} | {100 * s['fused']:.1f} | {100 * s['audio only']:.1f} | {100 * s['video only']:.1f} "
+            f"| {100 * (s['fused'] - max(s['audio only'], s['video only'])):+.1f} "
+            f"| {100 * t['fused']:.1f} ({', '.join(r['train_held_out'])}) "
+            f"| {100 * (t['fused'] - s['fused']):+.1f}"
+            + (f" | {' / '.join(f'{100 * n[k]:.0f}' for k in RUNS)}" if n else "")
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def result_key(res: dict) -> str:
     """Where a run goes in the JSON: one key per method and audio features (and augmentation)."""
-    return (f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}"
-            f"{'' if res['augment'] else '/no-augment'}")
+    return (
+        f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}{'' if res['augment'] else '/no-augment'}"
+    )
 
 
 def main() -> None:
@@ -132,10 +177,18 @@ def main() -> None:
     ap.add_argument("--per-digit", type=int, default=16, help="training clips per digit and speaker")
     ap.add_argument("--fusion", default="gated")
     ap.add_argument("--no-augment", dest="augment", action="store_false")
-    ap.add_argument("--audio-features", default=AUDIO_SHAPE, choices=[*FEATURES, "none"],
-                    help="extra time-structured audio features of the head (train's default) or none")
-    ap.add_argument("--noise-snr", type=float, default=0.0,
-                    help="SNR (dB) of the background sound under the noisy held-out stream; 'nan' skips it")
+    ap.add_argument(
+        "--audio-features",
+        default=AUDIO_SHAPE,
+        choices=[*FEATURES, "none"],
+        help="extra time-structured audio features of the head (train's default) or none",
+    )
+    ap.add_argument(
+        "--noise-snr",
+        type=float,
+        default=0.0,
+        help="SNR (dB) of the background sound under the noisy held-out stream; 'nan' skips it",
+    )
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "streamclf-avdigits-stream"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "avdigits_stream.json"))
     args = ap.parse_args()
@@ -144,8 +197,15 @@ def main() -> None:
     doc = doc if "shipped_head" in doc or "held_out_speakers" in doc else {"shipped_head": doc} if doc else {}
     if args.held_out_speakers:
         features = None if args.audio_features == "none" else args.audio_features
-        res = held_out_speakers(Path(args.work), args.per_digit, args.augment, args.fusion, args.speakers.split(","),
-                                features, None if np.isnan(args.noise_snr) else args.noise_snr)
+        res = held_out_speakers(
+            Path(args.work),
+            args.per_digit,
+            args.augment,
+            args.fusion,
+            args.speakers.split(","),
+            features,
+            None if np.isnan(args.noise_snr) else args.noise_snr,
+        )
         print(table(res))
         doc[result_key(res)] = res
     else:

@@ -11,6 +11,7 @@ the others. Also measures the detector's CPU time per frame (OpenCV at one and a
 frames) and how many due frames the motion skip saved. Prints a table and writes
 benchmarks/results/detector.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,13 @@ def clips(quick: bool) -> list[tuple[str, Path, bool]]:
     media = DATA / "media"
     grid = sorted((media / "grid").glob("*.mpg"))[: 3 if quick else None]
     sounds = sorted((DATA / "fsdd").glob("*.wav"))[:3] + sorted((DATA / "sounds" / "scratch").rglob("*.wav"))[:3]
-    return ([("GRID talking heads", p, True) for p in grid]
-            + [("Kinetics: flipping a pancake", media / "flipping_a_pancake.mkv", True)]
-            + [("Big Buck Bunny 360p", media / "bbb_360p_60s.mp4", False)]
-            + ([] if quick else [("Big Buck Bunny 720p", media / "bbb_720p_30s.mp4", False)])
-            + [("sound only (FSDD, sound effects)", p, False) for p in sounds])
+    return (
+        [("GRID talking heads", p, True) for p in grid]
+        + [("Kinetics: flipping a pancake", media / "flipping_a_pancake.mkv", True)]
+        + [("Big Buck Bunny 360p", media / "bbb_360p_60s.mp4", False)]
+        + ([] if quick else [("Big Buck Bunny 720p", media / "bbb_720p_30s.mp4", False)])
+        + [("sound only (FSDD, sound effects)", p, False) for p in sounds]
+    )
 
 
 def window_records(models, path: Path) -> list[dict]:
@@ -96,8 +99,9 @@ def main() -> None:
     for group, path, person in clips(args.quick):
         records = window_records(models, path)
         scores = [(r["detector"] or {}).get("score", 0.0) for r in records]
-        g = groups.setdefault(group, {"person": person, "files": 0, "windows": 0, "with_person": 0, "ran": 0,
-                                      "still": 0, "scores": []})
+        g = groups.setdefault(
+            group, {"person": person, "files": 0, "windows": 0, "with_person": 0, "ran": 0, "still": 0, "scores": []}
+        )
         g["files"] += 1
         g["windows"] += len(records)
         g["with_person"] += sum(s >= threshold for s in scores)
@@ -106,29 +110,44 @@ def main() -> None:
         g["scores"] += scores
     for g in groups.values():
         s = np.array(g.pop("scores") or [0.0])
-        g.update(score_min=round(float(s.min()), 3), score_median=round(float(np.median(s)), 3),
-                 score_max=round(float(s.max()), 3))
+        g.update(
+            score_min=round(float(s.min()), 3),
+            score_median=round(float(np.median(s)), 3),
+            score_max=round(float(s.max()), 3),
+        )
     positives = [g for g in groups.values() if g["person"]]
     negatives = [g for g in groups.values() if not g["person"]]
     recall = sum(g["with_person"] for g in positives) / sum(g["windows"] for g in positives)
     fpr = sum(g["with_person"] for g in negatives) / sum(g["windows"] for g in negatives)
     cost = per_frame_ms(models)
     result = {
-        "threshold": threshold, "detector_fps": config.detector.fps, "window": models.config.window.model_dump(),
-        "recall": round(recall, 4), "false_positive_rate": round(fpr, 4),
-        "windows": {"with_person": sum(g["windows"] for g in positives),
-                    "without": sum(g["windows"] for g in negatives)},
-        "groups": groups, "ms_per_frame": cost,
+        "threshold": threshold,
+        "detector_fps": config.detector.fps,
+        "window": models.config.window.model_dump(),
+        "recall": round(recall, 4),
+        "false_positive_rate": round(fpr, 4),
+        "windows": {
+            "with_person": sum(g["windows"] for g in positives),
+            "without": sum(g["windows"] for g in negatives),
+        },
+        "groups": groups,
+        "ms_per_frame": cost,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "quick": args.quick},
     }
-    print(f"{'clips':<36} {'person?':>7} {'files':>5} {'windows':>7} {'says person':>11} "
-          f"{'min':>6} {'median':>6} {'max':>6} {'ran':>5} {'still':>5}")
+    print(
+        f"{'clips':<36} {'person?':>7} {'files':>5} {'windows':>7} {'says person':>11} "
+        f"{'min':>6} {'median':>6} {'max':>6} {'ran':>5} {'still':>5}"
+    )
     for name, g in groups.items():
-        print(f"{name:<36} {'yes' if g['person'] else 'no':>7} {g['files']:>5} {g['windows']:>7} "
-              f"{g['with_person']:>11} {g['score_min']:>6.3f} {g['score_median']:>6.3f} {g['score_max']:>6.3f} "
-              f"{g['ran']:>5} {g['still']:>5}")
-    print(f"recall {recall:.1%}, false positives {fpr:.1%} at threshold {threshold}; "
-          f"detector per frame: {', '.join(f'{v} ms ({k})' for k, v in cost.items())}")
+        print(
+            f"{name:<36} {'yes' if g['person'] else 'no':>7} {g['files']:>5} {g['windows']:>7} "
+            f"{g['with_person']:>11} {g['score_min']:>6.3f} {g['score_median']:>6.3f} {g['score_max']:>6.3f} "
+            f"{g['ran']:>5} {g['still']:>5}"
+        )
+    print(
+        f"recall {recall:.1%}, false positives {fpr:.1%} at threshold {threshold}; "
+        f"detector per frame: {', '.join(f'{v} ms ({k})' for k, v in cost.items())}"
+    )
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 

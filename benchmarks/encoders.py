@@ -19,6 +19,7 @@ Runtime's static int8 (the policy in docs/engines.md): calibrated on the first h
 timed and compared on the other half. Prints a table and
 writes benchmarks/results/encoders.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,8 @@ def real_inputs(quick: bool) -> dict[str, list[np.ndarray]]:
     waves: list[np.ndarray] = []
     for p in sounds[: 6 if quick else 60]:
         y = read_audio(p)
-        waves += [y[s:s + 32000] for s in range(0, max(1, len(y) - 32000 + 1), 32000)][:4]
-    return {"video": [np.stack(frames[i:i + 4]) for i in range(0, len(frames), 4)], "audio": waves}
+        waves += [y[s : s + 32000] for s in range(0, max(1, len(y) - 32000 + 1), 32000)][:4]
+    return {"video": [np.stack(frames[i : i + 4]) for i in range(0, len(frames), 4)], "audio": waves}
 
 
 Path_ = Callable[[list[np.ndarray]], np.ndarray]
@@ -101,7 +102,7 @@ def timed(fn: Path_, inputs: list[np.ndarray]) -> tuple[float, list]:
     outs = []
     t0 = time.perf_counter()
     for s in range(0, len(inputs), BATCH):
-        outs.append(fn(inputs[s:s + BATCH]))
+        outs.append(fn(inputs[s : s + BATCH]))
     return time.perf_counter() - t0, outs
 
 
@@ -112,11 +113,17 @@ def agreement(ref: list, got: list, detector: bool) -> dict:
         a = [d for batch in ref for d in batch]
         b = [d for batch in got for d in batch]
         same = [_detections_differ(_rows(x), _rows(y), 1) is None for x, y in zip(a, b, strict=True)]
-        return {"top1_agreement": round(float(np.mean(same)), 4), "max_score_diff": float(max(
-            abs((x[0, 1] if len(x) else 0) - (y[0, 1] if len(y) else 0)) for x, y in zip(a, b, strict=True)))}
+        return {
+            "top1_agreement": round(float(np.mean(same)), 4),
+            "max_score_diff": float(
+                max(abs((x[0, 1] if len(x) else 0) - (y[0, 1] if len(y) else 0)) for x, y in zip(a, b, strict=True))
+            ),
+        }
     r, g = np.concatenate(ref), np.concatenate(got)
-    return {"top1_agreement": round(float((r.argmax(1) == g.argmax(1)).mean()), 4),
-            "max_score_diff": float(np.abs(r - g).max())}
+    return {
+        "top1_agreement": round(float((r.argmax(1) == g.argmax(1)).mean()), 4),
+        "max_score_diff": float(np.abs(r - g).max()),
+    }
 
 
 def _rows(d: np.ndarray) -> np.ndarray:
@@ -124,8 +131,15 @@ def _rows(d: np.ndarray) -> np.ndarray:
     return np.column_stack([np.zeros(len(d)), d[:, 0] + 1, d[:, 1:]]) if len(d) else np.zeros((0, 7))
 
 
-def measure(name: str, m: str, ref: Path_, ref_name: str, paths: dict[str, tuple[Path_, float]],
-            inputs: list[np.ndarray], rounds: int) -> list[dict]:
+def measure(
+    name: str,
+    m: str,
+    ref: Path_,
+    ref_name: str,
+    paths: dict[str, tuple[Path_, float]],
+    inputs: list[np.ndarray],
+    rounds: int,
+) -> list[dict]:
     """Rows for the reference and each path: timed back to back in each round, agreement from the first."""
     walls: dict[str, list[float]] = {ref_name: [], **{d: [] for d in paths}}
     outs: dict[str, list] = {}
@@ -138,11 +152,19 @@ def measure(name: str, m: str, ref: Path_, ref_name: str, paths: dict[str, tuple
     rows = []
     for desc in walls:
         ratios = [r / w for r, w in zip(walls[ref_name], walls[desc], strict=True)]
-        rows.append({"encoder": name, "path": desc, "items": n, "unit": "patches" if m == "audio" else "images",
-                     "per_s": round(n / statistics.median(walls[desc]), 1),
-                     "speedup": round(statistics.median(ratios), 2), "speedups": [round(r, 2) for r in ratios],
-                     **agreement(outs[ref_name], outs[desc], m == "detector"),
-                     "ready_s": round(paths[desc][1], 1) if desc in paths else None})
+        rows.append(
+            {
+                "encoder": name,
+                "path": desc,
+                "items": n,
+                "unit": "patches" if m == "audio" else "images",
+                "per_s": round(n / statistics.median(walls[desc]), 1),
+                "speedup": round(statistics.median(ratios), 2),
+                "speedups": [round(r, 2) for r in ratios],
+                **agreement(outs[ref_name], outs[desc], m == "detector"),
+                "ready_s": round(paths[desc][1], 1) if desc in paths else None,
+            }
+        )
     return rows
 
 
@@ -157,8 +179,9 @@ def int8_path(name: str, calibration: list[np.ndarray]) -> tuple[Path_, str]:
 
     enc = Encoder(name, torch.device("cpu"), engine="onnxruntime")  # puts the fp32 graph in the cache
     src = cached_path(enc.weights.id, "onnxruntime", enc.runner.shape)
-    batches = [enc.transform(torch.from_numpy(np.ascontiguousarray(x))).float().contiguous().numpy()
-               for x in calibration]
+    batches = [
+        enc.transform(torch.from_numpy(np.ascontiguousarray(x))).float().contiguous().numpy() for x in calibration
+    ]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -169,8 +192,15 @@ def int8_path(name: str, calibration: list[np.ndarray]) -> tuple[Path_, str]:
             return None if x is None else {"x": x}
 
     out = Path(tempfile.mkdtemp()) / "int8.onnx"
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(src),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     session = _ort_session(out, torch.device("cpu"), torch.get_num_threads())
     sigmoid = enc.meta["activation"] == "sigmoid"
 
@@ -186,11 +216,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few inputs: checks the script, not the machine")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
-    ap.add_argument("--engines", nargs="+", default=["torch", "onnxruntime", "openvino"],
-                    help="fp32 engines to time (torch is streamclf's own torch path)")
+    ap.add_argument(
+        "--engines",
+        nargs="+",
+        default=["torch", "onnxruntime", "openvino"],
+        help="fp32 engines to time (torch is streamclf's own torch path)",
+    )
     ap.add_argument("--int8", action="store_true", help="also ONNX Runtime static int8, calibrated on half the inputs")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts "
-                    "(--quick: 1)")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts (--quick: 1)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
     if args.quick:
@@ -212,11 +247,15 @@ def main() -> None:
             specs = [("openvino", functools.partial(detector_path, "openvino"))]
         else:
             ref, ref_name = plain(name), "eager fp32 (plain)"
-            specs = ([(e, functools.partial(streamclf_path, name, "fp32", False, e)) for e in args.engines]
-                     + ([("compiled", functools.partial(streamclf_path, name, "fp32", True, "torch"))]
-                        if args.compile else [])
-                     + ([("bf16", functools.partial(streamclf_path, name, "bf16", False, "torch"))]
-                        if bf16_native else []))
+            specs = (
+                [(e, functools.partial(streamclf_path, name, "fp32", False, e)) for e in args.engines]
+                + (
+                    [("compiled", functools.partial(streamclf_path, name, "fp32", True, "torch"))]
+                    if args.compile
+                    else []
+                )
+                + ([("bf16", functools.partial(streamclf_path, name, "bf16", False, "torch"))] if bf16_native else [])
+            )
         ref(inputs[m][:BATCH])
         for _, make in specs:
             t0 = time.perf_counter()
@@ -228,20 +267,34 @@ def main() -> None:
             half = len(inputs[m]) // 2  # calibrate on the first half, measure on the other
             t0 = time.perf_counter()
             fn, desc = int8_path(name, inputs[m][:half])
-            rows += [dict(r, split=f"calibrated on the first {half} inputs, measured on the other "
-                                    f"{len(inputs[m]) - half}")
-                     for r in measure(name, m, ref, ref_name, {desc: (fn, time.perf_counter() - t0)},
-                                      inputs[m][half:], args.rounds)]
-    print("| encoder | path | items | per second | vs reference (median of rounds) | top-1 agreement "
-          "| max score diff | ready (s) |")
+            rows += [
+                dict(r, split=f"calibrated on the first {half} inputs, measured on the other {len(inputs[m]) - half}")
+                for r in measure(
+                    name, m, ref, ref_name, {desc: (fn, time.perf_counter() - t0)}, inputs[m][half:], args.rounds
+                )
+            ]
+    print(
+        "| encoder | path | items | per second | vs reference (median of rounds) | top-1 agreement "
+        "| max score diff | ready (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['encoder']} | {r['path']} | {r['items']} {r['unit']} | {r['per_s']} | {r['speedup']} "
-              f"| {r['top1_agreement']:.4f} | {r['max_score_diff']:.2g} | {r['ready_s']} |")
-    doc = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                       "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": bf16_native},
-           "command": "python benchmarks/encoders.py " + " ".join(sys.argv[1:]),
-           "load_avg": {"start": load_start, "end": os.getloadavg()}, "quick": args.quick, "rows": rows}
+        print(
+            f"| {r['encoder']} | {r['path']} | {r['items']} {r['unit']} | {r['per_s']} | {r['speedup']} "
+            f"| {r['top1_agreement']:.4f} | {r['max_score_diff']:.2g} | {r['ready_s']} |"
+        )
+    doc = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": bf16_native,
+        },
+        "command": "python benchmarks/encoders.py " + " ".join(sys.argv[1:]),
+        "load_avg": {"start": load_start, "end": os.getloadavg()},
+        "quick": args.quick,
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.out}")

@@ -14,6 +14,7 @@ compare across machines: both modes share the load. The median, not the best: on
 the slow runs are the finding. ``--load N`` adds N busy-looping processes to imitate a shared machine.
 Prints a table and writes benchmarks/results/label_throughput.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "da
 
 def commands(path: Path, tmp: Path, ray: bool) -> dict[str, list[str]]:
     cli = [sys.executable, "-m", "streamclf"]
-    out = {"run": [*cli, "run", str(path), "--no-dashboard", "--out", str(tmp / "run.jsonl")],
-           "label": [*cli, "label", str(path), "--out", str(tmp / "label"), "--no-progress", "--force"]}
+    out = {
+        "run": [*cli, "run", str(path), "--no-dashboard", "--out", str(tmp / "run.jsonl")],
+        "label": [*cli, "label", str(path), "--out", str(tmp / "label"), "--no-progress", "--force"],
+    }
     if ray:
         out["label-ray"] = [*out["label"][:-3], str(tmp / "ray"), "--no-progress", "--force", "--engine", "ray"]
     return out
@@ -83,23 +86,43 @@ def main() -> None:
     rows = []
     for mode, got in times.items():
         wall, cpu = statistics.median(w for w, _ in got), statistics.median(c for _, c in got)
-        rows.append({"mode": mode, "media_s": round(media_s, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                     "media_s_per_wall_s": round(media_s / wall, 2), "media_s_per_cpu_s": round(media_s / cpu, 2),
-                     "runs": [{"wall_s": round(w, 2), "cpu_s": round(c, 2)} for w, c in got]})
+        rows.append(
+            {
+                "mode": mode,
+                "media_s": round(media_s, 1),
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+                "media_s_per_wall_s": round(media_s / wall, 2),
+                "media_s_per_cpu_s": round(media_s / cpu, 2),
+                "runs": [{"wall_s": round(w, 2), "cpu_s": round(c, 2)} for w, c in got],
+            }
+        )
     base = rows[0]
     for r in rows:
         r["speed_vs_run"] = round(r["media_s_per_wall_s"] / base["media_s_per_wall_s"], 2)
         r["cpu_vs_run"] = round(r["cpu_s"] / base["cpu_s"], 2)
-    print(f"{'mode':<10} {'media s':>8} {'wall s':>7} {'cpu s':>7} {'media s/wall s':>15} {'media s/cpu s':>14} "
-          f"{'speed vs run':>13} {'cpu vs run':>11}")
+    print(
+        f"{'mode':<10} {'media s':>8} {'wall s':>7} {'cpu s':>7} {'media s/wall s':>15} {'media s/cpu s':>14} "
+        f"{'speed vs run':>13} {'cpu vs run':>11}"
+    )
     for r in rows:
-        print(f"{r['mode']:<10} {r['media_s']:>8.1f} {r['wall_s']:>7.2f} {r['cpu_s']:>7.2f} "
-              f"{r['media_s_per_wall_s']:>15.2f} {r['media_s_per_cpu_s']:>14.2f} {r['speed_vs_run']:>13.2f} "
-              f"{r['cpu_vs_run']:>11.2f}")
-    result = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "load_1min": round(os.getloadavg()[0], 2)},
-              "file": args.file, "repeats": args.repeats, "added_load": args.load,
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "runs": rows}
+        print(
+            f"{r['mode']:<10} {r['media_s']:>8.1f} {r['wall_s']:>7.2f} {r['cpu_s']:>7.2f} "
+            f"{r['media_s_per_wall_s']:>15.2f} {r['media_s_per_cpu_s']:>14.2f} {r['speed_vs_run']:>13.2f} "
+            f"{r['cpu_vs_run']:>11.2f}"
+        )
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_1min": round(os.getloadavg()[0], 2),
+        },
+        "file": args.file,
+        "repeats": args.repeats,
+        "added_load": args.load,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "runs": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

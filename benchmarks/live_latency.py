@@ -26,6 +26,7 @@ machine is shared: each run records the load average before it, and the ratios b
 of one run are the figures to read.
 Prints a table and writes benchmarks/results/live_latency.json (with the command).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MARGIN = 0.3  # seconds over the hop a window's p95 latency may take
 WARMUP = 5.0  # media seconds at the start of each source left out of the steady-state latency (every camera
-              # starting in the same second, the first batches pay for the models' first runs)
+# starting in the same second, the first batches pay for the models' first runs)
 PLAN = [  # (settings, scene, source counts tried): the targets of issues 17 and 18
     ("surveillance", "moving", [2, 4, 6, 8, 12, 16]),
     ("surveillance", "static", [8, 16, 24, 32]),
@@ -59,16 +60,29 @@ def config_for(settings: str, detector: bool, reuse: bool, hop: float | None = N
     from streamclf import load_config
     from streamclf.config import AlertsConfig, SinksConfig
 
-    overrides = {"sources.realtime": True, "detector.enabled": detector, "reuse.enabled": reuse, "engine": engine,
-                 **({"window.hop": hop} if hop else {})}
+    overrides = {
+        "sources.realtime": True,
+        "detector.enabled": detector,
+        "reuse.enabled": reuse,
+        "engine": engine,
+        **({"window.hop": hop} if hop else {}),
+    }
     if settings == "default":
         return load_config(**overrides)
     config = load_config(ROOT / "configs" / "surveillance.yaml", **overrides)
     return config.model_copy(update={"sinks": SinksConfig(), "alerts": AlertsConfig()})
 
 
-def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, reuse: bool,
-            hop: float | None = None, engine: str = "auto") -> dict:
+def measure(
+    n: int,
+    seconds: float,
+    media: Path,
+    settings: str,
+    detector: bool,
+    reuse: bool,
+    hop: float | None = None,
+    engine: str = "auto",
+) -> dict:
     """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
     from streamclf.pipeline import Pipeline
     from streamclf.sources import SourceSpec
@@ -97,17 +111,30 @@ def measure(n: int, seconds: float, media: Path, settings: str, detector: bool, 
     dropped = {k: sum(st.dropped.get(k, 0) for st in states.values()) for k in ("windows", "frames", "audio_chunks")}
     hop = config.window.hop
     p95 = round(float(np.percentile(lat, 95)), 1)
-    return {"settings": settings, "scene": media.stem, "sources": n, "engine": engine, "detector": detector,
-            "reuse": reuse,
-            "load_before": round(load, 2), "wall_s": round(wall, 1),
-            "cpu_s": round(cpu, 1), "cpu_ms_per_source_s": round(1000.0 * cpu / (n * seconds), 1),
-            "windows": int(sum(st.windows for st in states.values())),
-            "latency_p50_ms": round(float(np.percentile(lat, 50)), 1), "latency_p95_ms": p95,
-            "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "latency_p95_with_warmup_ms": round(float(np.percentile(everything, 95)), 1), "dropped": dropped,
-            "fps": config.window.fps, "hop_s": hop, "length_s": config.window.length,
-            "ok": dropped["windows"] == 0 and p95 <= (hop + MARGIN) * 1000.0,
-            "reused": final.get("reused", {}), "stages": final.get("stages", {})}
+    return {
+        "settings": settings,
+        "scene": media.stem,
+        "sources": n,
+        "engine": engine,
+        "detector": detector,
+        "reuse": reuse,
+        "load_before": round(load, 2),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "cpu_ms_per_source_s": round(1000.0 * cpu / (n * seconds), 1),
+        "windows": int(sum(st.windows for st in states.values())),
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "latency_p95_ms": p95,
+        "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "latency_p95_with_warmup_ms": round(float(np.percentile(everything, 95)), 1),
+        "dropped": dropped,
+        "fps": config.window.fps,
+        "hop_s": hop,
+        "length_s": config.window.length,
+        "ok": dropped["windows"] == 0 and p95 <= (hop + MARGIN) * 1000.0,
+        "reused": final.get("reused", {}),
+        "stages": final.get("stages", {}),
+    }
 
 
 def static_scene(folder: Path, seconds: float = 60.0) -> Path:
@@ -115,16 +142,63 @@ def static_scene(folder: Path, seconds: float = 60.0) -> Path:
     each GRID recording (room tone before the speaker starts) joined and looped (H.264 + AAC, as a camera)."""
     media = DATA / "media"
     still, tone, out = folder / "still.png", folder / "tone.wav", folder / "static.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "5", "-i", str(media / "flipping_a_pancake.mkv"),
-                    "-frames:v", "1", "-vf", "scale=640:360", str(still)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            "5",
+            "-i",
+            str(media / "flipping_a_pancake.mkv"),
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale=640:360",
+            str(still),
+        ],
+        check=True,
+    )
     grid = sorted((media / "grid").glob("*.mpg"))
     inputs = [arg for p in grid for arg in ("-t", "0.4", "-i", str(p))]
     mix = "".join(f"[{i}:a]" for i in range(len(grid))) + f"concat=n={len(grid)}:v=0:a=1,aresample=16000[a]"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", mix, "-map", "[a]", "-ac", "1",
-                    str(tone)], check=True)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-loop", "1", "-framerate", "15", "-i", str(still),
-                    "-stream_loop", "-1", "-i", str(tone), "-t", str(seconds), "-map", "0:v", "-map", "1:a",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", mix, "-map", "[a]", "-ac", "1", str(tone)],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-framerate",
+            "15",
+            "-i",
+            str(still),
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(tone),
+            "-t",
+            str(seconds),
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
@@ -133,8 +207,18 @@ def capacity(rows: list[dict]) -> list[dict]:
     out: dict[tuple, dict] = {}
     for r in rows:
         key = (r["settings"], r["scene"], r.get("engine", "torch"), r["detector"], r["reuse"])
-        c = out.setdefault(key, {"settings": key[0], "scene": key[1], "engine": key[2], "detector": key[3],
-                                 "reuse": key[4], "capacity": 0, "tried": []})
+        c = out.setdefault(
+            key,
+            {
+                "settings": key[0],
+                "scene": key[1],
+                "engine": key[2],
+                "detector": key[3],
+                "reuse": key[4],
+                "capacity": 0,
+                "tried": [],
+            },
+        )
         c["tried"].append(r["sources"])
         if r["ok"]:
             c["capacity"] = max(c["capacity"], r["sources"])
@@ -143,16 +227,29 @@ def capacity(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--settings", choices=["surveillance", "default"], nargs="+",
-                    help="with --scene and --sources instead of the whole plan (--sources alone: default)")
+    ap.add_argument(
+        "--settings",
+        choices=["surveillance", "default"],
+        nargs="+",
+        help="with --scene and --sources instead of the whole plan (--sources alone: default)",
+    )
     ap.add_argument("--scene", choices=["moving", "static"], nargs="+", default=["moving"])
-    ap.add_argument("--sources", type=int, nargs="+",
-                    help="counts tried in increasing order; a condition stops at its first failing count "
-                    "(default with --settings: 2 4 8 16)")
+    ap.add_argument(
+        "--sources",
+        type=int,
+        nargs="+",
+        help="counts tried in increasing order; a condition stops at its first failing count "
+        "(default with --settings: 2 4 8 16)",
+    )
     ap.add_argument("--detector", choices=["off", "on", "both"], default="both")
     ap.add_argument("--reuse", choices=["off", "on", "both"], default="both")
-    ap.add_argument("--engine", nargs="+", default=["auto"], choices=["auto", "torch", "onnxruntime", "openvino"],
-                    help="encoder engines to compare (interleaved per count like the other conditions)")
+    ap.add_argument(
+        "--engine",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="encoder engines to compare (interleaved per count like the other conditions)",
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="media seconds per run")
     ap.add_argument("--hop", type=float, help="seconds between windows, instead of the settings' hop")
     ap.add_argument("--media", default="bbb_360p_60s.mp4", help="the moving clip under shared/data/media")
@@ -181,30 +278,47 @@ def main() -> None:
             for engine, detector, reuse in list(active):
                 row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine)
                 rows.append(row)
-                print(f"{settings} {scene} engine={engine} detector={'on' if detector else 'off'} "
-                      f"reuse={'on' if reuse else 'off'} "
-                      f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
-                      f"{'ok' if row['ok'] else 'over'} (load {row['load_before']}, "
-                      f"{row['cpu_ms_per_source_s']} cpu ms per source-second)", file=sys.stderr, flush=True)
+                print(
+                    f"{settings} {scene} engine={engine} detector={'on' if detector else 'off'} "
+                    f"reuse={'on' if reuse else 'off'} "
+                    f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
+                    f"{'ok' if row['ok'] else 'over'} (load {row['load_before']}, "
+                    f"{row['cpu_ms_per_source_s']} cpu ms per source-second)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if not row["ok"]:
                     active.remove((engine, detector, reuse))
-    print(f"{'settings':<13}{'scene':<16}{'engine':>12}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}"
-          f"{'p50 ms':>8}{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}")
+    print(
+        f"{'settings':<13}{'scene':<16}{'engine':>12}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}"
+        f"{'p50 ms':>8}{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}"
+    )
     for r in rows:
-        print(f"{r['settings']:<13}{r['scene']:<16}{r['engine']:>12}{'on' if r['detector'] else 'off':>9}"
-              f"{'on' if r['reuse'] else 'off':>6}{r['sources']:>8}{r['windows']:>8}"
-              f"{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
-              f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}"
-              f"{r['cpu_ms_per_source_s']:>13.0f}")
+        print(
+            f"{r['settings']:<13}{r['scene']:<16}{r['engine']:>12}{'on' if r['detector'] else 'off':>9}"
+            f"{'on' if r['reuse'] else 'off':>6}{r['sources']:>8}{r['windows']:>8}"
+            f"{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
+            f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}"
+            f"{r['cpu_ms_per_source_s']:>13.0f}"
+        )
     caps = capacity(rows)
-    print(f"\ncapacity: sources with 0 dropped windows and p95 <= hop + {MARGIN * 1000:.0f} ms "
-          "(largest tried that passed)")
+    print(
+        f"\ncapacity: sources with 0 dropped windows and p95 <= hop + {MARGIN * 1000:.0f} ms "
+        "(largest tried that passed)"
+    )
     for c in caps:
-        print(f"  {c['settings']:<13}{c['scene']:<16}{c['engine']:<12}detector {'on ' if c['detector'] else 'off'}  "
-              f"reuse {'on ' if c['reuse'] else 'off'}  {c['capacity']:>3}  (tried {c['tried']})")
-    result = {"command": " ".join(["benchmarks/live_latency.py", *sys.argv[1:]]),
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-              "seconds": seconds, "moving": moving.name, "capacity": caps, "runs": rows}
+        print(
+            f"  {c['settings']:<13}{c['scene']:<16}{c['engine']:<12}detector {'on ' if c['detector'] else 'off'}  "
+            f"reuse {'on ' if c['reuse'] else 'off'}  {c['capacity']:>3}  (tried {c['tried']})"
+        )
+    result = {
+        "command": " ".join(["benchmarks/live_latency.py", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "seconds": seconds,
+        "moving": moving.name,
+        "capacity": caps,
+        "runs": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

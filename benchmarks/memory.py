@@ -11,6 +11,7 @@ benchmarks/live_latency.py). RSS is sampled every few seconds. Growth compares t
 of the last tenth of the run with that of the second tenth (after the warm-up: models loaded,
 caches filled, allocator settled). Prints a table and writes benchmarks/results/memory.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,10 @@ def rss_mb(field: str = "VmRSS") -> float:
 def looped(media: Path, minutes: float, tmp: Path) -> Path:
     out = tmp / "looped.mp4"
     loops = int(minutes * 60 * 20 / 60) + 2  # 60 s a loop; at up to 20 media-s per wall-s the run ends first
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(media), "-c", "copy", str(out)],
-                   check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(media), "-c", "copy", str(out)],
+        check=True,
+    )
     return out
 
 
@@ -51,9 +54,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0, help="wall time of the run")
     ap.add_argument("--quick", action="store_true", help="20 s: checks the script, not the machine")
     ap.add_argument("--sources", type=int, default=1, help="copies of the clip; more than one play at real time")
-    ap.add_argument("--settings", choices=["default", "surveillance"], default="default",
-                    help="with --sources N > 1: the settings of benchmarks/live_latency.py (detector and reuse "
-                    "as for live sources)")
+    ap.add_argument(
+        "--settings",
+        choices=["default", "surveillance"],
+        default="default",
+        help="with --sources N > 1: the settings of benchmarks/live_latency.py (detector and reuse "
+        "as for live sources)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args()
     media = DATA / "media" / "bbb_360p_60s.mp4"
@@ -96,25 +103,37 @@ def main() -> None:
     t = np.array([s[0] for s in samples])
     rss = np.array([s[1] for s in samples])
     tenth = max(1, len(rss) // 10)
-    early, late = float(rss[tenth:2 * tenth].mean()), float(rss[-tenth:].mean())
+    early, late = float(rss[tenth : 2 * tenth].mean()), float(rss[-tenth:].mean())
     if wall < 0.95 * minutes and args.sources == 1:
         print(f"memory: the looped file ended after {wall:.1f} of {minutes:.1f} minutes")
-    row = {"sources": args.sources, "settings": args.settings if args.sources > 1 else "default, as fast as it reads",
-           "load_before": round(load, 2), "minutes": round(wall, 2),
-           "windows": int(sum(st.windows for st in states.values())),
-           "dropped_windows": int(sum(st.dropped.get("windows", 0) for st in states.values())),
-           "rss_before_models_mb": round(start_rss, 1), "rss_peak_mb": round(rss_mb("VmHWM"), 1),
-           "rss_early_mb": round(early, 1), "rss_late_mb": round(late, 1),
-           "growth_percent": round(100 * (late - early) / early, 2),
-           "samples": [[round(a, 1), round(b, 1)] for a, b in zip(t, rss)]}
-    print("| sources | minutes | windows | peak RSS MB | RSS at 10-20 % MB | RSS at 90-100 % MB "
-          "| growth (target < 5 %) |")
+    row = {
+        "sources": args.sources,
+        "settings": args.settings if args.sources > 1 else "default, as fast as it reads",
+        "load_before": round(load, 2),
+        "minutes": round(wall, 2),
+        "windows": int(sum(st.windows for st in states.values())),
+        "dropped_windows": int(sum(st.dropped.get("windows", 0) for st in states.values())),
+        "rss_before_models_mb": round(start_rss, 1),
+        "rss_peak_mb": round(rss_mb("VmHWM"), 1),
+        "rss_early_mb": round(early, 1),
+        "rss_late_mb": round(late, 1),
+        "growth_percent": round(100 * (late - early) / early, 2),
+        "samples": [[round(a, 1), round(b, 1)] for a, b in zip(t, rss, strict=True)],
+    }
+    print(
+        "| sources | minutes | windows | peak RSS MB | RSS at 10-20 % MB | RSS at 90-100 % MB | growth (target < 5 %) |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {row['sources']} | {row['minutes']} | {row['windows']} | {row['rss_peak_mb']} | {row['rss_early_mb']} | "
-          f"{row['rss_late_mb']} | {row['growth_percent']} % |")
-    doc = {"command": " ".join(["benchmarks/memory.py", *sys.argv[1:]]),
-           "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-           "quick": args.quick, "runs": [row]}
+    print(
+        f"| {row['sources']} | {row['minutes']} | {row['windows']} | {row['rss_peak_mb']} | {row['rss_early_mb']} | "
+        f"{row['rss_late_mb']} | {row['growth_percent']} % |"
+    )
+    doc = {
+        "command": " ".join(["benchmarks/memory.py", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "quick": args.quick,
+        "runs": [row],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -8,6 +8,7 @@ exit, several times; the table gives the median. The code measured is whichever 
 interpreter imports (PYTHONPATH first), so the same script measures an older checkout for a
 before/after pair. Results are merged under ``--label`` into benchmarks/results/startup.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def main() -> None:
     if spec is None or spec.origin is None:
         raise SystemExit("startup: streamclf is not importable (install it or set PYTHONPATH)")
     code = Path(spec.origin).resolve().parents[1]
-    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         bad = Path(tmp) / "bad.yaml"
@@ -63,16 +65,32 @@ def main() -> None:
         for name, argv in cases(code, bad).items():
             runs = [timed(argv, Path(tmp)) for _ in range(args.repeats)]
             times = [t for t, _ in runs]
-            rows.append({"case": name, "argv": " ".join(argv[1:]), "exit_code": runs[-1][1],
-                         "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-                         "max_s": round(max(times), 3)})
-            print(f"{name:<28} exit {rows[-1]['exit_code']}  median {rows[-1]['median_s']:7.3f} s  "
-                  f"(min {rows[-1]['min_s']:.3f}, max {rows[-1]['max_s']:.3f})", flush=True)
+            rows.append(
+                {
+                    "case": name,
+                    "argv": " ".join(argv[1:]),
+                    "exit_code": runs[-1][1],
+                    "median_s": round(statistics.median(times), 3),
+                    "min_s": round(min(times), 3),
+                    "max_s": round(max(times), 3),
+                }
+            )
+            print(
+                f"{name:<28} exit {rows[-1]['exit_code']}  median {rows[-1]['median_s']:7.3f} s  "
+                f"(min {rows[-1]['min_s']:.3f}, max {rows[-1]['max_s']:.3f})",
+                flush=True,
+            )
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.exists() else {}
-    doc[args.label] = {"code": str(code), "commit": commit, "repeats": args.repeats,
-                       "python": platform.python_version(), "cpus": os.cpu_count(),
-                       "load_avg_1m_after": round(os.getloadavg()[0], 2), "cases": rows}
+    doc[args.label] = {
+        "code": str(code),
+        "commit": commit,
+        "repeats": args.repeats,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "cases": rows,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\n{'case':<28} " + " ".join(f"{label:>12}" for label in doc) + "   (median s, exit code)")

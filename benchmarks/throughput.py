@@ -14,6 +14,7 @@ run inherits another's warm caches or allocator settings), models loaded before 
   audio encoder run on every window, no threads.
 Prints a table and writes benchmarks/results/throughput.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,7 @@ def _naive(path: Path, config: object) -> None:
         y, sr = librosa.load(str(path), sr=16000, mono=True)
         n, hop = int(w.length * sr), int(w.hop * sr)
         for s in range(0, max(1, len(y) - n + 1), hop):
-            aud_model.embed(aud_t(torch.from_numpy(np.ascontiguousarray(y[s:s + n]))))
+            aud_model.embed(aud_t(torch.from_numpy(np.ascontiguousarray(y[s : s + n]))))
 
 
 def child(mode: str, path: Path) -> dict:
@@ -95,7 +96,7 @@ def child(mode: str, path: Path) -> dict:
     if mode in ("streamclf", "streamclf_torch", "compiled"):
         n = sum(1 for _ in iter_records(path, models=models))
     elif mode == "compute":
-        n = sum(len(models.process(windows[s:s + 8])) for s in range(0, len(windows), 8))
+        n = sum(len(models.process(windows[s : s + 8])) for s in range(0, len(windows), 8))
     elif mode == "decode":
         _decode(path)
         n = 0
@@ -106,8 +107,9 @@ def child(mode: str, path: Path) -> dict:
 
 
 def measure(mode: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(path)], capture_output=True, text=True,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(path)], capture_output=True, text=True, cwd=ROOT
+    )
     if out.returncode != 0:
         raise SystemExit(f"throughput: {mode} on {path.name} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -115,11 +117,18 @@ def measure(mode: str, path: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", nargs="+", default=["bbb_360p_60s.mp4", "bbb_720p_30s.mp4"],
-                    help="names under shared/data/media, or paths")
+    ap.add_argument(
+        "--files",
+        nargs="+",
+        default=["bbb_360p_60s.mp4", "bbb_720p_30s.mp4"],
+        help="names under shared/data/media, or paths",
+    )
     ap.add_argument("--quick", action="store_true", help="a 6 s cut of the first file: checks the script")
-    ap.add_argument("--compile", action="store_true",
-                    help="also streamclf with compile: true (compiled before the clock, about a minute each run)")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also streamclf with compile: true (compiled before the clock, about a minute each run)",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="runs per measurement; the fastest counts (noisy machines)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput.json"))
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -137,7 +146,9 @@ def main() -> None:
         import tempfile
 
         cut = Path(tempfile.mkdtemp()) / "cut.mp4"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-t", "6", "-i", str(files[0]), "-c", "copy", str(cut)], check=True)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-t", "6", "-i", str(files[0]), "-c", "copy", str(cut)], check=True
+        )
         files = [cut]
     rows = []
     load_start = os.getloadavg()  # the machine is shared: say how busy it was
@@ -149,39 +160,54 @@ def main() -> None:
         for _ in range(1 if args.quick else args.repeats):  # rounds of every mode: a load change hits them all
             for mode in modes:
                 walls[mode].append(measure(mode, f)["wall_s"])
-                print(f"{f.name:22s} {mode:15s} {walls[mode][-1]:7.2f} s  {media / walls[mode][-1]:6.2f} media-s/s",
-                      flush=True)
+                print(
+                    f"{f.name:22s} {mode:15s} {walls[mode][-1]:7.2f} s  {media / walls[mode][-1]:6.2f} media-s/s",
+                    flush=True,
+                )
         for mode in modes:
             wall = min(walls[mode])
-            row[mode] = {"wall_s": round(wall, 2), "media_s_per_wall_s": round(media / wall, 2),
-                         "walls_s": [round(w, 2) for w in walls[mode]]}
+            row[mode] = {
+                "wall_s": round(wall, 2),
+                "media_s_per_wall_s": round(media / wall, 2),
+                "walls_s": [round(w, 2) for w in walls[mode]],
+            }
         speed = {m: row[m]["media_s_per_wall_s"] for m in MODES}
         limit = min(speed["decode"], speed["compute"])
-        row["ratios"] = {"vs_limit": round(speed["streamclf"] / limit, 2),
-                         "vs_decode": round(speed["streamclf"] / speed["decode"], 2),
-                         "wall_vs_decode": round(speed["decode"] / speed["streamclf"], 2),  # target <= 2.0
-                         "torch_wall_vs_decode": round(speed["decode"] / speed["streamclf_torch"], 2),
-                         "vs_compute": round(speed["streamclf"] / speed["compute"], 2),
-                         "vs_naive": round(speed["streamclf"] / speed["naive"], 2),  # target >= 3
-                         "torch_vs_naive": round(speed["streamclf_torch"] / speed["naive"], 2),
-                         "engine_vs_torch": round(speed["streamclf"] / speed["streamclf_torch"], 2)}
+        row["ratios"] = {
+            "vs_limit": round(speed["streamclf"] / limit, 2),
+            "vs_decode": round(speed["streamclf"] / speed["decode"], 2),
+            "wall_vs_decode": round(speed["decode"] / speed["streamclf"], 2),  # target <= 2.0
+            "torch_wall_vs_decode": round(speed["decode"] / speed["streamclf_torch"], 2),
+            "vs_compute": round(speed["streamclf"] / speed["compute"], 2),
+            "vs_naive": round(speed["streamclf"] / speed["naive"], 2),  # target >= 3
+            "torch_vs_naive": round(speed["streamclf_torch"] / speed["naive"], 2),
+            "engine_vs_torch": round(speed["streamclf"] / speed["streamclf_torch"], 2),
+        }
         if args.compile:
             row["ratios"]["compiled_vs_naive"] = round(row["compiled"]["media_s_per_wall_s"] / speed["naive"], 2)
         rows.append(row)
     print()
-    print("| file | media s | streamclf | streamclf torch | decode limit | compute limit | naive peer "
-          "| wall / decode wall (target <= 2) | vs naive (target >= 3) | torch: wall / decode, vs naive |")
+    print(
+        "| file | media s | streamclf | streamclf torch | decode limit | compute limit | naive peer "
+        "| wall / decode wall (target <= 2) | vs naive (target >= 3) | torch: wall / decode, vs naive |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = {m: r[m]["media_s_per_wall_s"] for m in MODES}
         q = r["ratios"]
-        print(f"| {r['file']} | {r['media_s']} | {s['streamclf']} | {s['streamclf_torch']} | {s['decode']} "
-              f"| {s['compute']} | {s['naive']} | {q['wall_vs_decode']} | {q['vs_naive']} "
-              f"| {q['torch_wall_vs_decode']}, {q['torch_vs_naive']} |")
-    doc = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-           "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
-           "load_avg": {"start": load_start, "end": os.getloadavg()},
-           "unit": "media-seconds per wall-second", "quick": args.quick, "runs": rows}
+        print(
+            f"| {r['file']} | {r['media_s']} | {s['streamclf']} | {s['streamclf_torch']} | {s['decode']} "
+            f"| {s['compute']} | {s['naive']} | {q['wall_vs_decode']} | {q['vs_naive']} "
+            f"| {q['torch_wall_vs_decode']}, {q['torch_vs_naive']} |"
+        )
+    doc = {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
+        "load_avg": {"start": load_start, "end": os.getloadavg()},
+        "unit": "media-seconds per wall-second",
+        "quick": args.quick,
+        "runs": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.out}")

@@ -15,8 +15,8 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if TYPE_CHECKING:
-    from .labeling import iter_records, label_files
     from .config import Config, load_config
+    from .labeling import iter_records, label_files
     from .pipeline import Pipeline, run
 
 __all__ = ["Config", "Pipeline", "iter_records", "label_files", "load_config", "run"]

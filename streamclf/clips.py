@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -224,7 +224,7 @@ def canvas_size(paths: list[str | Path], max_side: int = MAX_SIDE) -> tuple[int,
 
 
 def compose(
-    clips: list[tuple[str | Path, str]],
+    clips: Sequence[tuple[str | Path, str]],
     out: str | Path,
     gap: float = 2.0,
     fps: float = 8.0,

@@ -1,4 +1,5 @@
 """Typed configuration, validated once at start; unknown keys are errors."""
+
 from __future__ import annotations
 
 import difflib
@@ -10,7 +11,6 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 
 # Marks a setting that never changes a record (where a run writes, how it queues, the device): ``label``'s
 # resume key leaves it out, so changing it does not relabel an archive. Unmarked settings are in the key.
@@ -27,13 +27,20 @@ class WindowConfig(_Strict):
     fps: float = Field(4.0, gt=0, le=120, description="video frames sampled per second (by PTS)")
     min_audio: float = Field(0.48, ge=0, description="seconds of audio a window needs to count as having audio")
     max_side: int = Field(640, ge=32, description="decoded frames are scaled so the long side is at most this")
-    short_side: int | None = Field(None, ge=32, description="decoded frames are scaled so the short side is at most "
-                                   "this; none: the side the video encoder reads (256 for EfficientNet-Lite0)")
-    adapt: bool = Field(True, description="a clip video encoder (r2plus1d_18 ...) sets fps and length to the clip "
-                        "it reads (16 frames at 15 fps: 1.067 s); false keeps these settings")
+    short_side: int | None = Field(
+        None,
+        ge=32,
+        description="decoded frames are scaled so the short side is at most "
+        "this; none: the side the video encoder reads (256 for EfficientNet-Lite0)",
+    )
+    adapt: bool = Field(
+        True,
+        description="a clip video encoder (r2plus1d_18 ...) sets fps and length to the clip "
+        "it reads (16 frames at 15 fps: 1.067 s); false keeps these settings",
+    )
 
     @model_validator(mode="after")
-    def _hop_fits(self) -> "WindowConfig":
+    def _hop_fits(self) -> WindowConfig:
         if self.hop > self.length:
             raise ValueError(f"hop ({self.hop}) must not exceed length ({self.length})")
         return self
@@ -59,21 +66,37 @@ class VideoConfig(ModalityConfig):
 class SpeechConfig(_Strict):
     """The speech gate: speech probability per window, in records and alert rules."""
 
-    enabled: bool = Field(False, description="add each window's speech probability (field 'speech'); "
-                          "on by itself when an alert rule has a speech gate")
+    enabled: bool = Field(
+        False,
+        description="add each window's speech probability (field 'speech'); "
+        "on by itself when an alert rule has a speech gate",
+    )
     encoder: str = "silero_vad"
 
 
 class DetectorConfig(_Strict):
     """The person detector beside the classifier: it drives the ``person`` category and the record's ``detector``."""
 
-    enabled: bool | None = Field(None, description="null (auto): on for live sources (cameras, streams, "
-                                 "--realtime), off for files; true/false: always/never")
+    enabled: bool | None = Field(
+        None,
+        description="null (auto): on for live sources (cameras, streams, "
+        "--realtime), off for files; true/false: always/never",
+    )
     encoder: str = "ssdlite_person"
-    fps: float = Field(2.0, gt=0, le=120, description="frames per second the detector reads (at most the window's "
-                       "fps); in between it reuses its last result")
-    threshold: float = Field(0.7, ge=0, le=1, description="score a box needs to be counted and drawn "
-                             "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)")
+    fps: float = Field(
+        2.0,
+        gt=0,
+        le=120,
+        description="frames per second the detector reads (at most the window's "
+        "fps); in between it reuses its last result",
+    )
+    threshold: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="score a box needs to be counted and drawn "
+        "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)",
+    )
     weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
 
     @model_validator(mode="before")
@@ -88,22 +111,41 @@ class ReuseConfig(_Strict):
     """Work not done twice: unchanged frames reuse the video embedding and detections of the last computed frame,
     silent windows the audio result of silence (streamclf/reuse.py; docs/frame-reuse.md)."""
 
-    enabled: bool | None = Field(None, description="null (auto): on for live sources (cameras, streams, "
-                                 "--realtime), off for files and label; true/false: always/never")
-    motion: float = Field(0.005, ge=0, le=1, description="share of a small grey copy of the frame that must change "
-                          "since the last computed frame for the video encoder and detector to run again (0: always)")
-    max_age: float | None = Field(10.0, gt=0, description="seconds a computed result may stand for unchanged frames "
-                                  "before it is computed again (each source gets between half and all of it, so "
-                                  "that cameras started together do not compute at once; null: no limit)")
-    silence_dbfs: float = Field(-70.0, le=0, description="a window whose audio is quieter than this (dBFS) reuses "
-                                "the result of silence instead of running the audio encoders")
+    enabled: bool | None = Field(
+        None,
+        description="null (auto): on for live sources (cameras, streams, "
+        "--realtime), off for files and label; true/false: always/never",
+    )
+    motion: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="share of a small grey copy of the frame that must change "
+        "since the last computed frame for the video encoder and detector to run again (0: always)",
+    )
+    max_age: float | None = Field(
+        10.0,
+        gt=0,
+        description="seconds a computed result may stand for unchanged frames "
+        "before it is computed again (each source gets between half and all of it, so "
+        "that cameras started together do not compute at once; null: no limit)",
+    )
+    silence_dbfs: float = Field(
+        -70.0,
+        le=0,
+        description="a window whose audio is quieter than this (dBFS) reuses "
+        "the result of silence instead of running the audio encoders",
+    )
 
 
 class FusionConfig(_Strict):
     categories: str | None = Field(None, description="category map YAML; default: the built-in map")
     head: str | None = Field(None, description="trained head folder (streamclf train); replaces the category map")
-    calibration: str | None = Field(None, description="zero-shot calibration file (streamclf calibrate); default: the "
-                                    "built-in one when it matches the encoders, 'none' for raw scores")
+    calibration: str | None = Field(
+        None,
+        description="zero-shot calibration file (streamclf calibrate); default: the "
+        "built-in one when it matches the encoders, 'none' for raw scores",
+    )
     top_k: int = Field(5, ge=1, le=50)
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA alpha across windows; 1 = off")
 
@@ -113,33 +155,61 @@ class SourcesConfig(_Strict):
 
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout: float = Field(10.0, gt=0, description="seconds to open a source before giving up on this try")
-    stall_timeout: float = Field(10.0, gt=0, description="seconds without data before a live source counts as stalled "
-                                 "and is reopened (Frigate's watchdog: 20 s)")
+    stall_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds without data before a live source counts as stalled "
+        "and is reopened (Frigate's watchdog: 20 s)",
+    )
     backoff_initial: float = Field(0.5, gt=0, description="first reconnect delay, seconds (doubles, with jitter)")
-    backoff_max: float = Field(5.0, gt=0, description="longest reconnect delay, seconds: a camera that comes back "
-                               "is live again within about this (the wait is 50-100 % of it, jittered)")
-    max_reconnects: int | None = Field(None, ge=0, description="give up after this many reconnects in a row; null = never")
-    realtime: bool = Field(False, description="pace files at real time and treat them like live feeds (drop when behind)")
-    status_interval: float = Field(10.0, gt=0, description="seconds between status records with counters for live sources")
-    file_timeout: float = Field(120.0, gt=0, description="label: seconds a file may decode without yielding anything "
-                                "before its decoding counts as hung (the file fails, the batch goes on)")
+    backoff_max: float = Field(
+        5.0,
+        gt=0,
+        description="longest reconnect delay, seconds: a camera that comes back "
+        "is live again within about this (the wait is 50-100 % of it, jittered)",
+    )
+    max_reconnects: int | None = Field(
+        None, ge=0, description="give up after this many reconnects in a row; null = never"
+    )
+    realtime: bool = Field(
+        False, description="pace files at real time and treat them like live feeds (drop when behind)"
+    )
+    status_interval: float = Field(
+        10.0, gt=0, description="seconds between status records with counters for live sources"
+    )
+    file_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="label: seconds a file may decode without yielding anything "
+        "before its decoding counts as hung (the file fails, the batch goes on)",
+    )
 
 
 class WebhookConfig(_Strict):
     url: str = Field(description="http(s) endpoint that receives one POST per record (JSON)")
-    events: Literal["all", "alerts", "labels"] = Field("all", description="which records to send (status always goes with all)")
+    events: Literal["all", "alerts", "labels"] = Field(
+        "all", description="which records to send (status always goes with all)"
+    )
     secret: str | None = Field(None, description="HMAC-SHA256 key: signs each body in the X-Streamclf-Signature header")
-    secret_env: str | None = Field(None, description="name of the environment variable holding the HMAC key "
-                                   "(keeps the key out of config files and the command line)")
-    spool: str | None = Field(None, description="durable on-disk queue (SQLite); delivery resumes from it; "
-                              "default: one per URL in the user's state folder")
+    secret_env: str | None = Field(
+        None,
+        description="name of the environment variable holding the HMAC key "
+        "(keeps the key out of config files and the command line)",
+    )
+    spool: str | None = Field(
+        None,
+        description="durable on-disk queue (SQLite); delivery resumes from it; "
+        "default: one per URL in the user's state folder",
+    )
     timeout: float = Field(5.0, gt=0, description="seconds per request")
     backoff_max: float = Field(30.0, gt=0, description="longest retry delay, seconds")
-    drain_timeout: float = Field(10.0, ge=0, description="seconds to keep delivering at shutdown; the rest stays spooled")
+    drain_timeout: float = Field(
+        10.0, ge=0, description="seconds to keep delivering at shutdown; the rest stays spooled"
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
 
     @model_validator(mode="after")
-    def _scheme(self) -> "WebhookConfig":
+    def _scheme(self) -> WebhookConfig:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
         if self.secret_env is not None:
@@ -177,10 +247,16 @@ class MqttConfig(_Strict):
     qos: Literal[0, 1, 2] = 1
     keepalive: int = Field(30, ge=5)
     client_id: str | None = None
-    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery: each source becomes a device "
-                            "with its top label, its state and an on/off sensor per alert label, without YAML")
-    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT "
-                                  "integration setting); topics DISCOVERY_PREFIX/<component>/<node>/<object>/config")
+    discovery: bool = Field(
+        True,
+        description="publish Home Assistant MQTT discovery: each source becomes a device "
+        "with its top label, its state and an on/off sensor per alert label, without YAML",
+    )
+    discovery_prefix: str = Field(
+        "homeassistant",
+        description="Home Assistant's discovery prefix (its MQTT "
+        "integration setting); topics DISCOVERY_PREFIX/<component>/<node>/<object>/config",
+    )
 
 
 class SqliteConfig(_Strict):
@@ -228,16 +304,28 @@ class AlertRule(_Strict):
     """
 
     label: str = Field(description="fused label (category) that raises the alert")
-    min_score: float | None = Field(None, ge=0, le=1, description="fused score a window needs to count towards "
-                                    "the alert (default 0.5 when neither audio nor video is given)")
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="fused score a window needs to count towards "
+        "the alert (default 0.5 when neither audio nor video is given)",
+    )
     audio: float | None = Field(None, ge=0, le=1, description="or: the audio encoder's score for the label")
     video: float | None = Field(None, ge=0, le=1, description="or: the video encoder's score for the label")
     min_windows: int = Field(2, ge=1, description="consecutive windows above a threshold to start the event")
-    end_score: float | None = Field(None, ge=0, le=1, description="hysteresis: the fused score below which the "
-                                    "event may end (default 0.8 x min_score; audio/video end at 0.8 x theirs)")
+    end_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="hysteresis: the fused score below which the "
+        "event may end (default 0.8 x min_score; audio/video end at 0.8 x theirs)",
+    )
     end_windows: int = Field(2, ge=1, description="consecutive windows below end_score to end the event")
     cooldown: float = Field(30.0, ge=0, description="seconds after an event ends before the rule may fire again")
-    loudness_dbfs: float | None = Field(None, le=0, description="only windows whose audio is at least this loud (dBFS) count")
+    loudness_dbfs: float | None = Field(
+        None, le=0, description="only windows whose audio is at least this loud (dBFS) count"
+    )
     speech: SpeechGate | None = Field(None, description="speech gate, e.g. {max: 0.5}: a scream that is not speech")
     pre_roll: float = Field(2.0, ge=0, description="seconds before the event in its clip")
     post_roll: float = Field(2.0, ge=0, description="seconds after the event in its clip")
@@ -260,10 +348,14 @@ class AlertsConfig(_Strict):
     rules: list[AlertRule] = Field(default_factory=list)
     events_dir: str = Field("events", description="snapshots (JPEG) and clips (MP4/WAV) of alerts go here")
     clip: Literal["mp4", "wav", "both", "none"] = Field(
-        "mp4", description="each event's clip: MP4 with picture and sound (H.264 + AAC), WAV audio, both, or none")
+        "mp4", description="each event's clip: MP4 with picture and sound (H.264 + AAC), WAV audio, both, or none"
+    )
     retain_days: float | None = Field(30.0, gt=0, description="events older than this are deleted (null: kept)")
-    max_disk_mb: float | None = Field(2000.0, gt=0, description="the oldest events are deleted while the events "
-                                      "folder holds more than this (null: no limit)")
+    max_disk_mb: float | None = Field(
+        2000.0,
+        gt=0,
+        description="the oldest events are deleted while the events folder holds more than this (null: no limit)",
+    )
 
 
 class Config(_Strict):
@@ -277,23 +369,36 @@ class Config(_Strict):
     sources: SourcesConfig = Field(SourcesConfig(), json_schema_extra=NO_OUTPUT)
     sinks: SinksConfig = Field(SinksConfig(), json_schema_extra=NO_OUTPUT)
     alerts: AlertsConfig = Field(AlertsConfig(), json_schema_extra=NO_OUTPUT)
-    output_dir: str = Field(".", json_schema_extra=NO_OUTPUT,
-                            description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
-                            "sinks.webhook.spool, alerts.events_dir) are relative to; they may not leave it")
-    device: str = Field("auto", json_schema_extra=NO_OUTPUT, pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
-                        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    output_dir: str = Field(
+        ".",
+        json_schema_extra=NO_OUTPUT,
+        description="folder the config's output paths (sinks.jsonl, sinks.sqlite.path, "
+        "sinks.webhook.spool, alerts.events_dir) are relative to; they may not leave it",
+    )
+    device: str = Field(
+        "auto",
+        json_schema_extra=NO_OUTPUT,
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N",
+    )
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
-        "and changes some top-1 labels")
+        "fp32",
+        description="encoder arithmetic; bf16 is faster only on AVX512-BF16/AMX CPUs and GPUs, "
+        "and changes some top-1 labels",
+    )
     compile: bool = Field(False, description="torch.compile the encoders (tens of seconds once, then faster)")
     engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
-        "auto", description="what runs the encoders: auto (the fastest installed engine that reproduces the torch "
-        "module, else torch), torch, onnxruntime or openvino (docs/engines.md)")
+        "auto",
+        description="what runs the encoders: auto (the fastest installed engine that reproduces the torch "
+        "module, else torch), torch, onnxruntime or openvino (docs/engines.md)",
+    )
     queue_size: int = Field(64, ge=1, json_schema_extra=NO_OUTPUT, description="items per stage queue")
-    batch_windows: int = Field(8, ge=1, json_schema_extra=NO_OUTPUT,
-                               description="windows per worker batch, across sources")
-    batch_timeout: float = Field(0.02, ge=0, json_schema_extra=NO_OUTPUT,
-                                 description="seconds the worker waits to fill a batch")
+    batch_windows: int = Field(
+        8, ge=1, json_schema_extra=NO_OUTPUT, description="windows per worker batch, across sources"
+    )
+    batch_timeout: float = Field(
+        0.02, ge=0, json_schema_extra=NO_OUTPUT, description="seconds the worker waits to fill a batch"
+    )
 
 
 class ConfigError(ValueError):
@@ -393,8 +498,10 @@ def _contain_outputs(config: Config, where: str, given: set[str]) -> Config:
     try:
         root = Path(config.output_dir).resolve()
         if "output_dir" not in given and not root.is_relative_to(cwd):
-            raise ConfigError(f"{where}: output_dir: {config.output_dir!r} is outside the current folder; "
-                              "a config file may only write below it (give --output-dir on the command line)")
+            raise ConfigError(
+                f"{where}: output_dir: {config.output_dir!r} is outside the current folder; "
+                "a config file may only write below it (give --output-dir on the command line)"
+            )
         for dotted in OUTPUT_PATHS:
             _contain(config, dotted, root, where, given)
     except ConfigError:
@@ -415,6 +522,7 @@ def _contain(config: Config, dotted: str, root: Path, where: str, given: set[str
         return
     path = (root / value).resolve()
     if not path.is_relative_to(root):
-        raise ConfigError(f"{where}: {dotted}: {value!r} is outside the output folder {str(root)!r} "
-                          "(set output_dir to write there)")
+        raise ConfigError(
+            f"{where}: {dotted}: {value!r} is outside the output folder {str(root)!r} (set output_dir to write there)"
+        )
     object.__setattr__(node, leaf, str(Path(config.output_dir) / value) if config.output_dir != "." else value)

@@ -120,8 +120,8 @@ def _watch_parent(parent: int) -> None:
 
 def serve(conn: Connection) -> None:
     """Decode the files the parent sends, chunk by chunk, until told to stop."""
-    from .labeling.common import decode_chunks
     from .config import Config
+    from .labeling.common import decode_chunks
 
     if (config_json := conn.recv()) is None:  # stopped before it had anything to do
         return

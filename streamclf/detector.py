@@ -11,6 +11,7 @@ pass. A window gets the best score per class over its frames, the number of
 boxes over the threshold (in the frame that has the most) and the boxes of
 its best frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ class _Track:
     result: Slot | None = None
 
 
-def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> "Detector | None":
+def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> Detector | None:
     """The detector when it is wanted, sharing the worker's threads; else None.
 
     As configured; else (auto) for live sources (files played with
@@ -55,20 +56,25 @@ def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse
 class Detector:
     """The detector model and its per-source state; call it with a batch of windows."""
 
-    def __init__(self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None,
-                 engine: str = "auto") -> None:
+    def __init__(
+        self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None, engine: str = "auto"
+    ) -> None:
         """``reuse``: which frames may take the last detection because the picture did not change (by default
         none: every due frame is read)."""
-        from .encoders import MODELS
+        from .encoders import MODELS, SSDDetector
 
         entry = MODELS.get(config.encoder)
         if entry is None or entry.weights.meta["modality"] != "detector":
             detectors = [n for n, e in MODELS.items() if e.weights.meta["modality"] == "detector"]
-            raise ValueError(f"detector.encoder: {config.encoder!r} is not a detector; choose from {', '.join(detectors)}")
+            raise ValueError(
+                f"detector.encoder: {config.encoder!r} is not a detector; choose from {', '.join(detectors)}"
+            )
         self.config = config
         self.meta = entry.weights.meta
         self.classes: list[str] = self.meta["categories"]
-        self.model = entry.builder(weights=entry.weights, threads=threads, engine=engine)
+        model = entry.builder(weights=entry.weights, threads=threads, engine=engine)
+        assert isinstance(model, SSDDetector)  # the one detector kind MODELS builds
+        self.model = model
         self.name = config.encoder
         self._tracks: dict[str, _Track] = {}
         self.reuse = reuse or FrameReuse(ReuseConfig(enabled=False))
@@ -101,9 +107,9 @@ class Detector:
                 ran += 1
             counts.append((ran, still))
         if pending:
-            for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending])):
+            for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending]), strict=True):
                 slot.value = rows
-        out = [self._summary(w, ran, still) for w, (ran, still) in zip(windows, counts)]
+        out = [self._summary(w, ran, still) for w, (ran, still) in zip(windows, counts, strict=True)]
         trim_frames(self._frames, windows)
         return out
 
@@ -131,9 +137,19 @@ class Detector:
         """The record's ``detector`` field: best score (and per class), count, the best frame's boxes and time."""
         if d is None:
             return None
-        return {"score": round(float(d.scores.max(initial=0.0)), 4),
-                "scores": {c: round(float(s), 4) for c, s in zip(self.classes, d.scores)},
-                "count": d.count,
-                "boxes": [{"label": self.classes[int(r[0])], "score": round(float(r[1]), 4),
-                           "box": [round(float(v), 4) for v in r[2:6]]} for r in d.boxes],
-                "frame": round(d.frame, 3), "ran": d.ran, "still": d.still}
+        return {
+            "score": round(float(d.scores.max(initial=0.0)), 4),
+            "scores": {c: round(float(s), 4) for c, s in zip(self.classes, d.scores, strict=True)},
+            "count": d.count,
+            "boxes": [
+                {
+                    "label": self.classes[int(r[0])],
+                    "score": round(float(r[1]), 4),
+                    "box": [round(float(v), 4) for v in r[2:6]],
+                }
+                for r in d.boxes
+            ],
+            "frame": round(d.frame, 3),
+            "ran": d.ran,
+            "still": d.still,
+        }

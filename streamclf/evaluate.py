@@ -28,15 +28,17 @@ a gap: nothing but silence and grey, though smoothing still remembers the clip
 before) whose top score reaches the threshold, i.e. would pass an alert rule with
 the default ``min_score``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .catalog import closest, fused_labels
 from .config import AlertRule, Config, load_config
@@ -103,8 +105,11 @@ def gap_windows(windows: list[Win], events: list[tuple[float, float]], end: floa
     A window that still holds part of a clip may rightly name it; only a
     window of pure silence and grey measures false alarms.
     """
-    return [w for w in windows if w.t_start >= -1e-6 and w.t_end <= end + 1e-6
-            and not any(overlap(w, s, e) > 1e-6 for s, e in events)]
+    return [
+        w
+        for w in windows
+        if w.t_start >= -1e-6 and w.t_end <= end + 1e-6 and not any(overlap(w, s, e) > 1e-6 for s, e in events)
+    ]
 
 
 def decide(windows: Iterable[Win]) -> str | None:
@@ -120,9 +125,9 @@ def f1_scores(truth: list[str], pred: list[str | None], classes: list[str]) -> d
     """F1 per class of ``classes`` (a prediction outside them is a miss for the true class only)."""
     out = {}
     for c in classes:
-        tp = sum(t == c and p == c for t, p in zip(truth, pred))
-        fp = sum(t != c and p == c for t, p in zip(truth, pred))
-        fn = sum(t == c and p != c for t, p in zip(truth, pred))
+        tp = sum(t == c and p == c for t, p in zip(truth, pred, strict=True))
+        fp = sum(t != c and p == c for t, p in zip(truth, pred, strict=True))
+        fn = sum(t == c and p != c for t, p in zip(truth, pred, strict=True))
         out[c] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return out
 
@@ -142,28 +147,36 @@ def ece(confidence: list[float], correct: list[bool], bins: int = BINS) -> float
     return total
 
 
-def run_metrics(truth: list[str], per_event: list[list[Win]], gaps: list[Win] | None, classes: list[str],
-                threshold: float) -> dict[str, Any]:
+def run_metrics(
+    truth: list[str], per_event: list[list[Win]], gaps: list[Win] | None, classes: list[str], threshold: float
+) -> dict[str, Any]:
     """The figures of one run: events named by ``decide``, scored against ``truth``."""
     pred = [decide(ws) for ws in per_event]
     f1 = f1_scores(truth, pred, classes)
     conf, right = [], []
-    for label, ws in zip(truth, per_event):
+    for label, ws in zip(truth, per_event, strict=True):
         for w in ws:
             top, score = w.top
             conf.append(score)
             right.append(top == label)
     per_category = {}
     for c in classes:
-        hits = [p == t for t, p in zip(truth, pred) if t == c]
+        hits = [p == t for t, p in zip(truth, pred, strict=True) if t == c]
         per_category[c] = {"clips": len(hits), "accuracy": sum(hits) / len(hits), "f1": f1[c]}
     hot = None if gaps is None else sum(outcome(w, threshold) != NOTHING for w in gaps)
-    return {"accuracy": sum(p == t for t, p in zip(truth, pred)) / len(truth),
-            "macro_f1": sum(f1.values()) / len(f1), "ece": ece(conf, right), "windows": len(conf),
-            "gap_windows": None if gaps is None else len(gaps), "gap_hot": hot,
-            "gap_rate": None if not gaps else hot / len(gaps),
-            "gap_scores": None if gaps is None else [round(w.top[1], 4) for w in gaps],
-            "without_windows": sum(not ws for ws in per_event), "per_category": per_category, "predicted": pred}
+    return {
+        "accuracy": sum(p == t for t, p in zip(truth, pred, strict=True)) / len(truth),
+        "macro_f1": sum(f1.values()) / len(f1),
+        "ece": ece(conf, right),
+        "windows": len(conf),
+        "gap_windows": None if gaps is None else len(gaps),
+        "gap_hot": hot,
+        "gap_rate": None if hot is None or not gaps else hot / len(gaps),
+        "gap_scores": None if gaps is None else [round(w.top[1], 4) for w in gaps],
+        "without_windows": sum(not ws for ws in per_event),
+        "per_category": per_category,
+        "predicted": pred,
+    }
 
 
 def _key(clips: list[tuple[Path, str]], compose: bool, gap: float) -> str:
@@ -173,21 +186,25 @@ def _key(clips: list[tuple[Path, str]], compose: bool, gap: float) -> str:
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
-def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap: float,
-                  progress: Callable[[str], None] | None = None) -> tuple[dict[str, list[Path | None]], list[Event]]:
+def prepare_media(
+    clips: list[tuple[Path, str]], work: Path, compose: bool, gap: float, progress: Callable[[str], None] | None = None
+) -> tuple[dict[str, list[Path | None]], list[Event]]:
     """The inputs of the three runs (one path per clip, or one composed stream), made once per ``work`` folder.
 
     A clip without the track a run keeps gets None there. Returns the paths
     per run and, with ``compose``, the events of the stream.
     """
-    from .clips import Event, compose as compose_stream, strip, tracks
+    from .clips import Event, strip, tracks
+    from .clips import compose as compose_stream
 
     folder = work / _key(clips, compose, gap)
     done = folder / "media.json"
     if done.exists():
         saved = json.loads(done.read_text())
-        return ({run: [None if p is None else Path(p) for p in paths] for run, paths in saved["runs"].items()},
-                [Event(**e) for e in saved["events"]])
+        return (
+            {run: [None if p is None else Path(p) for p in paths] for run, paths in saved["runs"].items()},
+            [Event(**e) for e in saved["events"]],
+        )
     folder.mkdir(parents=True, exist_ok=True)
     events: list[Event] = []
     if compose:
@@ -208,8 +225,14 @@ def prepare_media(clips: list[tuple[Path, str]], work: Path, compose: bool, gap:
                 have = set()
             dst = folder / f"{i}.{keep}{src.suffix}"
             runs[run].append(strip(src, dst, keep) if keep in have else None)
-    done.write_text(json.dumps({"runs": {r: [None if p is None else str(p) for p in ps] for r, ps in runs.items()},
-                                "events": [asdict(e) for e in events]}))
+    done.write_text(
+        json.dumps(
+            {
+                "runs": {r: [None if p is None else str(p) for p in ps] for r, ps in runs.items()},
+                "events": [asdict(e) for e in events],
+            }
+        )
+    )
     return runs, events
 
 
@@ -217,8 +240,10 @@ def _windows(path: Path, models: Models) -> list[Win]:
     """The window records ``label`` would write for ``path``, as ``Win``."""
     from .labeling import iter_records
 
-    return [Win(r["t_start"], r["t_end"], {x["label"]: x["score"] for x in r["labels"]})
-            for r in iter_records(path, models=models)]
+    return [
+        Win(r["t_start"], r["t_end"], {x["label"]: x["score"] for x in r["labels"]})
+        for r in iter_records(path, models=models)
+    ]
 
 
 def check_labels(data: str | Path, labels: Iterable[str], config: Config) -> None:
@@ -229,14 +254,24 @@ def check_labels(data: str | Path, labels: Iterable[str], config: Config) -> Non
     for label in sorted(set(labels)):
         if label not in names:
             where = f"the head {config.fusion.head}" if config.fusion.head else "the category map"
-            raise ValueError(f"{data}: category {label!r} is not a label of {where}; closest: "
-                             f"{', '.join(closest(label, names))} ({len(names)} labels in all)")
+            raise ValueError(
+                f"{data}: category {label!r} is not a label of {where}; closest: "
+                f"{', '.join(closest(label, names))} ({len(names)} labels in all)"
+            )
 
 
-def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = False, gap: float = DEFAULT_GAP,
-             threshold: float = DEFAULT_THRESHOLD, work_dir: str | Path | None = None,
-             progress: Callable[[str], None] | None = None, models: Models | None = None,
-             runs: Iterable[str] = tuple(RUNS)) -> dict[str, Any]:
+def evaluate(
+    data: str | Path,
+    config: Config | None = None,
+    *,
+    compose: bool = False,
+    gap: float = DEFAULT_GAP,
+    threshold: float = DEFAULT_THRESHOLD,
+    work_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    models: Models | None = None,
+    runs: Iterable[str] = tuple(RUNS),
+) -> dict[str, Any]:
     """Fused, audio-only and video-only figures for the labeled clips in ``data`` (see the module docstring).
 
     ``runs`` picks some of the three (``RUNS``): e.g. only "audio only" with
@@ -259,8 +294,11 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
     if not wanted or set(wanted) - set(RUNS):
         raise ValueError(f"runs {wanted}: choose from {', '.join(RUNS)}")
     names = fused_labels(config)
-    config = config.model_copy(update={"fusion": config.fusion.model_copy(
-        update={"top_k": min(MAX_LABELS, len(names) if names else MAX_LABELS)})})
+    config = config.model_copy(
+        update={
+            "fusion": config.fusion.model_copy(update={"top_k": min(MAX_LABELS, len(names) if names else MAX_LABELS)})
+        }
+    )
     say = progress or (lambda msg: None)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="streamclf-eval-") as tmp:
@@ -288,8 +326,10 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
                     say(f"{run}: {e}")
                 if time.monotonic() - last > 5 or i == len(paths) - 1:
                     last = time.monotonic()
-                    say(f"{run}: {i + 1}/{len(paths)} {'stream' if compose else 'clips'} done "
-                        f"({time.monotonic() - started:.0f} s)")
+                    say(
+                        f"{run}: {i + 1}/{len(paths)} {'stream' if compose else 'clips'} done "
+                        f"({time.monotonic() - started:.0f} s)"
+                    )
             if compose:
                 stream = per_file[0]
                 spans = [(e.start, e.end) for e in events]
@@ -300,20 +340,37 @@ def evaluate(data: str | Path, config: Config | None = None, *, compose: bool = 
             measured[run] = run_metrics(truth, per_event, gaps, classes, threshold)
     singles = [measured[r]["accuracy"] for r in measured if r != "fused"]
     predicted = {r: measured[r].pop("predicted") for r in measured}  # per clip, under "events"
+    # where each clip lies in the composed stream
+    places: list[dict[str, float]] = (
+        [{"start": e.start, "end": e.end} for e in events] if compose else [{}] * len(clips)
+    )
     return {
-        "data": str(data), "mode": "composed stream" if compose else "clip by clip", "gap": gap if compose else None,
-        "threshold": threshold, "fusion": f"head {config.fusion.head}" if config.fusion.head else
-        f"category map {config.fusion.categories or 'built-in'}",
+        "data": str(data),
+        "mode": "composed stream" if compose else "clip by clip",
+        "gap": gap if compose else None,
+        "threshold": threshold,
+        "fusion": f"head {config.fusion.head}"
+        if config.fusion.head
+        else f"category map {config.fusion.categories or 'built-in'}",
         "calibration": None if calibration is None else calibration.source(),
-        "decision": "score-summed top-1 of " + ("the windows lying mostly inside each clip" if compose else
-                                                 "each clip's windows"),
-        "clips": len(clips), "categories": classes,
+        "decision": "score-summed top-1 of "
+        + ("the windows lying mostly inside each clip" if compose else "each clip's windows"),
+        "clips": len(clips),
+        "categories": classes,
         "gain": measured["fused"]["accuracy"] - max(singles) if "fused" in measured and singles else None,
         "runs": measured,
-        "events": [{"path": str(p), "label": label, **({"start": e.start, "end": e.end} if compose else {}),
-                    **{r: predicted[r][i] for r in measured}}
-                   for i, ((p, label), e) in enumerate(zip(clips, events or [None] * len(clips)))],
-        "failed": failed, "seconds": round(time.monotonic() - started, 1)}
+        "events": [
+            {
+                "path": str(p),
+                "label": label,
+                **place,
+                **{r: predicted[r][i] for r in measured},
+            }
+            for i, ((p, label), place) in enumerate(zip(clips, places, strict=True))
+        ],
+        "failed": failed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -326,10 +383,24 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = [["category", "clips", *runs, "gain", "fused F1"]]
     for c in result["categories"]:
         acc = [runs[r]["per_category"][c]["accuracy"] for r in runs]
-        rows.append([c, str(runs["fused"]["per_category"][c]["clips"]), *map(_pct, acc),
-                     f"{100 * (acc[0] - max(acc[1:])):+.1f}", f"{runs['fused']['per_category'][c]['f1']:.2f}"])
-    rows.append(["all", str(result["clips"]), *(_pct(runs[r]["accuracy"]) for r in runs),
-                 f"{100 * result['gain']:+.1f}", f"{runs['fused']['macro_f1']:.2f} (macro)"])
+        rows.append(
+            [
+                c,
+                str(runs["fused"]["per_category"][c]["clips"]),
+                *map(_pct, acc),
+                f"{100 * (acc[0] - max(acc[1:])):+.1f}",
+                f"{runs['fused']['per_category'][c]['f1']:.2f}",
+            ]
+        )
+    rows.append(
+        [
+            "all",
+            str(result["clips"]),
+            *(_pct(runs[r]["accuracy"]) for r in runs),
+            f"{100 * result['gain']:+.1f}",
+            f"{runs['fused']['macro_f1']:.2f} (macro)",
+        ]
+    )
     return rows
 
 
@@ -344,14 +415,18 @@ def calibration_line(source: dict[str, Any] | None, fusion: str) -> str:
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """What the table does not show: macro-F1 and ECE of each run, the gap-window rate, the rule."""
     runs = result["runs"]
-    lines = [f"{result['clips']} clips, {result['mode']}; {result['fusion']}; {result['decision']}",
-             "calibration: " + calibration_line(result.get("calibration"), result["fusion"]),
-             "macro-F1: " + ", ".join(f"{r} {m['macro_f1']:.3f}" for r, m in runs.items()),
-             "ECE of the window top-1 score: " + ", ".join(
-                 f"{r} {'-' if m['ece'] is None else format(m['ece'], '.3f')}" for r, m in runs.items())]
+    lines = [
+        f"{result['clips']} clips, {result['mode']}; {result['fusion']}; {result['decision']}",
+        "calibration: " + calibration_line(result.get("calibration"), result["fusion"]),
+        "macro-F1: " + ", ".join(f"{r} {m['macro_f1']:.3f}" for r, m in runs.items()),
+        "ECE of the window top-1 score: "
+        + ", ".join(f"{r} {'-' if m['ece'] is None else format(m['ece'], '.3f')}" for r, m in runs.items()),
+    ]
     if result["gap"] is not None:
-        lines.append(f"gap windows with a label >= {result['threshold']:g}: " + ", ".join(
-            f"{r} {m['gap_hot']}/{m['gap_windows']} ({_pct(m['gap_rate'])} %)" for r, m in runs.items()))
+        lines.append(
+            f"gap windows with a label >= {result['threshold']:g}: "
+            + ", ".join(f"{r} {m['gap_hot']}/{m['gap_windows']} ({_pct(m['gap_rate'])} %)" for r, m in runs.items())
+        )
     lines += [f"failed: {f}" for f in result["failed"]]
     return lines
 

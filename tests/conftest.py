@@ -1,4 +1,5 @@
 """Shared fixtures: the real media in ../shared/data, skipped with a reason when absent."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("STREAMCLF_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-def bark_clip(ffmpeg: str, out: Path, at: float = 5.0, seconds: float = 12.0, picture: Path | None = None,
-              volume: float = 1.0) -> Path:
+def bark_clip(
+    ffmpeg: str, out: Path, at: float = 5.0, seconds: float = 12.0, picture: Path | None = None, volume: float = 1.0
+) -> Path:
     """A video whose audio is silence with one real dog bark (shared sounds, times ``volume``) at ``at`` seconds.
 
     The picture is grey, or ``picture`` (a video, or a still image shown throughout) at 640x360.
@@ -48,9 +50,29 @@ def bark_clip(ffmpeg: str, out: Path, at: float = 5.0, seconds: float = 12.0, pi
     else:
         video = ["-t", str(seconds), "-i", str(picture)]
     scale = "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:-1:-1," if picture is not None else ""
-    subprocess.run([ffmpeg, "-v", "error", "-y", *video, "-i", str(bark), "-filter_complex",
-                    f"[0:v]{scale}format=yuv420p[v];"
-                    f"[1:a]volume={volume},aresample=16000,adelay={int(at * 1000)},apad,atrim=0:{seconds}[a]",
-                    "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-c:a", "aac",
-                    "-shortest", str(out)], check=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            *video,
+            "-i",
+            str(bark),
+            "-filter_complex",
+            f"[0:v]{scale}format=yuv420p[v];"
+            f"[1:a]volume={volume},aresample=16000,adelay={int(at * 1000)},apad,atrim=0:{seconds}[a]",
+            "-map",
+            "[v]",
+            "-map",
+            "[a]",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(out),
+        ],
+        check=True,
+    )
     return out

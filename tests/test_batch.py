@@ -1,5 +1,6 @@
 """streamclf label: a folder of good and bad media, outputs per file, one error line per bad file,
 the summary, WebVTT that parses, deterministic records, and resume after SIGKILL."""
+
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ def parse_vtt(text: str) -> list[tuple[float, float, str]]:
         start, end = _seconds(m.groups()[:4]), _seconds(m.groups()[4:])
         assert end > start
         cues.append((start, end, payload))
-    assert all(a[1] <= b[0] + 1e-6 for a, b in zip(cues, cues[1:]))  # in order, not overlapping
+    assert all(a[1] <= b[0] + 1e-6 for a, b in pairwise(cues))  # in order, not overlapping
     return cues
 
 
@@ -59,10 +61,12 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "empty.mp4").write_bytes(b"")
     (root / "sub" / "notes.mp4").write_text("meeting notes, not a video\n")
     (root / "readme.txt").write_text("not media, not picked up\n")
-    subprocess.run([ffmpeg, "-v", "error", "-i", str(grid[4]), "-vn", "-c:a", "pcm_s16le", str(root / "voice.wav")],
-                   check=True)
-    subprocess.run([ffmpeg, "-v", "error", "-i", str(grid[5]), "-an", "-c:v", "copy", str(root / "silent.mpg")],
-                   check=True)
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(grid[4]), "-vn", "-c:a", "pcm_s16le", str(root / "voice.wav")], check=True
+    )
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(grid[5]), "-an", "-c:v", "copy", str(root / "silent.mpg")], check=True
+    )
     return root
 
 
@@ -71,13 +75,21 @@ BAD = ["empty.mp4", "sub/notes.mp4"]
 
 
 def _label(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamclf", "label", *args, "--no-progress"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "streamclf", "label", *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json", "summary.csv", "summary.json")}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in ("manifest.json", "summary.csv", "summary.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +101,9 @@ def reference(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def test_inputs_mirror_the_tree_and_filter_by_extension(archive: Path) -> None:
     rels = [j.rel for j in find_inputs([str(archive)])]
     assert sorted(rels) == sorted(GOOD + BAD)
-    assert [j.rel for j in find_inputs([str(archive)], exclude=["*.wav", "empty*"])] == \
-        [r for r in rels if r not in ("voice.wav", "empty.mp4")]
+    assert [j.rel for j in find_inputs([str(archive)], exclude=["*.wav", "empty*"])] == [
+        r for r in rels if r not in ("voice.wav", "empty.mp4")
+    ]
     assert [j.rel for j in find_inputs([str(archive / "sub" / "*.mpg")])] == ["b.mpg"]
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         find_inputs([str(archive / "nothing-here")])
@@ -131,10 +144,24 @@ def test_every_good_file_labeled_every_bad_file_one_line(archive: Path, referenc
 def test_resume_after_sigkill_labels_every_file_exactly_once(archive: Path, reference, tmp_path: Path) -> None:
     ref_out, _ = reference
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "streamclf", "label", str(archive), "--out", str(out), "--plots",
-           "--no-progress", "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamclf",
+        "label",
+        str(archive),
+        "--out",
+        str(out),
+        "--plots",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = lambda: {p.relative_to(out).as_posix() for p in out.rglob("*.segments.json") if ".partial" not in p.parts}
+
+    def done():
+        return {p.relative_to(out).as_posix() for p in out.rglob("*.segments.json") if ".partial" not in p.parts}
+
     deadline = time.monotonic() + 180
     while not done() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -154,12 +181,22 @@ def test_resume_after_sigkill_labels_every_file_exactly_once(archive: Path, refe
 
 
 def test_segments_tile_the_timeline_and_vtt_round_trips() -> None:
-    rec = lambda t, label, score: {"t_start": t, "t_end": t + 2.0, "labels": [{"label": label, "score": score}]}
-    records = [rec(0.0, "dog", 0.9), rec(0.5, "dog", 0.7), rec(1.0, "speech", 0.8), rec(1.5, "speech", 0.1),
-               rec(2.0, "speech", 0.6)]
+    def rec(t, label, score):
+        return {"t_start": t, "t_end": t + 2.0, "labels": [{"label": label, "score": score}]}
+
+    records = [
+        rec(0.0, "dog", 0.9),
+        rec(0.5, "dog", 0.7),
+        rec(1.0, "speech", 0.8),
+        rec(1.5, "speech", 0.1),
+        rec(2.0, "speech", 0.6),
+    ]
     segs = merge_segments(records, threshold=0.3, hop=0.5, duration=4.0)
     assert [(s["label"], s["start"], s["end"], s["peak"]) for s in segs] == [
-        ("dog", 0.0, 1.75, 0.9), ("speech", 1.75, 2.25, 0.8), ("speech", 2.75, 4.0, 0.6)]
+        ("dog", 0.0, 1.75, 0.9),
+        ("speech", 1.75, 2.25, 0.8),
+        ("speech", 2.75, 4.0, 0.6),
+    ]
     assert [c[2] for c in parse_vtt(webvtt(segs))] == ["dog (0.90)", "speech (0.80)", "speech (0.60)"]
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from streamclf.config import load_config
 from streamclf.labeling import label_files
 from streamclf.labeling import ray as batch_ray
 from streamclf.labeling.common import find_inputs, identity
 from streamclf.labeling.ray import RayMissing, plan, run_ray
-from streamclf.config import load_config
 from tests.conftest import shared
 
 pytestmark = [

@@ -163,9 +163,9 @@ def _silent_grey(ffmpeg: str, out: Path, seconds: float = 6.0) -> Path:
 
 def test_silence_and_blank_frames_come_out_as_nothing(tmp_path: Path, ffmpeg: str) -> None:
     """The real encoders on silence over grey: no category reaches the default alert score."""
-    from streamclf.labeling import iter_records
     from streamclf.config import load_config
     from streamclf.evaluate import DEFAULT_THRESHOLD
+    from streamclf.labeling import iter_records
 
     records = list(iter_records(_silent_grey(ffmpeg, tmp_path / "nothing.mp4"), load_config()))
     assert records
@@ -179,15 +179,21 @@ def test_silence_and_a_blank_frame_are_the_nothing_outcome_of_the_builtin_fusion
     from streamclf.fusion.categories import BUILTIN as MAP
 
     known = {"kinetics-400", "coco", "detector"}
-    fusion = ZeroShotFusion(CategoryMap.load(MAP, LABELS, known), SPACES, {"audio": 0.5, "video": 0.5},
-                            calibration=load_calibration(None, IDS))
+    fusion = ZeroShotFusion(
+        CategoryMap.load(MAP, LABELS, known),
+        SPACES,
+        {"audio": 0.5, "video": 0.5},
+        calibration=load_calibration(None, IDS),
+    )
     assert fusion.calibration is not None and fusion.calibration.source()["builtin"]
     silence, blank = _audio(Silence=0.95), _video()  # YAMNet on digital silence; a near-uniform softmax
     for scores in ({"audio": silence, "video": blank}, {"audio": silence}, {"video": blank}):
         fused, _ = fusion(Embeddings(scores=scores))
-        assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, fused))))) == NOTHING, scores.keys()
+        assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, fused), strict=True)))) == NOTHING, scores.keys()
     heard, _ = fusion(Embeddings(scores={"audio": _audio(Dog=0.9, Bark=0.9), "video": blank}))
-    assert outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, heard))))) == "dog"  # not always nothing
+    assert (
+        outcome(Win(0.0, 2.0, dict(zip(fusion.names, map(float, heard), strict=True)))) == "dog"
+    )  # not always nothing
 
 
 def _pairs(tmp_path: Path, names: list[str]) -> Path:

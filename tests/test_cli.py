@@ -1,4 +1,5 @@
 """The CLI end to end on real media: full clips, one-modality files, and files that are not media."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,7 @@ WINDOW_FIELDS = {"source", "t_start", "t_end", "labels", "audio", "video", "moda
 
 
 def streamclf(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamclf", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "streamclf", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def window_records(path: Path) -> list[dict]:
@@ -64,8 +64,11 @@ def test_audio_only_file(tmp_path):
 
 def test_video_only_file(tmp_path, ffmpeg):
     muted = tmp_path / "muted.mp4"
-    subprocess.run([ffmpeg, "-v", "error", "-i", str(shared("media/flipping_a_pancake.mkv")), "-an",
-                    "-c:v", "copy", str(muted)], check=True, timeout=60)
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(shared("media/flipping_a_pancake.mkv")), "-an", "-c:v", "copy", str(muted)],
+        check=True,
+        timeout=60,
+    )
     out = tmp_path / "out.jsonl"
     proc = streamclf("run", str(muted), "--no-dashboard", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -89,8 +92,9 @@ def test_one_bad_source_does_not_stop_the_others(tmp_path):
     bogus = tmp_path / "bad.mp4"
     bogus.write_bytes(b"garbage" * 100)
     out = tmp_path / "out.jsonl"
-    proc = streamclf("run", str(bogus), str(shared("sounds/scratch/Animal/Cat.mp3")), "--no-dashboard",
-                     "--out", str(out))
+    proc = streamclf(
+        "run", str(bogus), str(shared("sounds/scratch/Animal/Cat.mp3")), "--no-dashboard", "--out", str(out)
+    )
     assert proc.returncode == 1
     assert {r["source"] for r in window_records(out)} == {"Cat.mp3"}
     assert "bad.mp4" in proc.stderr
@@ -126,9 +130,19 @@ def probe(*args: str, cwd: Path) -> tuple[int, list[str], str]:
     return result["code"], result["heavy"], proc.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["label", "--help"], ["train", "--help"],
-                                  ["compare", "--help"], ["models", "--help"], ["events", "--help"]],
-                         ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["label", "--help"],
+        ["train", "--help"],
+        ["compare", "--help"],
+        ["models", "--help"],
+        ["events", "--help"],
+    ],
+    ids=lambda a: " ".join(a),
+)
 def test_help_does_not_import_torch(tmp_path, args):
     code, heavy, _ = probe(*args, cwd=tmp_path)
     assert code == 0 and heavy == []
@@ -136,30 +150,46 @@ def test_help_does_not_import_torch(tmp_path, args):
 
 def test_run_stream_help_does_not_import_torch(tmp_path):
     script = Path(__file__).resolve().parents[1] / "run_stream.py"
-    script = (f"import runpy, sys\nsys.argv = ['run_stream.py', '--help']\ntry:\n"
-              f"    runpy.run_path({str(script)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-              "print('torch' in sys.modules)")
+    script = (
+        f"import runpy, sys\nsys.argv = ['run_stream.py', '--help']\ntry:\n"
+        f"    runpy.run_path({str(script)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.stdout.strip().splitlines()[-1] == "False" and "usage: streamclf run" in proc.stdout
 
 
-@pytest.mark.parametrize("args, says", [
-    (["run", "--no-dashbord"], "unrecognized arguments"),
-    (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE"),
-    (["run", "--alert", "dgo"], "'dgo' is not a fused label; closest: dog,"),
-    (["run", "--head", str(Path(__file__).resolve().parents[1] / "models" / "heads" / "avdigits"), "--alert", "7s"],
-     "'7s' is not a fused label; closest: 7"),
-    (["run", "ftp://example.org/a.mp4"], "unsupported scheme ftp://"),
-    (["run", "--hop", "5"], "window: hop (5.0) must not exceed length (2.0)"),
-    (["run", "--device", "gpu"], "device: String should match pattern"),
-    (["run", "--webhook", "http://127.0.0.1:9/", "--webhook-secret-env", "STREAMCLF_TEST_UNSET"],
-     "environment variable STREAMCLF_TEST_UNSET is not set"),
-    (["train", "data", "--out", "h", "--fusion", "gatd"], "invalid choice: 'gatd'"),
-    (["train", "data", "--out", "h", "--fusion", "mkl"], "invalid choice: 'mkl'"),
-    (["train", "no-such-folder", "--out", "h"], "no-such-folder: no such file or folder"),
-    (["compare", "--methods", "gated", "bogus"], "invalid choice: 'bogus'"),
-    (["label", "x.mp4", "--out", "o", "--ray-address", "auto"], "--ray-address needs --engine ray"),
-], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["run", "--no-dashbord"], "unrecognized arguments"),
+        (["run", "--alert", "dog:2"], "--alert dog:2: expected LABEL, LABEL:SCORE or LABEL:audio=SCORE"),
+        (["run", "--alert", "dgo"], "'dgo' is not a fused label; closest: dog,"),
+        (
+            [
+                "run",
+                "--head",
+                str(Path(__file__).resolve().parents[1] / "models" / "heads" / "avdigits"),
+                "--alert",
+                "7s",
+            ],
+            "'7s' is not a fused label; closest: 7",
+        ),
+        (["run", "ftp://example.org/a.mp4"], "unsupported scheme ftp://"),
+        (["run", "--hop", "5"], "window: hop (5.0) must not exceed length (2.0)"),
+        (["run", "--device", "gpu"], "device: String should match pattern"),
+        (
+            ["run", "--webhook", "http://127.0.0.1:9/", "--webhook-secret-env", "STREAMCLF_TEST_UNSET"],
+            "environment variable STREAMCLF_TEST_UNSET is not set",
+        ),
+        (["train", "data", "--out", "h", "--fusion", "gatd"], "invalid choice: 'gatd'"),
+        (["train", "data", "--out", "h", "--fusion", "mkl"], "invalid choice: 'mkl'"),
+        (["train", "no-such-folder", "--out", "h"], "no-such-folder: no such file or folder"),
+        (["compare", "--methods", "gated", "bogus"], "invalid choice: 'bogus'"),
+        (["label", "x.mp4", "--out", "o", "--ray-address", "auto"], "--ray-address needs --engine ray"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
 def test_usage_and_config_errors_exit_2_before_torch(tmp_path, args, says):
     code, heavy, err = probe(*args, cwd=tmp_path)
     assert code == 2 and heavy == [], err

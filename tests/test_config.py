@@ -1,4 +1,5 @@
 """Config: typed, validated at start, unknown keys rejected with the file and key named."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,16 +22,25 @@ def test_unknown_key_is_rejected(tmp_path):
         load_config(cfg)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"window.lenght": 2}, "window.lenght: unknown key; did you mean 'length'?"),
-    ({"sinks.webhook": {"url": "http://127.0.0.1:9/", "secrte": "x"}},
-     "sinks.webhook.secrte: unknown key; did you mean 'secret'?"),
-    ({"alerts.rules": [{"label": "dog", "min_scor": 0.4}]},
-     "alerts.rules.0.min_scor: unknown key; did you mean 'min_score'?"),
-    ({"alerts.rules": [{"label": "dog", "sources": {"cam1": {"cooldwn": 5}}}]},
-     "alerts.rules.0.sources.cam1.cooldwn: unknown key; did you mean 'cooldown'?"),
-    ({"fusion.zzz": 1}, "fusion.zzz: unknown key (allowed here: categories, head, calibration, top_k, smoothing)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"window.lenght": 2}, "window.lenght: unknown key; did you mean 'length'?"),
+        (
+            {"sinks.webhook": {"url": "http://127.0.0.1:9/", "secrte": "x"}},
+            "sinks.webhook.secrte: unknown key; did you mean 'secret'?",
+        ),
+        (
+            {"alerts.rules": [{"label": "dog", "min_scor": 0.4}]},
+            "alerts.rules.0.min_scor: unknown key; did you mean 'min_score'?",
+        ),
+        (
+            {"alerts.rules": [{"label": "dog", "sources": {"cam1": {"cooldwn": 5}}}]},
+            "alerts.rules.0.sources.cam1.cooldwn: unknown key; did you mean 'cooldown'?",
+        ),
+        ({"fusion.zzz": 1}, "fusion.zzz: unknown key (allowed here: categories, head, calibration, top_k, smoothing)"),
+    ],
+)
 def test_unknown_key_suggests_the_closest_or_lists_the_allowed(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config(**overrides)
@@ -47,8 +57,10 @@ def test_webhook_secret_comes_from_the_named_environment_variable(monkeypatch):
     hook = load_config(**{"sinks.webhook": {"url": HOOK, "secret_env": "STREAMCLF_TEST_HOOK_KEY"}}).sinks.webhook
     assert hook.signing_key() == "k3y" and hook.secret is None
     monkeypatch.delenv("STREAMCLF_TEST_HOOK_KEY")
-    with pytest.raises(ConfigError, match="sinks.webhook: secret_env: environment variable STREAMCLF_TEST_HOOK_KEY "
-                       "is not set or empty$"):
+    with pytest.raises(
+        ConfigError,
+        match="sinks.webhook: secret_env: environment variable STREAMCLF_TEST_HOOK_KEY is not set or empty$",
+    ):
         load_config(**{"sinks.webhook": {"url": HOOK, "secret_env": "STREAMCLF_TEST_HOOK_KEY"}})
     with pytest.raises(ConfigError, match="give secret or secret_env, not both"):
         load_config(**{"sinks.webhook": {"url": HOOK, "secret": "a", "secret_env": "HOME"}})

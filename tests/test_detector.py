@@ -1,4 +1,5 @@
 """The person detector: the graph OpenCV runs, its answers on real clips, and its place in records and alerts."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ import numpy as np
 import pytest
 
 from streamclf.config import DetectorConfig, load_config
-from streamclf.encoders import WeightsUnavailable
-from streamclf.encoders import ssdlite
+from streamclf.encoders import WeightsUnavailable, ssdlite
 from streamclf.types import Frame, Window
 from tests.conftest import shared
 
@@ -101,8 +101,10 @@ def _windows(images: list[np.ndarray], fps: float = 4.0, length: float = 2.0, ho
     frames = [Frame("cam", i / fps, image) for i, image in enumerate(images)]
     end = len(images) / fps
     starts = np.arange(0.0, end - length + 1e-9, hop)
-    return [Window("cam", k, t, t + length, [f for f in frames if t <= f.pts < t + length], None)
-            for k, t in enumerate(starts)]
+    return [
+        Window("cam", k, t, t + length, [f for f in frames if t <= f.pts < t + length], None)
+        for k, t in enumerate(starts)
+    ]
 
 
 def test_the_detector_skips_a_still_picture_and_runs_on_a_moving_one() -> None:
@@ -130,8 +132,9 @@ def _run(clip: Path, tmp_path: Path, *flags: str) -> list[dict]:
     from streamclf.cli import main
 
     out = tmp_path / f"records-{len(list(tmp_path.glob('records-*')))}.jsonl"
-    assert main(["run", str(clip), "--no-dashboard", "--out", str(out), "--events-dir", str(tmp_path / "ev"),
-                 *flags]) == 0
+    assert (
+        main(["run", str(clip), "--no-dashboard", "--out", str(out), "--events-dir", str(tmp_path / "ev"), *flags]) == 0
+    )
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -185,8 +188,11 @@ def test_person_vehicles_and_animals_cover_frigates_usual_alerts() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from animal_vehicle import ANIMALS, VEHICLE_CLASSES, VEHICLES
 
-    labels = {"imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
-              "audioset": YAMNet_Weights.DEFAULT.meta["categories"], "detector": ["person"]}
+    labels = {
+        "imagenet-1k": EfficientNet_Lite0_Weights.DEFAULT.meta["categories"],
+        "audioset": YAMNet_Weights.DEFAULT.meta["categories"],
+        "detector": ["person"],
+    }
     cats = CategoryMap.load(BUILTIN, labels, {e.weights.meta["label_space"] for e in MODELS.values()})
     assert [space for space in cats.members if "person" in cats.members[space]] == ["detector"]
     imagenet = cats.members["imagenet-1k"]

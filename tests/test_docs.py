@@ -3,6 +3,7 @@
 streamclf commands (fenced shell blocks) go through the CLI's own parser without running; benchmark scripts
 named anywhere in the docs (`benchmarks/NAME.py --flag ...`) must exist and know every flag they are shown with.
 """
+
 from __future__ import annotations
 
 import re

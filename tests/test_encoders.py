@@ -1,4 +1,5 @@
 """Encoder builders: shapes, preprocessing carried by the weights, TF-style padding."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,10 @@ def test_efficientnet_lite0_shapes_and_determinism():
     torch.testing.assert_close(logits, again)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in MODELS.items() if "offline" in e.weights.meta
-                                        and e.weights.meta["modality"] != "detector"))
+@pytest.mark.parametrize(
+    "name",
+    sorted(n for n, e in MODELS.items() if "offline" in e.weights.meta and e.weights.meta["modality"] != "detector"),
+)
 def test_every_offline_encoder_carries_its_metadata(name):
     """Hub encoders need their weights file: tests/test_zoo.py writes one for them."""
     enc = Encoder(name, torch.device("cpu"))
@@ -49,9 +52,8 @@ def test_every_offline_encoder_carries_its_metadata(name):
     assert len(meta["categories"]) == {"audioset": 521, "imagenet-1k": 1000, "speech": 1}[meta["label_space"]]
     assert meta["activation"] in ("sigmoid", "softmax") and meta["license"] and meta["embedding_dim"]
     assert meta["num_params"] == sum(p.numel() for p in MODELS[name].builder(weights=None).parameters())
-    sample = (np.zeros((2, 120, 160, 3), np.uint8) if meta["modality"] == "video"
-              else np.zeros(32000, np.float32))
-    (emb, scores), = enc.embed([sample])
+    sample = np.zeros((2, 120, 160, 3), np.uint8) if meta["modality"] == "video" else np.zeros(32000, np.float32)
+    ((emb, scores),) = enc.embed([sample])
     assert emb.shape[1] == meta["embedding_dim"] and scores.shape[1] == len(meta["categories"])
     assert np.all((scores >= 0) & (scores <= 1))
 

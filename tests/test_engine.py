@@ -1,4 +1,5 @@
 """The encoder engines: export once into the cache, agree with torch or fall back, choose among what is installed."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,10 @@ from streamclf.encoders.engine import EngineUnavailable, Runner, cached_path, ca
 
 from .conftest import shared
 
-ENGINES = [pytest.param(e, marks=pytest.mark.skipif(not engine.installed(e), reason=f"{e} is not installed"))
-           for e in ("onnxruntime", "openvino")]
+ENGINES = [
+    pytest.param(e, marks=pytest.mark.skipif(not engine.installed(e), reason=f"{e} is not installed"))
+    for e in ("onnxruntime", "openvino")
+]
 CPU = torch.device("cpu")
 
 
@@ -124,8 +127,11 @@ def test_auto_takes_what_is_installed(monkeypatch):
     assert candidates("auto", CPU) == ["openvino", "torch"]
     monkeypatch.setattr(engine, "installed", lambda e: e == "torch")
     assert candidates("auto", CPU) == ["torch"]
-    with pytest.raises(EngineUnavailable, match=r"engine onnxruntime: the Python package 'onnxruntime' is not "
-                                                r"installed") as err:
+    with pytest.raises(
+        EngineUnavailable,
+        match=r"engine onnxruntime: the Python package 'onnxruntime' is not "
+        r"installed",
+    ) as err:
         check_engine("onnxruntime", CPU)
     assert "\n" not in str(err.value)
 
@@ -162,11 +168,17 @@ def test_cli_engine_not_installed_is_one_line_error(monkeypatch, capsys):
     from streamclf.cli import main
 
     monkeypatch.setattr(engine, "installed", lambda e: e == "torch")
-    assert main(["run", "--engine", "openvino", "--no-dashboard", "--out", "-",
-                 str(shared("media/flipping_a_pancake.mkv"))]) == 2
+    assert (
+        main(
+            ["run", "--engine", "openvino", "--no-dashboard", "--out", "-", str(shared("media/flipping_a_pancake.mkv"))]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("streamclf: error: engine openvino: the Python package 'openvino' is not installed "
-                       "(run `pip install openvino`, or use --engine auto)")
+    assert err[-1] == (
+        "streamclf: error: engine openvino: the Python package 'openvino' is not installed "
+        "(run `pip install openvino`, or use --engine auto)"
+    )
 
 
 @pytest.mark.slow
@@ -184,8 +196,8 @@ def test_real_encoders_agree_on_real_frames(name, cache):
     for model, inputs in (("efficientnet_lite0", [np.stack(frames)]), ("yamnet", [audio])):
         fast, ref = Encoder(model, CPU, engine=name), Encoder(model, CPU, engine="torch")
         assert name in fast.describe()
-        (_, got), = fast.embed(inputs)
-        (_, want), = ref.embed(inputs)
+        ((_, got),) = fast.embed(inputs)
+        ((_, want),) = ref.embed(inputs)
         assert (got.argmax(1) == want.argmax(1)).all()
         np.testing.assert_allclose(got, want, atol=1e-4)
 

@@ -1,4 +1,5 @@
 """`streamclf eval`: the metrics on hand-made numbers, the three runs on a real composed stream, the avpairs split."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,21 @@ import numpy as np
 import pytest
 
 from streamclf.clips import compose, pair_clip, strip, tracks
-from streamclf.evaluate import (NOTHING, Win, decide, ece, evaluate, f1_scores, gap_windows, outcome, prepare_media,
-                                run_metrics, summary_lines, table_rows, windows_inside)
+from streamclf.evaluate import (
+    NOTHING,
+    Win,
+    decide,
+    ece,
+    evaluate,
+    f1_scores,
+    gap_windows,
+    outcome,
+    prepare_media,
+    run_metrics,
+    summary_lines,
+    table_rows,
+    windows_inside,
+)
 from streamclf.sources import read_audio
 
 from .conftest import shared
@@ -21,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- metrics on hand-made numbers
+
 
 def test_decide_is_the_score_summed_top1():
     # "dog" wins 2 windows of 3 on top-1, but "cat" has the larger sum
@@ -83,14 +98,16 @@ def test_run_metrics_gap_rate_and_accuracy():
 
 # ---------------------------------------------------------------- media: composing, stripping
 
+
 @pytest.fixture(scope="module")
 def animals(tmp_path_factory) -> Path:
     """Three short real clips, a folder per category: a photo shown while the animal's own sound plays."""
     root = tmp_path_factory.mktemp("animals")
     for name, label in [("farm_dog_photo", "dog"), ("farm_cat_photo", "cat"), ("farm_cow_photo", "cattle")]:
         (root / label).mkdir()
-        pair_clip(shared(f"avpairs/{name}.png"), shared(f"avpairs/{name}.ogg"), root / label / f"{name}.mp4",
-                  max_seconds=3.0)
+        pair_clip(
+            shared(f"avpairs/{name}.png"), shared(f"avpairs/{name}.ogg"), root / label / f"{name}.mp4", max_seconds=3.0
+        )
     return root
 
 
@@ -100,7 +117,7 @@ def test_pair_clip_holds_the_picture_and_the_whole_short_sound(animals):
     sound = read_audio(shared("avpairs/farm_dog_photo.ogg"))  # 0.9 s: padded to one 2 s window
     audio = read_audio(clip)
     assert 2.0 <= len(audio) / 16000 < 2.2
-    assert np.abs(audio[:len(sound)]).max() > 0.1 and np.abs(audio[len(sound) + 4000:]).max() < 0.01
+    assert np.abs(audio[: len(sound)]).max() > 0.1 and np.abs(audio[len(sound) + 4000 :]).max() < 0.01
 
 
 def test_compose_places_clips_between_grey_silent_gaps(animals, tmp_path):
@@ -109,8 +126,8 @@ def test_compose_places_clips_between_grey_silent_gaps(animals, tmp_path):
     assert [(e.label, e.start) for e in events] == [("dog", 1.0), ("cat", events[0].end + 1.0)]
     audio = read_audio(tmp_path / "s.mkv")
     assert len(audio) / 16000 == pytest.approx(events[-1].end + 1.0, abs=0.01)
-    assert np.abs(audio[:16000 - 100]).max() == 0  # the first gap is silent
-    assert np.abs(audio[int(events[0].start * 16000):int(events[0].end * 16000)]).max() > 0.1
+    assert np.abs(audio[: 16000 - 100]).max() == 0  # the first gap is silent
+    assert np.abs(audio[int(events[0].start * 16000) : int(events[0].end * 16000)]).max() > 0.1
     import av
 
     with av.open(str(tmp_path / "s.mkv")) as c:
@@ -129,12 +146,16 @@ def test_strip_keeps_one_track_bit_for_bit(animals, tmp_path):
 
 # ---------------------------------------------------------------- eval end to end (real pipeline)
 
+
 def test_eval_on_a_composed_stream_runs_fused_audio_only_and_video_only(animals, tmp_path):
     work = tmp_path / "work"
     clips = sorted((p, p.parent.name) for p in animals.rglob("*.mp4"))
     media, events = prepare_media(clips, work, compose=True, gap=3.0)
-    assert [tracks(p) for run in ("fused", "audio only", "video only") for p in media[run]] == \
-        [{"audio", "video"}, {"audio"}, {"video"}]
+    assert [tracks(p) for run in ("fused", "audio only", "video only") for p in media[run]] == [
+        {"audio", "video"},
+        {"audio"},
+        {"video"},
+    ]
     assert [e.label for e in events] == ["cat", "cattle", "dog"]
     result = evaluate(animals, compose=True, gap=3.0, work_dir=work)  # reuses the media made above
     assert set(result["runs"]) == {"fused", "audio only", "video only"}
@@ -144,13 +165,16 @@ def test_eval_on_a_composed_stream_runs_fused_audio_only_and_video_only(animals,
     assert got["cattle"][:2] == ("cattle", "cattle")
     fused = result["runs"]["fused"]
     assert fused["gap_windows"] >= 2 * len(events) and fused["gap_rate"] is not None
-    assert result["gain"] == pytest.approx(fused["accuracy"] - max(result["runs"]["audio only"]["accuracy"],
-                                                                   result["runs"]["video only"]["accuracy"]))
+    assert result["gain"] == pytest.approx(
+        fused["accuracy"] - max(result["runs"]["audio only"]["accuracy"], result["runs"]["video only"]["accuracy"])
+    )
     assert table_rows(result)[-1][0] == "all"
     # the figures name the calibration they were measured with, and what its card says it was fitted on
     assert result["calibration"]["builtin"] and result["calibration"]["data"]
-    assert summary_lines(result)[1].startswith("calibration: built-in ") and "fitted on avpairs tune" in \
-        summary_lines(result)[1]
+    assert (
+        summary_lines(result)[1].startswith("calibration: built-in ")
+        and "fitted on avpairs tune" in summary_lines(result)[1]
+    )
     # a system with only the microphone's encoder names the video-less stream as the fused system does
     from streamclf.config import load_config
 
@@ -176,13 +200,25 @@ def test_a_broken_clip_is_counted_wrong_and_reported_while_the_others_run(animal
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, before torch
 
-@pytest.mark.parametrize("make, says", [
-    (lambda d: d / "missing", "missing: no such file or folder"),
-    (lambda d: (d / "one" / "dog").mkdir(parents=True) or (d / "one" / "dog" / "a.mp4").touch() or d / "one",
-     "need labeled clips of at least two classes, found only class 'dog'"),
-    (lambda d: [(d / "two" / c).mkdir(parents=True) or (d / "two" / c / "a.mp4").touch() for c in ("dog", "dgo")]
-     and d / "two", "category 'dgo' is not a label of the category map; closest: dog"),
-], ids=["missing path", "one class", "unknown category"])
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda d: d / "missing", "missing: no such file or folder"),
+        (
+            lambda d: (d / "one" / "dog").mkdir(parents=True) or (d / "one" / "dog" / "a.mp4").touch() or d / "one",
+            "need labeled clips of at least two classes, found only class 'dog'",
+        ),
+        (
+            lambda d: (
+                [(d / "two" / c).mkdir(parents=True) or (d / "two" / c / "a.mp4").touch() for c in ("dog", "dgo")]
+                and d / "two"
+            ),
+            "category 'dgo' is not a label of the category map; closest: dog",
+        ),
+    ],
+    ids=["missing path", "one class", "unknown category"],
+)
 def test_bad_data_is_one_line_and_exit_2(tmp_path, make, says):
     code, heavy, err = probe("eval", str(make(tmp_path)), cwd=tmp_path)
     assert code == 2 and heavy == [], err
@@ -198,6 +234,7 @@ def test_gap_without_compose_and_help(tmp_path):
 
 # ---------------------------------------------------------------- the avpairs split
 
+
 def _fusion_real():
     spec = importlib.util.spec_from_file_location("fusion_real", ROOT / "benchmarks" / "fusion_real.py")
     module = importlib.util.module_from_spec(spec)
@@ -207,9 +244,12 @@ def _fusion_real():
 
 def test_split_keeps_a_recording_on_one_side_and_is_deterministic(tmp_path):
     fr = _fusion_real()
-    rows = [("farm_dog_photo", "dog", b"bark"), ("farm_dog_drawing", "dog", b"bark"),  # one recording, two rows
-            *((f"instr_{i}", "trumpet", f"toot{i}".encode()) for i in range(4)),
-            *((f"x_{c}", c, c.encode()) for c in ("cat", "pig", "horse"))]
+    rows = [
+        ("farm_dog_photo", "dog", b"bark"),
+        ("farm_dog_drawing", "dog", b"bark"),  # one recording, two rows
+        *((f"instr_{i}", "trumpet", f"toot{i}".encode()) for i in range(4)),
+        *((f"x_{c}", c, c.encode()) for c in ("cat", "pig", "horse")),
+    ]
     with open(tmp_path / "pairs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "image", "sound", "category"])

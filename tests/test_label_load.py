@@ -1,5 +1,6 @@
 """`label` under load and from a plain script: a slow consumer never cuts a file short (or fails it),
 a cut file is "partial" and never "ok", and the README's API example runs as a script without a main guard."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -43,8 +46,11 @@ def _drain(url: str, pause: float) -> list[Any]:
 
 
 def _data(items: list[Any]) -> list[tuple[str, float, bytes]]:
-    return [(type(i).__name__, i.pts, (i.image if isinstance(i, Frame) else i.samples).tobytes())
-            for i in items if isinstance(i, (Frame, AudioChunk))]
+    return [
+        (type(i).__name__, i.pts, (i.image if isinstance(i, Frame) else i.samples).tobytes())
+        for i in items
+        if isinstance(i, (Frame, AudioChunk))
+    ]
 
 
 @pytest.fixture
@@ -80,18 +86,24 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bbb = shared("media/bbb_360p_60s.mp4")
     root = tmp_path_factory.mktemp("clips")
     for name, start in (("one.mp4", 0), ("two.mp4", 30)):
-        subprocess.run([ffmpeg, "-v", "error", "-ss", str(start), "-i", str(bbb), "-t", "20", "-c", "copy",
-                        str(root / name)], check=True)
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-ss", str(start), "-i", str(bbb), "-t", "20", "-c", "copy", str(root / name)],
+            check=True,
+        )
     return root
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".csv"
-            and p.name not in ("manifest.json", "summary.json")}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(out.iterdir())
+        if p.is_file() and p.suffix != ".csv" and p.name not in ("manifest.json", "summary.json")
+    }
 
 
-def test_label_output_does_not_depend_on_a_slow_consumer(clips: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_label_output_does_not_depend_on_a_slow_consumer(
+    clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The main process stalls 8 s on its first chunk (a busy machine): the decoders wait longer than
     stall_timeout to hand over windows, and the other file's decoder waits longer than file_timeout.
     file_timeout is 5 s, not less: a reference run on a loaded 2-core machine must not trip it."""
@@ -123,8 +135,13 @@ def test_a_cut_file_is_partial_never_ok(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "cut.mp4").write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "streamclf", "label", str(tmp_path / "in"), "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamclf", "label", str(tmp_path / "in"), "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
     assert proc.returncode == 1
     assert re.search(r"cut\.mp4: the media ends at 3\d\.\ds of the 60\.1s the file declares", proc.stderr)
     assert "(1 only partly: cut or damaged)" in proc.stderr
@@ -134,8 +151,13 @@ def test_a_cut_file_is_partial_never_ok(tmp_path: Path) -> None:
     seg = json.loads((out / "cut.mp4.segments.json").read_text())
     assert seg["status"] == "partial" and seg["segments"]
     assert json.loads((out / "manifest.json").read_text())["partial"] == 1
-    again = subprocess.run([sys.executable, "-m", "streamclf", "label", str(tmp_path / "in"), "--out", str(out),
-                            "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    again = subprocess.run(
+        [sys.executable, "-m", "streamclf", "label", str(tmp_path / "in"), "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
     assert again.returncode == 1  # resumed, and still not ok
     assert json.loads((out / "summary.json").read_text())[0]["status"] == "partial"
 
@@ -153,8 +175,9 @@ def test_the_readme_api_example_runs_as_a_plain_script(tmp_path: Path) -> None:
     (tmp_path / "clip.mp4").write_bytes(grid[2].read_bytes())
     (tmp_path / "example.py").write_text(code)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr
     assert "error" not in proc.stderr
     assert len(proc.stdout.splitlines()) == 3  # the 3-s clip's windows, one line each
@@ -175,5 +198,5 @@ def test_snapshot_pictures_are_kept_once_a_second_not_per_frame() -> None:
             frames.append(item)
     kept = [f for f in frames if f.full is not None]
     assert len(frames) >= 100 and 25 <= len(kept) <= 31  # 30 s of video: about one a second
-    assert all(b.pts - a.pts >= 1.0 - 1e-6 for a, b in zip(kept, kept[1:]))
+    assert all(b.pts - a.pts >= 1.0 - 1e-6 for a, b in pairwise(kept))
     assert kept[0].full.shape == (720, 1280, 3) and frames[0].image.shape[0] < 720

@@ -1,6 +1,7 @@
 """Network sources against real local servers: RTSP with a server crash and restart, HTTP MPEG-TS,
 a server that accepts and says nothing, one that sends garbage, a refused connection and a name
 that cannot resolve. All on 127.0.0.1 (the name fails in the resolver itself), all bounded."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,8 +16,8 @@ from streamclf.config import load_config
 from streamclf.pipeline import Pipeline
 from streamclf.sources import SourceSpec
 from tests.conftest import shared
-from tests.test_dashboard import render
 from tests.servers import HttpServer, RtspServer, black_hole_server, free_port, garbage_server, make_ts
+from tests.test_dashboard import render
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,11 +74,17 @@ def test_rtsp_survives_a_server_crash(capsys: pytest.CaptureFixture[str]) -> Non
             watch.wait("the watchdog to notice", lambda rs: any(r.get("state") == "reconnecting" for r in rs), 30)
             server.restart()
             restarted = time.monotonic()
-            lives = lambda rs: [r for r in rs if r.get("state") == "live"]
+
+            def lives(rs):
+                return [r for r in rs if r.get("state") == "live"]
+
             records = watch.wait("live again", lambda rs: len(lives(rs)) >= 2, 30)
             recovered = lives(records)[1]["_at"] - restarted
-            records = watch.wait("2 windows after the reconnect",
-                                 lambda rs: len([w for w in _windows(rs, both=True) if w["t_start"] >= before]) >= 2, 60)
+            records = watch.wait(
+                "2 windows after the reconnect",
+                lambda rs: len([w for w in _windows(rs, both=True) if w["t_start"] >= before]) >= 2,
+                60,
+            )
             view = render({"cam": pipeline.states["cam"]})  # the server announces 60 s: still a feed, not a file
             assert "up " in view and "latency" in view and "%" not in view and "ETA" not in view
         finally:
@@ -112,12 +119,21 @@ def test_http_mpegts_stream(tmp_path: Path) -> None:
 
 
 def test_silent_server_and_refused_connection_give_up_with_one_line() -> None:
-    config = load_config(**{**LIVE, "sources.max_reconnects": 1, "sources.stall_timeout": 1.0,
-                            "sources.open_timeout": 1.0, "sources.backoff_initial": 0.1})
+    config = load_config(
+        **{
+            **LIVE,
+            "sources.max_reconnects": 1,
+            "sources.stall_timeout": 1.0,
+            "sources.open_timeout": 1.0,
+            "sources.backoff_initial": 0.1,
+        }
+    )
     with black_hole_server() as port:
         watch = Watch()
-        specs = [SourceSpec.parse(f"silent=rtsp://user:secret@127.0.0.1:{port}/x"),
-                 SourceSpec.parse(f"refused=rtsp://127.0.0.1:{free_port()}/x")]
+        specs = [
+            SourceSpec.parse(f"silent=rtsp://user:secret@127.0.0.1:{port}/x"),
+            SourceSpec.parse(f"refused=rtsp://127.0.0.1:{free_port()}/x"),
+        ]
         t0 = time.monotonic()
         pipeline, thread = _start(config, specs, watch)
         thread.join(30)
@@ -136,12 +152,16 @@ UNRESOLVABLE = "a" * 64 + ".example"  # a DNS label over 63 characters: the reso
 
 def test_garbage_and_unresolvable_sources_leave_the_others_alone() -> None:
     clip = shared("media/grid/bbaf2n.mpg")
-    config = load_config(**{**LIVE, "sources.max_reconnects": 2, "sources.backoff_initial": 0.1,
-                            "sources.realtime": True})
+    config = load_config(
+        **{**LIVE, "sources.max_reconnects": 2, "sources.backoff_initial": 0.1, "sources.realtime": True}
+    )
     with garbage_server() as port:
         watch = Watch()
-        specs = [SourceSpec.parse(f"good={clip}"), SourceSpec.parse(f"garbage=http://127.0.0.1:{port}/live.ts"),
-                 SourceSpec.parse(f"nodns=rtsp://user:secret@{UNRESOLVABLE}:554/x")]
+        specs = [
+            SourceSpec.parse(f"good={clip}"),
+            SourceSpec.parse(f"garbage=http://127.0.0.1:{port}/live.ts"),
+            SourceSpec.parse(f"nodns=rtsp://user:secret@{UNRESOLVABLE}:554/x"),
+        ]
         pipeline, thread = _start(config, specs, watch)
         thread.join(60)
     assert not thread.is_alive()
@@ -176,8 +196,11 @@ def test_default_backoff_retries_a_down_camera_at_least_every_5s() -> None:
     time.sleep(16.0)
     decoder.stop()
     decoder.join(10)
-    waits = [announced_wait(item.message) for item in list(feed.queue)
-             if isinstance(item, SourceStatus) and item.state == "reconnecting"]
+    waits = [
+        announced_wait(item.message)
+        for item in list(feed.queue)
+        if isinstance(item, SourceStatus) and item.state == "reconnecting"
+    ]
     assert len(waits) >= 5 and max(waits) <= 5.0, waits
 
 
@@ -191,9 +214,28 @@ class HttpFeed:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.ffmpeg, "-v", "error", "-re", "-stream_loop", "-1", "-i", str(self.media),
-                                      "-c", "copy", "-f", "mpegts", "-listen", "1", self.url],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                self.ffmpeg,
+                "-v",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(self.media),
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                "-listen",
+                "1",
+                self.url,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -231,8 +273,9 @@ def outage(config: Any, server: Any, url: str, down: float = 10.0) -> dict[str, 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["rtsp", "http"])
-def test_a_10s_outage_costs_seconds_not_tens_with_the_defaults(kind: str, ffmpeg: str,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_10s_outage_costs_seconds_not_tens_with_the_defaults(
+    kind: str, ffmpeg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The README's reconnect figures: a feed whose server is down for 10 s, with the default backoff."""
     media = shared("media/bbb_360p_60s.mp4")
     config = load_config(**{"window.fps": 2.0, "window.hop": 1.0})  # the sources settings are the defaults
@@ -249,8 +292,12 @@ def test_a_10s_outage_costs_seconds_not_tens_with_the_defaults(kind: str, ffmpeg
             finally:
                 feed.kill()
     with capsys.disabled():
-        print(f"\n{kind} 10 s outage, defaults (backoff {config.sources.backoff_initial:g}-"
-              f"{config.sources.backoff_max:g} s): live again after " + ", ".join(f"{r['live_s']:.1f}" for r in runs)
-              + " s; first window after " + ", ".join(f"{r['window_s']:.1f}" for r in runs)
-              + f" s; longest wait {max(r['max_wait_s'] for r in runs):.1f} s")
+        print(
+            f"\n{kind} 10 s outage, defaults (backoff {config.sources.backoff_initial:g}-"
+            f"{config.sources.backoff_max:g} s): live again after "
+            + ", ".join(f"{r['live_s']:.1f}" for r in runs)
+            + " s; first window after "
+            + ", ".join(f"{r['window_s']:.1f}" for r in runs)
+            + f" s; longest wait {max(r['max_wait_s'] for r in runs):.1f} s"
+        )
     assert max(r["live_s"] for r in runs) <= 8.0  # a camera user expects seconds (it took up to 30 s + 1 s to open)

@@ -2,6 +2,7 @@
 
 Nothing here is timed: speed is for benchmarks/, these check correctness and that the scripts work.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ import pytest
 import torch
 
 from streamclf import load_config
-from streamclf.labeling.common import file_windows
 from streamclf.encoders import MODELS, Encoder
+from streamclf.labeling.common import file_windows
 from streamclf.sources import read_audio
 
 from .conftest import shared
@@ -43,8 +44,10 @@ def real_inputs() -> dict[str, list[np.ndarray]]:
             break
     sounds = sorted(shared("sounds").rglob("*.wav"))[:25]
     waves = [read_audio(p)[:32000] for p in sounds]
-    return {"efficientnet_lite0": [np.stack(frames[i:i + 4]) for i in range(0, 100, 4)],
-            "yamnet": [w for w in waves if len(w) >= 16000]}
+    return {
+        "efficientnet_lite0": [np.stack(frames[i : i + 4]) for i in range(0, 100, 4)],
+        "yamnet": [w for w in waves if len(w) >= 16000],
+    }
 
 
 def _agreement(name: str, inputs: list[np.ndarray], precision: str) -> tuple[float, float]:
@@ -68,7 +71,7 @@ def test_bf16_is_really_bf16_and_close(real_inputs: dict, name: str) -> None:
 
     On the first 40 frames / 20 sounds: emulated bf16 is slow on CPUs without it.
     """
-    agreement, diff = _agreement(name, real_inputs[name][:10 if name == "efficientnet_lite0" else 20], "bf16")
+    agreement, diff = _agreement(name, real_inputs[name][: 10 if name == "efficientnet_lite0" else 20], "bf16")
     assert diff > 1e-4 and agreement >= 0.75, (agreement, diff)
 
 
@@ -90,8 +93,13 @@ def test_unknown_precision_is_refused() -> None:
 def test_benchmark_quick_mode_writes_json(script: str, tmp_path: Path) -> None:
     shared("media/bbb_360p_60s.mp4")
     out = tmp_path / "result.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=280)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=280,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["machine"]["cpus"] >= 1

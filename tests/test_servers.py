@@ -1,10 +1,12 @@
 """The local test servers work, checked with plain PyAV (not streamclf): RTSP with video and audio at
 real-time pace, shared by clients, surviving a crash and restart on the same port, looping; HTTP
 serving MPEG-TS (with Range); TCP servers that say nothing or nonsense make opens fail in bounded time."""
+
 from __future__ import annotations
 
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -35,7 +37,7 @@ def read(container: av.container.InputContainer, until: float, wall_limit: float
 
 
 def assert_increasing(times: list[float], *, max_gap: float = 0.5) -> None:
-    steps = [b - a for a, b in zip(times, times[1:])]
+    steps = [b - a for a, b in pairwise(times)]
     assert steps and min(steps) > 0, f"timestamps do not increase: {times[:20]}..."
     assert max(steps) < max_gap, f"a gap of {max(steps):.3f} s in {times[:20]}..."
 
@@ -165,8 +167,9 @@ def test_black_hole_server_makes_open_time_out(scheme):
     with black_hole_server() as port:
         start = time.monotonic()
         with pytest.raises(av.error.FFmpegError):
-            av.open(f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {},
-                    timeout=(2, 2))
+            av.open(
+                f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {}, timeout=(2, 2)
+            )
         assert time.monotonic() - start < 6
 
 
@@ -175,6 +178,7 @@ def test_garbage_server_makes_open_fail(scheme):
     with garbage_server() as port:
         start = time.monotonic()
         with pytest.raises(av.error.FFmpegError):
-            av.open(f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {},
-                    timeout=(2, 2))
+            av.open(
+                f"{scheme}://127.0.0.1:{port}/stream", options=RTSP_OPTIONS if scheme == "rtsp" else {}, timeout=(2, 2)
+            )
         assert time.monotonic() - start < 6

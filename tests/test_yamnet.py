@@ -1,4 +1,5 @@
 """YAMNet port: parity with the original int8 ONNX, and sanity on real sounds."""
+
 from __future__ import annotations
 
 import zipfile
@@ -47,8 +48,11 @@ def onnx_model(tmp_path_factory):
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     graph = onnx.load(path).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    act_q = [(float(init[n.input[1]]), float(init[n.input[2]])) for n in graph.node
-             if n.op_type == "QuantizeLinear" and n.input[0].endswith(("Relu_output_0", "GlobalAveragePool_output_0"))]
+    act_q = [
+        (float(init[n.input[1]]), float(init[n.input[2]]))
+        for n in graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0].endswith(("Relu_output_0", "GlobalAveragePool_output_0"))
+    ]
     return session, act_q
 
 
@@ -70,7 +74,7 @@ def _compare(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     top5 = np.argsort(-ours, axis=1)[:, :5]
     return {
         "top1": float(np.mean(ours.argmax(1) == ref.argmax(1))),
-        "ref_top1_in_our_top5": float(np.mean([r in t for r, t in zip(ref.argmax(1), top5)])),
+        "ref_top1_in_our_top5": float(np.mean([r in t for r, t in zip(ref.argmax(1), top5, strict=True)])),
         "median_steps": float(np.median(steps)),
         "p95_steps": float(np.percentile(steps, 95)),
         "max_steps": float(steps.max()),
@@ -81,8 +85,12 @@ def test_port_matches_int8_onnx(onnx_model, patches):
     session, act_q = onnx_model
     q, x = patches
     assert len(q) >= 150, "need real patches to compare"
-    ref = np.stack([(session.run(None, {"audio": q[i:i + 1]})[0][0].astype(np.float64) - OUT_ZERO) * OUT_SCALE
-                    for i in range(len(q))])
+    ref = np.stack(
+        [
+            (session.run(None, {"audio": q[i : i + 1]})[0][0].astype(np.float64) - OUT_ZERO) * OUT_SCALE
+            for i in range(len(q))
+        ]
+    )
 
     model = yamnet()
     with torch.inference_mode():
@@ -91,7 +99,7 @@ def test_port_matches_int8_onnx(onnx_model, patches):
     # (weights, padding, layer order) from the activation quantisation we do not copy.
     relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
     assert len(relus) + 1 == len(act_q)
-    for relu, (s, z) in zip(relus, act_q):
+    for relu, (s, z) in zip(relus, act_q[:-1], strict=True):  # act_q[-1] is the embedding's, below
         relu.register_forward_hook(lambda mod, i, o, s=s, z=z: _fake_quant(o, s, z))
     with torch.inference_mode():
         emb = _fake_quant(model.features(x).mean((2, 3)), *act_q[-1])
@@ -114,7 +122,7 @@ def audio_encoder():
 
 
 def top5(encoder: Encoder, path: Path) -> list[str]:
-    (emb, scores), = encoder.embed([load_16k(path)])
+    ((emb, scores),) = encoder.embed([load_16k(path)])
     assert emb.shape[1] == 1024 and scores.shape[1] == 521
     pooled = scores.max(axis=0)
     return [encoder.meta["categories"][j] for j in np.argsort(-pooled)[:5]]

@@ -1,5 +1,6 @@
 """The encoder zoo: offline Lite1/Lite2, torchvision hub models (offline message and the real loading
 path on a weights file the test writes), clip models in the pipeline, the speech gate, `streamclf models`."""
+
 from __future__ import annotations
 
 import io
@@ -12,15 +13,26 @@ import torch
 
 from streamclf.cli import main
 from streamclf.config import AlertRule, ConfigError, SpeechGate, load_config
-from streamclf.encoders import (MODELS, EfficientNet_Lite1_Weights, EfficientNet_Lite2_Weights, Encoder,
-                                SileroVAD_Weights, Torchvision_Weights, WeightsUnavailable, efficientnet_lite1,
-                                efficientnet_lite2, silero_vad, torchvision_model)
+from streamclf.encoders import (
+    MODELS,
+    EfficientNet_Lite1_Weights,
+    EfficientNet_Lite2_Weights,
+    Encoder,
+    SileroVAD_Weights,
+    Torchvision_Weights,
+    WeightsUnavailable,
+    efficientnet_lite1,
+    efficientnet_lite2,
+    silero_vad,
+    torchvision_model,
+)
 from streamclf.encoders.hub import TorchvisionTransform, hub_checkpoints, is_cached, uniform_indices
 from streamclf.encoders.silero import silero_file
 from streamclf.fusion.categories import BUILTIN, CategoryMap
 from streamclf.sources import read_audio
 
 from .conftest import shared
+
 
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
@@ -52,8 +64,13 @@ def real_photos() -> list[np.ndarray]:
     return [np.array(im) for im in load_sample_images().images]  # china.jpg (a palace), flower.jpg
 
 
-@pytest.mark.parametrize("builder,weights,crop", [(efficientnet_lite1, EfficientNet_Lite1_Weights.DEFAULT, 240),
-                                                  (efficientnet_lite2, EfficientNet_Lite2_Weights.DEFAULT, 260)])
+@pytest.mark.parametrize(
+    "builder,weights,crop",
+    [
+        (efficientnet_lite1, EfficientNet_Lite1_Weights.DEFAULT, 240),
+        (efficientnet_lite2, EfficientNet_Lite2_Weights.DEFAULT, 260),
+    ],
+)
 def test_lite1_lite2_read_their_size_and_label_a_real_photo(builder, weights, crop):
     x = weights.transforms()(torch.from_numpy(real_photos()[0][None]))
     assert x.shape == (1, 3, crop, crop) and f"crop {crop}" in weights.meta["input"]
@@ -96,7 +113,7 @@ def test_hub_model_loads_a_cached_weights_file(torch_home, arch):
     x = enc.transform(torch.from_numpy(frames))
     crop = weights.transforms().inner.crop_size[0]
     assert x.shape == ((1, 3, clip["frames"], crop, crop) if clip else (2, 3, crop, crop))
-    (emb, scores), = enc.embed([frames])
+    ((emb, scores),) = enc.embed([frames])
     n = 1 if clip else 2
     assert emb.shape == (n, meta["embedding_dim"]) and scores.shape == (n, len(meta["categories"]))
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-4)
@@ -116,8 +133,9 @@ def test_clip_transform_samples_frames_uniformly():
 
 def test_kinetics_categories_and_inactive_spaces():
     kinetics = Torchvision_Weights.R2PLUS1D_18.meta["categories"]
-    cats = CategoryMap.load(BUILTIN, {"kinetics-400": kinetics}, known={"imagenet-1k", "audioset", "kinetics-400",
-                                                                              "detector"})
+    cats = CategoryMap.load(
+        BUILTIN, {"kinetics-400": kinetics}, known={"imagenet-1k", "audioset", "kinetics-400", "detector"}
+    )
     assert kinetics.index("flipping pancake") in cats.members["kinetics-400"]["cooking"]
     assert "imagenet-1k" not in cats.members  # the ImageNet members wait for an ImageNet encoder
     with pytest.raises(ValueError, match="unknown label space 'audioset'"):  # a typo in a space still fails
@@ -130,7 +148,7 @@ def test_silero_port_matches_the_packaged_torchscript_model():
     scripted = torch.jit.load(str(silero_file()), map_location="cpu")
     padded = np.pad(wav, (0, -len(wav) % 512))
     with torch.inference_mode():
-        reference = [float(scripted(torch.from_numpy(padded[i:i + 512]), 16000)) for i in range(0, len(padded), 512)]
+        reference = [float(scripted(torch.from_numpy(padded[i : i + 512]), 16000)) for i in range(0, len(padded), 512)]
         probs, hidden = silero_vad().chunk_probs(SileroVAD_Weights.DEFAULT.transforms()(wav))
     assert probs.shape == (1, len(reference)) and hidden.shape == (1, len(reference), 128)
     np.testing.assert_allclose(probs[0].numpy(), reference, atol=1e-5)
@@ -186,17 +204,48 @@ def test_models_table_fits_100_columns_and_wide_has_every_column(torch_home):
     body = [line for line in lines if line.split() and line.split()[0] in names]
     assert [line.split()[0] for line in body] == [r.name for r in rows]
     assert len([line for line in lines if line.strip()]) == len(rows) + 4  # title, header, rule, caption: no folds
-    assert [c.header for c in render(rows).columns] == ["name", "modality", "labels", "params", "MB", "weights",
-                                                        "license"]
-    assert [c.header for c in render(rows, wide=True).columns] == ["name", "kind", "modality", "labels", "input",
-                                                                   "params", "MB", "weights", "license"]
+    assert [c.header for c in render(rows).columns] == [
+        "name",
+        "modality",
+        "labels",
+        "params",
+        "MB",
+        "weights",
+        "license",
+    ]
+    assert [c.header for c in render(rows, wide=True).columns] == [
+        "name",
+        "kind",
+        "modality",
+        "labels",
+        "input",
+        "params",
+        "MB",
+        "weights",
+        "license",
+    ]
 
 
 def test_run_with_another_video_encoder_and_the_speech_gate(tmp_path):
     out = tmp_path / "out.jsonl"
     clip = shared("media/grid/bbaf2n.mpg")
-    assert main(["run", str(clip), "--no-dashboard", "--out", str(out), "--video-encoder", "efficientnet_lite1",
-                 "--speech", "--hop", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(clip),
+                "--no-dashboard",
+                "--out",
+                str(out),
+                "--video-encoder",
+                "efficientnet_lite1",
+                "--speech",
+                "--hop",
+                "1",
+            ]
+        )
+        == 0
+    )
     records = [r for r in map(json.loads, out.read_text().splitlines()) if "type" not in r]
     assert records and all(r["video"] and "speech" in r for r in records)
     assert max(r["speech"] for r in records) > 0.8  # GRID: a speaker reads a sentence
@@ -206,8 +255,10 @@ def test_run_with_a_clip_model_adapts_the_window(torch_home, tmp_path, capsys):
     write_random_weights("r2plus1d_18")
     out = tmp_path / "out.jsonl"
     clip = shared("media/grid/bbaf2n.mpg")
-    assert main(["run", str(clip), "--no-dashboard", "--out", str(out), "--video-encoder", "r2plus1d_18",
-                 "--hop", "1"]) == 0
+    assert (
+        main(["run", str(clip), "--no-dashboard", "--out", str(out), "--video-encoder", "r2plus1d_18", "--hop", "1"])
+        == 0
+    )
     assert "window fps 4 -> 15, length 2 -> 1.067" in capsys.readouterr().err
     records = [r for r in map(json.loads, out.read_text().splitlines()) if "type" not in r]
     assert records and all(r["t_end"] - r["t_start"] == pytest.approx(1.067) for r in records)
@@ -223,10 +274,29 @@ def test_a_head_on_clip_model_embeddings_runs(torch_home, tmp_path):
     rng = np.random.default_rng(0)
     x, y = {"video": rng.normal(size=(40, 512)).astype(np.float32)}, np.arange(40) % 2
     head = build_head("video", ("video",), ["pancake", "other"], {"video": 512}, epochs=2)
-    save_head(head.fit(x, {"video": np.ones(40, bool)}, y), tmp_path / "head",
-              {"encoders": {"video": Torchvision_Weights.R2PLUS1D_18.id}})
+    save_head(
+        head.fit(x, {"video": np.ones(40, bool)}, y),
+        tmp_path / "head",
+        {"encoders": {"video": Torchvision_Weights.R2PLUS1D_18.id}},
+    )
     out = tmp_path / "out.jsonl"
-    assert main(["run", str(shared("media/grid/bbaf2n.mpg")), "--no-dashboard", "--out", str(out),
-                 "--video-encoder", "r2plus1d_18", "--head", str(tmp_path / "head"), "--hop", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(shared("media/grid/bbaf2n.mpg")),
+                "--no-dashboard",
+                "--out",
+                str(out),
+                "--video-encoder",
+                "r2plus1d_18",
+                "--head",
+                str(tmp_path / "head"),
+                "--hop",
+                "1",
+            ]
+        )
+        == 0
+    )
     records = [r for r in map(json.loads, out.read_text().splitlines()) if "type" not in r]
     assert records and all({e["label"] for e in r["labels"]} == {"pancake", "other"} for r in records)

@@ -1,10 +1,11 @@
 """Per-modality encoders: builders, weights enums, and the runtime wrapper the worker uses."""
+
 from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .efficientnet_lite import (
     efficientnet_lite1,
     efficientnet_lite2,
 )
-from .engine import ENGINES, EngineUnavailable, Runner, check_engine
+from .engine import ENGINES, EngineUnavailable, Runner, check_engine, embedder
 from .hub import Torchvision_Weights, torchvision_model
 from .silero import SileroVAD_Weights, silero_vad
 from .ssdlite import SSDDetector, SSDLite_Person_Weights, ssdlite_person
@@ -110,38 +111,46 @@ class Encoder:
     bf16 and compile are torch features, so ``auto`` keeps torch with them.
     """
 
-    def __init__(self, name: str, device: torch.device, precision: str = "fp32", compile: bool = False,
-                 engine: str = "auto") -> None:
+    def __init__(
+        self, name: str, device: torch.device, precision: str = "fp32", compile: bool = False, engine: str = "auto"
+    ) -> None:
         if name not in MODELS:
             raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(MODELS)}")
         entry = MODELS[name]
         if entry.weights.meta["modality"] == "detector":
-            raise ValueError(f"{name} is a detector: it runs beside the classifier (detector.encoder), not as an encoder")
+            raise ValueError(
+                f"{name} is a detector: it runs beside the classifier (detector.encoder), not as an encoder"
+            )
         self.name, self.weights, self.device = name, entry.weights, device
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.precision = precision
         check_engine(engine, device)  # one line for a misspelt engine or one not installed, model or not
         if (precision != "fp32" or compile) and engine not in ("auto", "torch"):
-            raise EngineUnavailable(f"engine {engine}: runs fp32 without torch.compile; "
-                                    "use --engine torch for precision bf16 or compile")
+            raise EngineUnavailable(
+                f"engine {engine}: runs fp32 without torch.compile; use --engine torch for precision bf16 or compile"
+            )
         keep_freed_memory()
         self.meta = entry.weights.meta
         self.modality: str = self.meta["modality"]
         self.transform = entry.weights.transforms()
-        self.model = entry.builder(weights=entry.weights).to(device).eval()
-        if hasattr(self.model, "fold_batchnorm"):  # this wrapper only infers
-            self.model.fold_batchnorm()
+        model = entry.builder(weights=entry.weights)
+        assert isinstance(model, torch.nn.Module)  # detectors were turned away above
+        self.model = model.to(device).eval()
+        fold = getattr(self.model, "fold_batchnorm", None)
+        if fold is not None:  # this wrapper only infers
+            fold()
         example = self._example()
         if precision != "fp32" or compile or example is None:
             engine = "torch"
         self.runner = Runner(self.model, self.weights.id, engine, device)
-        self._forward = torch.compile(self.model.embed) if compile else self.runner
+        self._forward = torch.compile(embedder(self.model)) if compile else self.runner
         self.compiled = compile
         if example is not None:  # choose (and export, the first time) now, not in the first live batch
             self.runner.prepare(example)
-        self._activation = torch.sigmoid if self.meta["activation"] == "sigmoid" else (
-            lambda x: torch.softmax(x, dim=-1))
+        self._activation = (
+            torch.sigmoid if self.meta["activation"] == "sigmoid" else (lambda x: torch.softmax(x, dim=-1))
+        )
 
     def _example(self) -> torch.Tensor | None:
         """A batch shaped like the worker's (random content) for a frame or audio model.
@@ -171,7 +180,7 @@ class Encoder:
             start = 0
             for i in group:
                 n = len(batches[i])
-                out[i] = (emb[start:start + n], scores[start:start + n])
+                out[i] = (emb[start : start + n], scores[start : start + n])
                 start += n
         return out
 
@@ -181,18 +190,45 @@ class Encoder:
         x = x.to(self.device, non_blocking=True)
         step = len(x) if self.device.type == "cuda" else max(1, CPU_CHUNK // max(1, x[0].numel()))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            parts = [self._forward(x[s:s + step]) for s in range(0, len(x), step)]
+            parts = [self._forward(x[s : s + step]) for s in range(0, len(x), step)]
         emb, logits = torch.cat([e for e, _ in parts]), torch.cat([lg for _, lg in parts])
         scores = self._activation(logits.float())
         return emb.float().cpu().numpy(), scores.cpu().numpy()
 
     def describe(self) -> str:
-        return (f"{self.name} {self.precision}{' compiled' if self.compiled else ''} "
-                f"{self.runner.describe()} on {self.device}")
+        return (
+            f"{self.name} {self.precision}{' compiled' if self.compiled else ''} "
+            f"{self.runner.describe()} on {self.device}"
+        )
 
 
-__all__ = ["ENGINES", "MODELS", "PRECISIONS", "Encoder", "EngineUnavailable", "ModelEntry", "Weights", "WeightsEnum", "WeightsUnavailable", "cache_dir",
-           "load_checkpoint", "native_bf16", "pick_device", "yamnet", "YAMNet_Weights",
-           "efficientnet_lite0", "EfficientNet_Lite0_Weights", "efficientnet_lite1", "EfficientNet_Lite1_Weights",
-           "efficientnet_lite2", "EfficientNet_Lite2_Weights", "torchvision_model", "Torchvision_Weights",
-           "silero_vad", "SileroVAD_Weights", "ssdlite_person", "SSDLite_Person_Weights", "SSDDetector"]
+__all__ = [
+    "ENGINES",
+    "MODELS",
+    "PRECISIONS",
+    "Encoder",
+    "EngineUnavailable",
+    "ModelEntry",
+    "Weights",
+    "WeightsEnum",
+    "WeightsUnavailable",
+    "cache_dir",
+    "load_checkpoint",
+    "native_bf16",
+    "pick_device",
+    "yamnet",
+    "YAMNet_Weights",
+    "efficientnet_lite0",
+    "EfficientNet_Lite0_Weights",
+    "efficientnet_lite1",
+    "EfficientNet_Lite1_Weights",
+    "efficientnet_lite2",
+    "EfficientNet_Lite2_Weights",
+    "torchvision_model",
+    "Torchvision_Weights",
+    "silero_vad",
+    "SileroVAD_Weights",
+    "ssdlite_person",
+    "SSDLite_Person_Weights",
+    "SSDDetector",
+]

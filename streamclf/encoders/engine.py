@@ -14,6 +14,7 @@ logits) out, so the worker's batching across sources is unchanged (the graphs
 have a dynamic batch axis). Shapes other than the one the graph was made for
 (a short last window) go through the module.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -66,15 +67,20 @@ def check_engine(engine: str, device: torch.device | None = None) -> str:
     if engine in ("auto", "torch"):
         return engine
     if not installed(engine):
-        raise EngineUnavailable(f"engine {engine}: the Python package '{_PACKAGE[engine]}' is not installed "
-                                f"(run `pip install {_PACKAGE[engine]}`, or use --engine auto)")
+        raise EngineUnavailable(
+            f"engine {engine}: the Python package '{_PACKAGE[engine]}' is not installed "
+            f"(run `pip install {_PACKAGE[engine]}`, or use --engine auto)"
+        )
     if device is not None and device.type != "cpu":
         if engine == "openvino":
-            raise EngineUnavailable(f"engine openvino runs on the CPU only, not on {device}; "
-                                    "use --engine torch or onnxruntime there")
+            raise EngineUnavailable(
+                f"engine openvino runs on the CPU only, not on {device}; use --engine torch or onnxruntime there"
+            )
         if "CUDAExecutionProvider" not in _ort_providers():
-            raise EngineUnavailable(f"engine onnxruntime: this onnxruntime has no CUDA provider for {device} "
-                                    "(install onnxruntime-gpu, or use --engine torch)")
+            raise EngineUnavailable(
+                f"engine onnxruntime: this onnxruntime has no CUDA provider for {device} "
+                "(install onnxruntime-gpu, or use --engine torch)"
+            )
     return engine
 
 
@@ -117,10 +123,14 @@ class _Embed(torch.nn.Module):
         return embed(self.module, x)
 
 
+def embedder(module: torch.nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``module.embed``: every encoder module has it (embeddings, logits); ``nn.Module``'s type cannot say so."""
+    return getattr(module, "embed")  # noqa: B009
+
+
 def embed(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``module.embed(x)``: every encoder module has it (embeddings, logits)."""
-    fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = getattr(module, "embed")  # noqa: B009
-    return fn(x)
+    """``module.embed(x)``."""
+    return embedder(module)(x)
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -130,9 +140,16 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path) -> N
     batch = {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: shapes are fixed per graph
-        torch.onnx.export(_Embed(module).eval(), (example.float().contiguous(),), str(path), dynamo=False,
-                          input_names=["x"], output_names=["embedding", "logits"], opset_version=OPSET,
-                          dynamic_axes={"x": batch, "embedding": batch, "logits": batch})
+        torch.onnx.export(
+            _Embed(module).eval(),
+            (example.float().contiguous(),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["embedding", "logits"],
+            opset_version=OPSET,
+            dynamic_axes={"x": batch, "embedding": batch, "logits": batch},
+        )
 
 
 def _ort_session(path: Path, device: torch.device, threads: int) -> Session:
@@ -179,10 +196,13 @@ def ov_compile(path: Path, threads: int) -> Any:
     import openvino.properties.hint as hints
 
     core = ov.Core()
-    config = {props.inference_num_threads: threads, props.num_streams: 1,
-              hints.performance_mode: hints.PerformanceMode.LATENCY,
-              hints.inference_precision: ov.Type.f32,  # bf16 by default on AMX CPUs: changes labels
-              hints.enable_cpu_pinning: False}  # the cores are shared with the decoder threads
+    config = {
+        props.inference_num_threads: threads,
+        props.num_streams: 1,
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        hints.inference_precision: ov.Type.f32,  # bf16 by default on AMX CPUs: changes labels
+        hints.enable_cpu_pinning: False,
+    }  # the cores are shared with the decoder threads
     return core.compile_model(core.read_model(str(path)), "CPU", config)
 
 
@@ -238,12 +258,12 @@ def disagreement(ref: tuple[torch.Tensor, torch.Tensor], got: tuple[np.ndarray, 
     return None
 
 
-_OPEN: dict[str, Callable[[Path, torch.device, int], Session]] = {"onnxruntime": _ort_session,
-                                                                   "openvino": _ov_session}
+_OPEN: dict[str, Callable[[Path, torch.device, int], Session]] = {"onnxruntime": _ort_session, "openvino": _ov_session}
 
 
-def load_checked(module: torch.nn.Module, weights_id: str, engine: str, example: torch.Tensor,
-                 device: torch.device, threads: int) -> Session:
+def load_checked(
+    module: torch.nn.Module, weights_id: str, engine: str, example: torch.Tensor, device: torch.device, threads: int
+) -> Session:
     """The engine's session for ``module``, from the cache or freshly exported, checked against the module."""
     x = example.float().contiguous().numpy()
     with torch.inference_mode():
@@ -254,15 +274,20 @@ def load_checked(module: torch.nn.Module, weights_id: str, engine: str, example:
         session = _OPEN[engine](path, device, threads)
         return session, disagreement(ref, session(x))
 
-    return cached_session(cached_path(weights_id, engine, tuple(example.shape[1:])),
-                          lambda path: _build(module, example, engine, path), open_checked, f"{weights_id} ({engine})")
+    return cached_session(
+        cached_path(weights_id, engine, tuple(example.shape[1:])),
+        lambda path: _build(module, example, engine, path),
+        open_checked,
+        f"{weights_id} ({engine})",
+    )
 
 
 S = TypeVar("S")
 
 
-def cached_session(path: Path, build: Callable[[Path], None], open_checked: Callable[[Path], tuple[S, str | None]],
-                   what: str) -> S:
+def cached_session(
+    path: Path, build: Callable[[Path], None], open_checked: Callable[[Path], tuple[S, str | None]], what: str
+) -> S:
     """Open the engine file at ``path`` (building it when absent) and check it against the reference.
 
     ``open_checked`` gives the session and why it disagrees (None: it agrees). A
@@ -304,8 +329,14 @@ class Runner:
     the checked file.
     """
 
-    def __init__(self, module: torch.nn.Module, weights_id: str, engine: str = "auto",
-                 device: torch.device | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        weights_id: str,
+        engine: str = "auto",
+        device: torch.device | None = None,
+        threads: int | None = None,
+    ) -> None:
         device = device or torch.device("cpu")
         self.module, self.weights_id, self.device = module, weights_id, device
         self.order = candidates(engine, device)
@@ -323,8 +354,9 @@ class Runner:
             if engine == "torch":
                 break
             try:
-                self._sessions = {threads: load_checked(self.module, self.weights_id, engine, example.cpu(),
-                                                        self.device, threads)}
+                self._sessions = {
+                    threads: load_checked(self.module, self.weights_id, engine, example.cpu(), self.device, threads)
+                }
             except EngineFailure as e:
                 dropped.append(str(e))
                 continue
@@ -364,5 +396,19 @@ def cpu_has_int8_dot() -> bool:
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-__all__ = ["ENGINES", "PREFERENCE", "EngineFailure", "EngineUnavailable", "Runner", "cached_path", "candidates",
-           "check_engine", "cpu_has_int8_dot", "disagreement", "export_onnx", "installed", "load_checked", "version"]
+__all__ = [
+    "ENGINES",
+    "PREFERENCE",
+    "EngineFailure",
+    "EngineUnavailable",
+    "Runner",
+    "cached_path",
+    "candidates",
+    "check_engine",
+    "cpu_has_int8_dot",
+    "disagreement",
+    "export_onnx",
+    "installed",
+    "load_checked",
+    "version",
+]

@@ -11,6 +11,7 @@ penultimate feature vector and the scores are a softmax over its label space,
 as for the offline encoders. Video models take one clip per window: the
 transform samples the clip's frames uniformly from the window.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,10 +27,14 @@ from torchvision.models import get_model_builder, get_weight
 from .efficientnet_lite import imagenet_labels
 from .weights import Weights, WeightsEnum, WeightsUnavailable
 
-_IMAGENET_TERMS = ("BSD-3-Clause code + ImageNet-1k terms (torchvision; its note on pre-trained weights: "
-                   "the training data's terms may apply)")
-_KINETICS_TERMS = ("BSD-3-Clause code + Kinetics-400 terms (torchvision; its note on pre-trained weights: "
-                   "the training data's terms (YouTube clips) may apply)")
+_IMAGENET_TERMS = (
+    "BSD-3-Clause code + ImageNet-1k terms (torchvision; its note on pre-trained weights: "
+    "the training data's terms may apply)"
+)
+_KINETICS_TERMS = (
+    "BSD-3-Clause code + Kinetics-400 terms (torchvision; its note on pre-trained weights: "
+    "the training data's terms (YouTube clips) may apply)"
+)
 
 
 def hub_checkpoints() -> Path:
@@ -52,7 +57,8 @@ def _load(arch: str, torchvision_weights: str) -> dict[str, torch.Tensor]:
         raise WeightsUnavailable(
             f"{arch}: weights file {file} is not in the torch hub cache and cannot be downloaded ({reason}); "
             f"download {tv.url} where the internet is reachable and put it in {hub_checkpoints()} "
-            f"(the torch hub cache: $TORCH_HOME/hub/checkpoints)") from e
+            f"(the torch hub cache: $TORCH_HOME/hub/checkpoints)"
+        ) from e
 
 
 def uniform_indices(n: int, count: int) -> np.ndarray:
@@ -84,14 +90,19 @@ class TorchvisionClassifier(nn.Module):
 
     def __init__(self, model: nn.Module, num_classes: int) -> None:
         super().__init__()
-        name, last = next((n, m) for n, m in reversed(list(model.named_modules()))
-                          if isinstance(m, (nn.Linear, nn.Conv3d)) and _outputs(m) == num_classes)
+        name, last = next(
+            (n, m)
+            for n, m in reversed(list(model.named_modules()))
+            if isinstance(m, (nn.Linear, nn.Conv3d)) and _outputs(m) == num_classes
+        )
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent), attr, nn.Identity())
         self.backbone = model
-        self.fc = nn.Linear(_inputs(last), num_classes)  # S3D's last layer is a 1x1x1 conv: the same map
+        # S3D's last layer is a 1x1x1 conv: the same map
+        self.fc = nn.Linear(_inputs(last), num_classes, bias=last.bias is not None)
         self.fc.weight.data.copy_(last.weight.reshape(num_classes, -1))
-        self.fc.bias.data.copy_(last.bias)
+        if last.bias is not None:
+            self.fc.bias.data.copy_(last.bias)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.backbone(x)
@@ -101,16 +112,20 @@ class TorchvisionClassifier(nn.Module):
         return self.embed(x)[1]
 
 
-def _outputs(m: nn.Module) -> int:
+def _outputs(m: nn.Linear | nn.Conv3d) -> int:
     return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
-def _inputs(m: nn.Module) -> int:
+def _inputs(m: nn.Linear | nn.Conv3d) -> int:
     return m.in_features if isinstance(m, nn.Linear) else m.in_channels
 
 
-def _weights(arch: str, torchvision_weights: str, embedding_dim: int, clip: tuple[int, float] | None = None,
-             ) -> Weights:
+def _weights(
+    arch: str,
+    torchvision_weights: str,
+    embedding_dim: int,
+    clip: tuple[int, float] | None = None,
+) -> Weights:
     """One hub model's entry; ``clip`` = (frames, fps) the video model was evaluated with (torchvision's docs)."""
     tv = get_weight(torchvision_weights)
     tf = tv.transforms()
@@ -127,18 +142,27 @@ def _weights(arch: str, torchvision_weights: str, embedding_dim: int, clip: tupl
         "source": f"torchvision {torchvision_weights} ({tv.url})",
     }
     if clip is None:
-        meta.update(label_space="imagenet-1k", categories=imagenet_labels(), license=_IMAGENET_TERMS,
-                    input=f"RGB frame -> resize {resize}, crop {crop}, ImageNet mean/std")
+        meta.update(
+            label_space="imagenet-1k",
+            categories=imagenet_labels(),
+            license=_IMAGENET_TERMS,
+            input=f"RGB frame -> resize {resize}, crop {crop}, ImageNet mean/std",
+        )
     else:
         frames, fps = clip
-        meta.update(label_space="kinetics-400", categories=list(tv.meta["categories"]), license=_KINETICS_TERMS,
-                    clip={"frames": frames, "fps": fps},
-                    input=f"clip of {frames} frames at {fps:g} fps -> resize {'x'.join(map(str, tf.resize_size))}, "
-                          f"crop {crop}")
-    return Weights(id=f"{arch}-{torchvision_weights.split('.')[-1].lower()}-{Path(tv.url).stem.split('-')[-1]}",
-                   load=functools.partial(_load, arch, torchvision_weights),
-                   transforms=functools.partial(TorchvisionTransform, torchvision_weights, clip and clip[0]),
-                   meta=meta)
+        meta.update(
+            label_space="kinetics-400",
+            categories=list(tv.meta["categories"]),
+            license=_KINETICS_TERMS,
+            clip={"frames": frames, "fps": fps},
+            input=f"clip of {frames} frames at {fps:g} fps -> resize {'x'.join(map(str, tf.resize_size))}, crop {crop}",
+        )
+    return Weights(
+        id=f"{arch}-{torchvision_weights.split('.')[-1].lower()}-{Path(tv.url).stem.split('-')[-1]}",
+        load=functools.partial(_load, arch, torchvision_weights),
+        transforms=functools.partial(TorchvisionTransform, torchvision_weights, clip and clip[0]),
+        meta=meta,
+    )
 
 
 class Torchvision_Weights(WeightsEnum):

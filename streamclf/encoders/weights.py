@@ -4,13 +4,15 @@ Modelled on torchvision's ``WeightsEnum``: a model is only ever built from a
 ``Weights`` value, so the transform that feeds it cannot drift from the
 weights it was trained with.
 """
+
 from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 

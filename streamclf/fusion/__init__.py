@@ -1,4 +1,5 @@
 """Fusion: trainable heads over embeddings + presence, zero-shot category fusion, smoothing."""
+
 from .categories import CategoryMap
 from .heads import Head
 from .methods import METHODS, build_head, load_head, save_head

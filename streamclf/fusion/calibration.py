@@ -10,6 +10,7 @@ what fusion pools. The file records which encoder weights it was fitted for
 settings it was measured with, and a card saying what data it saw and what
 it measured.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,14 +53,18 @@ class Calibration(_Strict):
     version: Literal[1] = 1
     encoders: dict[str, str] = Field(description="modality -> encoder weights id the scores came from")
     pooling: Literal["average", "loglinear"] = "average"
-    sharpness: float = Field(4.0, ge=0, description="reliability = top calibrated score ** sharpness; 4 measured "
-                             "best on sounds over an unrelated picture (benchmarks/one_sense.py) at equal accuracy")
+    sharpness: float = Field(
+        4.0,
+        ge=0,
+        description="reliability = top calibrated score ** sharpness; 4 measured "
+        "best on sounds over an unrelated picture (benchmarks/one_sense.py) at equal accuracy",
+    )
     modalities: dict[str, ModalityFit]
     card: Card
     path: str = Field("", exclude=True)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Calibration":
+    def load(cls, path: str | Path) -> Calibration:
         """Read and check a calibration file; every problem is one ValueError naming the file."""
         path = Path(path)
         try:
@@ -69,27 +74,38 @@ class Calibration(_Strict):
             raise ValueError(f"{path}: cannot read calibration: {str(e).splitlines()[0]}") from e
         except ValidationError as e:
             err = e.errors()[0]
-            raise ValueError(f"{path}: not a streamclf calibration: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+            raise ValueError(
+                f"{path}: not a streamclf calibration: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+            ) from e
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("# streamclf calibration (streamclf calibrate); see the card for what it was fitted on\n"
-                        + yaml.safe_dump(self.model_dump(), sort_keys=False, width=110))
+        path.write_text(
+            "# streamclf calibration (streamclf calibrate); see the card for what it was fitted on\n"
+            + yaml.safe_dump(self.model_dump(), sort_keys=False, width=110)
+        )
         return path
 
     def source(self) -> dict[str, object]:
         """Which file this is and what its card says it was fitted on (what ``eval`` reports with its figures)."""
-        return {"path": self.path or None, "builtin": bool(self.path) and Path(self.path).resolve() == BUILTIN,
-                "data": self.card.data, "clips": self.card.clips, "note": self.card.note}
+        return {
+            "path": self.path or None,
+            "builtin": bool(self.path) and Path(self.path).resolve() == BUILTIN,
+            "data": self.card.data,
+            "clips": self.card.clips,
+            "note": self.card.note,
+        }
 
     def check_encoders(self, weights_ids: dict[str, str]) -> None:
         """Scores of other encoder weights live on another scale: refuse rather than miscalibrate."""
         for m, wid in weights_ids.items():
             if m in self.modalities and self.encoders.get(m) != wid:
-                raise ValueError(f"{self.path or 'calibration'}: fitted for {m} encoder weights "
-                                 f"{self.encoders.get(m)!r}, but the config uses {wid!r}; "
-                                 "fit one with streamclf calibrate")
+                raise ValueError(
+                    f"{self.path or 'calibration'}: fitted for {m} encoder weights "
+                    f"{self.encoders.get(m)!r}, but the config uses {wid!r}; "
+                    "fit one with streamclf calibrate"
+                )
 
     def vectors(self, modality: str, names: list[str]) -> tuple[float, np.ndarray]:
         """(slope, per-category bias) for ``names``; identity for a modality the file does not cover."""
@@ -108,8 +124,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
-def fit_modality(raw: np.ndarray, target: np.ndarray, sees: np.ndarray, names: list[str],
-                 clips_per_category: dict[str, int]) -> tuple[ModalityFit, dict[str, float]]:
+def fit_modality(
+    raw: np.ndarray, target: np.ndarray, sees: np.ndarray, names: list[str], clips_per_category: dict[str, int]
+) -> tuple[ModalityFit, dict[str, float]]:
     """Platt scaling of one modality over windows x the categories it sees.
 
     ``raw`` [windows, categories] uncalibrated scores, ``target`` the same
@@ -128,12 +145,19 @@ def fit_modality(raw: np.ndarray, target: np.ndarray, sees: np.ndarray, names: l
         onehot[cat == j, k] = 1.0
     model = LogisticRegression(C=REGULARISATION, max_iter=2000).fit(np.hstack([x, onehot]), y)
     coef = model.coef_[0]
-    fit = ModalityFit(slope=round(float(coef[0]), 4), bias=round(float(model.intercept_[0]), 4),
-                      category_bias={names[j]: round(float(coef[1 + k]), 4) for k, j in enumerate(own)})
+    fit = ModalityFit(
+        slope=round(float(coef[0]), 4),
+        bias=round(float(model.intercept_[0]), 4),
+        category_bias={names[j]: round(float(coef[1 + k]), 4) for k, j in enumerate(own)},
+    )
     before = raw[:, cols].reshape(-1)
     after = model.predict_proba(np.hstack([x, onehot]))[:, 1]
-    return fit, {"log_loss_before": _log_loss(before, y), "log_loss_after": _log_loss(after, y),
-                 "ece_before": _ece(before, y), "ece_after": _ece(after, y)}
+    return fit, {
+        "log_loss_before": _log_loss(before, y),
+        "log_loss_after": _log_loss(after, y),
+        "ece_before": _ece(before, y),
+        "ece_after": _ece(after, y),
+    }
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -143,7 +167,9 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
 
 def _ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = sum(abs(y[idx == b].mean() - p[idx == b].mean()) * (idx == b).mean() for b in range(bins) if (idx == b).any())
+    total = sum(
+        abs(y[idx == b].mean() - p[idx == b].mean()) * (idx == b).mean() for b in range(bins) if (idx == b).any()
+    )
     return round(float(total), 4)
 
 

@@ -5,10 +5,13 @@ degrade gracefully when a modality is missing (the absent voter just does
 not vote). Weights and meta-classifiers are fitted on out-of-fold
 probabilities so they learn how the unimodal heads behave on unseen data.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Self
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -21,8 +24,15 @@ def take(x: Inputs, present: Present, idx: np.ndarray) -> tuple[Inputs, Present]
     return {m: v[idx] for m, v in x.items()}, {m: v[idx] for m, v in present.items()}
 
 
-def out_of_fold(make: Callable[[], Head], x: Inputs, present: Present, y: np.ndarray,
-                folds: int = 3, seed: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
+def out_of_fold(
+    make: Callable[[], Head],
+    x: Inputs,
+    present: Present,
+    y: np.ndarray,
+    folds: int = 3,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
     """Probabilities for every training row from a head that never saw that row.
 
     With ``groups`` (e.g. speakers, cameras) no group is on both sides, so
@@ -61,7 +71,7 @@ def shares(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def combine(probs: list[np.ndarray], mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean of probabilities over the present sources; uniform where none is."""
     w = shares(weights, mask)
-    total = sum(w[:, i:i + 1] * p for i, p in enumerate(probs))
+    total = sum(w[:, i : i + 1] * p for i, p in enumerate(probs))
     return np.where(mask.sum(1, keepdims=True) > 0, total, 1.0 / probs[0].shape[1])
 
 
@@ -73,14 +83,17 @@ def best_weights(probs: list[np.ndarray], mask: np.ndarray, y: np.ndarray) -> np
         loss = -np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()
         if loss < best_loss - 1e-9:
             best, best_loss = w, loss
+    if best is None:  # every grid point's loss was NaN
+        raise ValueError("fusion weights: no finite log-loss on the out-of-fold probabilities (NaN scores?)")
     return best
 
 
 class _Composite(Head):
     """Holds one unimodal head per modality (same capacity as the baselines)."""
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 **hyper: Any) -> None:
+    def __init__(
+        self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0, **hyper: Any
+    ) -> None:
         super().__init__(modalities, classes, dims, seed)
         hyper.pop("net", None)
         self.hyper = hyper
@@ -104,17 +117,22 @@ class _Composite(Head):
         for m in self.modalities:
             sel = np.flatnonzero(present[m])
             p = np.full((len(y), len(self.classes)), 1.0 / len(self.classes), np.float32)
-            p[sel] = out_of_fold(lambda m=m: self._unimodal(m), *take(x, present, sel), y[sel], seed=self.seed,
-                                 groups=None if groups is None else groups[sel])
+            p[sel] = out_of_fold(
+                partial(self._unimodal, m),
+                *take(x, present, sel),
+                y[sel],
+                seed=self.seed,
+                groups=None if groups is None else groups[sel],
+            )
             out.append(p)
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"{m}.{k}": v for m, h in self.unimodal.items() for k, v in h.arrays().items()}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "_Composite":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         for m, h in self.unimodal.items():
-            h.load_arrays({k[len(m) + 1:]: v for k, v in arrays.items() if k.startswith(m + ".")})
+            h.load_arrays({k[len(m) + 1 :]: v for k, v in arrays.items() if k.startswith(m + ".")})
         return self
 
     def n_params(self) -> int:
@@ -136,15 +154,22 @@ class DecisionHead(_Composite):
 
     RULES = ("average", "soft_vote", "weighted_average", "majority_vote")
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 rule: str = "soft_vote", **hyper: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        rule: str = "soft_vote",
+        **hyper: Any,
+    ) -> None:
         if rule not in self.RULES:
             raise ValueError(f"unknown decision rule {rule!r}; choose from {', '.join(self.RULES)}")
         super().__init__(modalities, classes, dims, seed, **hyper)
         self.method = rule
         self.weights = np.ones(len(self.modalities), np.float32) / len(self.modalities)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "DecisionHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> DecisionHead:
         if self.method == "weighted_average":
             mask = mask_of(present, self.modalities, len(y))
             self.weights = best_weights(self._oof(x, present, y, groups), mask, y)
@@ -160,7 +185,7 @@ class DecisionHead(_Composite):
             out = np.exp(logp - logp.max(1, keepdims=True))
             return out / out.sum(1, keepdims=True)
         if self.method == "majority_vote":
-            votes = sum(mask[:, i:i + 1] * np.eye(c, dtype=np.float32)[p.argmax(1)] for i, p in enumerate(probs))
+            votes = sum(mask[:, i : i + 1] * np.eye(c, dtype=np.float32)[p.argmax(1)] for i, p in enumerate(probs))
             scores = votes + 1e-3 * combine(probs, mask, self.weights)  # the tie-break
             return scores / scores.sum(1, keepdims=True)
         return combine(probs, mask, self.weights)
@@ -176,13 +201,13 @@ class DecisionHead(_Composite):
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "weights": self.weights}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "DecisionHead":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         self.weights = np.asarray(arrays["weights"], np.float32)
         return super().load_arrays(arrays)
 
 
 def _features(probs: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
-    return np.concatenate([p * mask[:, i:i + 1] for i, p in enumerate(probs)] + [mask], axis=1)
+    return np.concatenate([p * mask[:, i : i + 1] for i, p in enumerate(probs)] + [mask], axis=1)
 
 
 def _with_dropped(probs: list[np.ndarray], mask: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,11 +244,12 @@ class StackingHead(_Composite):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.coef = np.zeros((len(self.classes), len(self.classes) * len(self.modalities) + len(self.modalities)),
-                             np.float32)
+        self.coef = np.zeros(
+            (len(self.classes), len(self.classes) * len(self.modalities) + len(self.modalities)), np.float32
+        )
         self.intercept = np.zeros(len(self.classes), np.float32)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "StackingHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> StackingHead:
         mask = mask_of(present, self.modalities, len(y)).astype(np.float32)
         f, yy = _with_dropped(self._oof(x, present, y, groups), mask, y)
         meta = LogisticRegression(C=1.0, max_iter=2000).fit(f, yy)
@@ -242,7 +268,7 @@ class StackingHead(_Composite):
     def arrays(self) -> dict[str, np.ndarray]:
         return {**super().arrays(), "meta.coef": self.coef, "meta.intercept": self.intercept}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "StackingHead":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         self.coef, self.intercept = np.asarray(arrays["meta.coef"]), np.asarray(arrays["meta.intercept"])
         return super().load_arrays(arrays)
 
@@ -260,8 +286,15 @@ class HybridHead(_Composite):
 
     method = "hybrid"
 
-    def __init__(self, modalities: tuple[str, ...], classes: list[str], dims: dict[str, int], seed: int = 0,
-                 fused: str = "concat", **hyper: Any) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        classes: list[str],
+        dims: dict[str, int],
+        seed: int = 0,
+        fused: str = "concat",
+        **hyper: Any,
+    ) -> None:
         super().__init__(modalities, classes, dims, seed, **hyper)
         self.fused_net = fused
         self.fused = self._fused()
@@ -277,7 +310,7 @@ class HybridHead(_Composite):
         mask = mask_of(present, self.modalities, n).astype(np.float32)
         return np.concatenate([mask.max(1, keepdims=True), mask], axis=1)
 
-    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> "HybridHead":
+    def fit(self, x: Inputs, present: Present, y: np.ndarray, groups: np.ndarray | None = None) -> HybridHead:
         fused_oof = out_of_fold(self._fused, x, present, y, seed=self.seed, groups=groups)
         self.weights = best_weights([fused_oof] + self._oof(x, present, y, groups), self._mask(present, len(y)), y)
         self.fused.fit(x, present, y)
@@ -296,7 +329,7 @@ class HybridHead(_Composite):
         fused = {f"fused.{k}": v for k, v in self.fused.arrays().items()}
         return {**super().arrays(), **fused, "weights": self.weights}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> "HybridHead":
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> Self:
         self.fused.load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("fused.")})
         self.weights = np.asarray(arrays["weights"], np.float32)
         return super().load_arrays(arrays)

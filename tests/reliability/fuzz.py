@@ -11,6 +11,7 @@ error must be one line. Python code is coverage-instrumented; FFmpeg's C
 code is exercised but not instrumented. A crash or a hang (``-timeout``)
 ends the run with libFuzzer's report and a non-zero exit code.
 """
+
 from __future__ import annotations
 
 import os

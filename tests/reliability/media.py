@@ -4,6 +4,7 @@ Every input is derived deterministically (a seeded generator) from a few
 short real seed clips, so a failure can be reproduced by its name alone.
 Each input carries the kind of damage it has, for the figures.
 """
+
 from __future__ import annotations
 
 import random
@@ -63,7 +64,7 @@ def _huge_mjpeg(folder: Path) -> Path:
     data = bytearray(src.read_bytes())
     i = data.find(b"\xff\xc0")
     while i != -1:
-        data[i + 5:i + 9] = struct.pack(">HH", 65500, 65500)
+        data[i + 5 : i + 9] = struct.pack(">HH", 65500, 65500)
         i = data.find(b"\xff\xc0", i + 2)
     out = folder / "huge_mjpeg.avi"
     out.write_bytes(bytes(data))
@@ -102,11 +103,11 @@ def generate(data: Path, folder: Path, per_seed: int = 11, seed: int = 0) -> lis
             pos, size = spans[k % len(spans)]
             b = bytearray(raw)
             start = pos + size // 4
-            b[start:start + size // 2] = rng.randbytes(size // 2)
+            b[start : start + size // 2] = rng.randbytes(size // 2)
             save(f"{stem}_keyframe{k}{ext}", bytes(b), "keyframe")
         for other in {".mp4", ".mkv", ".mpg", ".wav", ".ogg"} - {ext}:
             save(f"{stem}_as{other}", raw, "swapped")
-        save(f"{stem}_headonly{ext}", raw[:rng.randrange(64, 1024)], "truncated")
+        save(f"{stem}_headonly{ext}", raw[: rng.randrange(64, 1024)], "truncated")
         save(f"{stem}_garbage{ext}", rng.randbytes(len(raw) // 4), "garbage")
     for ext in (".mp4", ".mkv", ".wav"):
         save(f"empty{ext}", b"", "zero")
@@ -183,8 +184,9 @@ def _streamclf(args: list[str], timeout: float, cwd: Path) -> tuple[int | None, 
     import sys
 
     try:
-        done = subprocess.run([sys.executable, "-m", "streamclf", *args], capture_output=True, text=True,
-                              timeout=timeout, cwd=cwd)
+        done = subprocess.run(
+            [sys.executable, "-m", "streamclf", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+        )
     except subprocess.TimeoutExpired as e:
         return None, (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
     return done.returncode, done.stderr
@@ -206,8 +208,11 @@ def label_outcome(files: list[Path], out: Path, cwd: Path, timeout: float = 900.
     summary = out / "summary.csv"
     if summary.exists():
         with summary.open() as f:
-            records = {Path(r["path"]).name: int(r["windows"] or 0) for r in csv.DictReader(f)
-                       if r["status"] in ("ok", "partial")}  # partial: labeled up to the damage
+            records = {
+                Path(r["path"]).name: int(r["windows"] or 0)
+                for r in csv.DictReader(f)
+                if r["status"] in ("ok", "partial")
+            }  # partial: labeled up to the damage
     return _outcome([f.name for f in files], rc, stderr, records)
 
 

@@ -3,6 +3,7 @@
 CI runs a smaller set (3 inputs per kind of damage and seed clip, about 90
 files); `benchmarks/reliability.py` runs the full 224.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,20 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Broken], dict
     inputs = generate(DATA, folder, per_seed=3)
     oracle = folder.parent / "oracle.json"
     # the oracle decodes in its own process: a crash there must not take the suite down
-    subprocess.run([sys.executable, "-c", "import json, sys; from pathlib import Path; "
-                    "from tests.reliability.media import decodable_seconds as d; "
-                    "json.dump({p: d(Path(p)) for p in sys.argv[2:]}, open(sys.argv[1], 'w'))",
-                    str(oracle), *(str(b.path) for b in inputs)], check=True, cwd=ROOT, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from pathlib import Path; "
+            "from tests.reliability.media import decodable_seconds as d; "
+            "json.dump({p: d(Path(p)) for p in sys.argv[2:]}, open(sys.argv[1], 'w'))",
+            str(oracle),
+            *(str(b.path) for b in inputs),
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     seconds = {Path(p).name: s for p, s in json.loads(oracle.read_text()).items()}
     return inputs, seconds
 

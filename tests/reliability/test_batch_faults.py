@@ -1,5 +1,6 @@
 """A decode process that hangs or dies costs its own file, never the batch; a rerun finishes the job; a killed
 `label` leaves no decode process behind and nothing printed."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tests.conftest import shared
 
@@ -31,8 +32,9 @@ def test_a_file_that_never_delivers_data_fails_alone(tmp_path: Path) -> None:
     os.mkfifo(stuck)
     errors: list[str] = []
     config = load_config(**{"sources.file_timeout": 10})
-    rows = label_files([str(first), str(stuck), str(last)], tmp_path / "out", config, workers=1, progress=False,
-                       on_error=errors.append)
+    rows = label_files(
+        [str(first), str(stuck), str(last)], tmp_path / "out", config, workers=1, progress=False, on_error=errors.append
+    )
     status = {Path(r.path).name: r.status for r in rows}
     assert status == {"bbaf2n.mpg": "ok", "stuck.mpg": "error", "brbk7n.mpg": "ok"}
     assert errors == [f"{stuck}: decoding made no progress for 10s"]
@@ -60,8 +62,20 @@ def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: 
     long = shared("media/bbb_360p_60s.mp4")
     short = [shared("media/grid/bbaf2n.mpg"), shared("media/grid/brbk7n.mpg")]
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "streamclf", "label", str(long), *map(str, short), "--out", str(out),
-           "--no-progress", "--workers", "1", "--detector"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamclf",
+        "label",
+        str(long),
+        *map(str, short),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--workers",
+        "1",
+        "--detector",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.monotonic() + 120
@@ -83,7 +97,10 @@ def test_a_killed_decode_process_fails_its_file_and_a_rerun_completes(tmp_path: 
     assert again.returncode == 0, again.stderr
     rows = _summary(out)
     assert {n: (r["status"], r["resumed"]) for n, r in rows.items()} == {
-        "bbb_360p_60s.mp4": ("ok", "False"), "bbaf2n.mpg": ("ok", "True"), "brbk7n.mpg": ("ok", "True")}
+        "bbb_360p_60s.mp4": ("ok", "False"),
+        "bbaf2n.mpg": ("ok", "True"),
+        "brbk7n.mpg": ("ok", "True"),
+    }
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
 
 
@@ -133,18 +150,35 @@ def test_killing_label_ends_its_decode_processes_quietly_and_a_rerun_completes_o
     stuck = tmp_path / "stuck.mpg"
     os.mkfifo(stuck)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "streamclf", "label", str(folder), str(stuck), "--out", str(out), "--no-progress",
-           "--workers", "2"]
-    blocked = lambda kids: any(_waiting_on_fifo(k) for k in kids)
-    busy = lambda kids: any(_has_open(k, folder / long.name) for k in kids)
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamclf",
+        "label",
+        str(folder),
+        str(stuck),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--workers",
+        "2",
+    ]
+
+    def blocked(kids):
+        return any(_waiting_on_fifo(k) for k in kids)
+
+    def busy(kids):
+        return any(_has_open(k, folder / long.name) for k in kids)
+
     done_before = _kill_label_and_check(cmd, out, tmp_path, lambda kids: blocked(kids) and busy(kids))
     rerun = [c for c in cmd if c != str(stuck)]  # the FIFO would only block again
     again = subprocess.run(rerun, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     rows = _summary(out)
     assert {n: r["status"] for n, r in rows.items()} == dict.fromkeys([c.name for c in grid] + [long.name], "ok")
-    assert {n for n, r in rows.items() if r["resumed"] == "True"} == {n.removesuffix(".segments.json")
-                                                                      for n in done_before}
+    assert {n for n, r in rows.items() if r["resumed"] == "True"} == {
+        n.removesuffix(".segments.json") for n in done_before
+    }
     assert again.stderr.count("labeled ") == 1 and "Traceback" not in again.stderr
 
 

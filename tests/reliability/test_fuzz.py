@@ -1,4 +1,5 @@
 """A few seconds of coverage-guided fuzzing per target in CI; benchmarks/reliability.py runs them longer."""
+
 from __future__ import annotations
 
 import re
@@ -19,9 +20,23 @@ def fuzz(target: str, seeds: list[Path], corpus: Path, seconds: int) -> tuple[in
     corpus.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         (corpus / seed.name).write_bytes(seed.read_bytes()[:8192])
-    done = subprocess.run([sys.executable, "-m", "tests.reliability.fuzz", target, f"-max_total_time={seconds}",
-                           "-timeout=20", "-max_len=8192", "-seed=1", str(corpus)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.fuzz",
+            target,
+            f"-max_total_time={seconds}",
+            "-timeout=20",
+            "-max_len=8192",
+            "-seed=1",
+            str(corpus),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     runs = re.search(r"Done (\d+) runs", done.stderr)
     assert runs, done.stderr[-2000:]
@@ -34,8 +49,11 @@ def test_fuzz_config_loader(tmp_path: Path) -> None:
 
 
 def test_fuzz_demux(tmp_path: Path) -> None:
-    seeds = [DATA / "media/grid/bbaf2n.mpg", DATA / "media/flipping_a_pancake.mkv",
-             DATA / "sounds/scratch/Animal/Dog1.wav"]
+    seeds = [
+        DATA / "media/grid/bbaf2n.mpg",
+        DATA / "media/flipping_a_pancake.mkv",
+        DATA / "sounds/scratch/Animal/Dog1.wav",
+    ]
     if not all(s.exists() for s in seeds):
         pytest.skip(f"shared media under {DATA} is absent")
     runs, _ = fuzz("demux", seeds, tmp_path / "corpus", 5)

@@ -1,4 +1,5 @@
 """Untrusted inputs: checkpoints, heads, configs, source URLs; secrets kept out of every output."""
+
 from __future__ import annotations
 
 import ast
@@ -70,10 +71,12 @@ def test_config_output_paths_cannot_leave_the_output_folder(tmp_path: Path, path
     from streamclf.config import ConfigError, load_config
 
     monkeypatch.chdir(tmp_path)
-    for key, text in {"sinks.jsonl": f"sinks:\n  jsonl: {path}\n",
-                      "sinks.sqlite.path": f"sinks:\n  sqlite:\n    path: {path}\n",
-                      "sinks.webhook.spool": f"sinks:\n  webhook:\n    url: http://127.0.0.1:9/\n    spool: {path}\n",
-                      "alerts.events_dir": f"alerts:\n  events_dir: {path}\n"}.items():
+    for key, text in {
+        "sinks.jsonl": f"sinks:\n  jsonl: {path}\n",
+        "sinks.sqlite.path": f"sinks:\n  sqlite:\n    path: {path}\n",
+        "sinks.webhook.spool": f"sinks:\n  webhook:\n    url: http://127.0.0.1:9/\n    spool: {path}\n",
+        "alerts.events_dir": f"alerts:\n  events_dir: {path}\n",
+    }.items():
         cfg = tmp_path / "c.yaml"
         cfg.write_text("output_dir: out\n" + text)
         with pytest.raises(ConfigError, match=rf"c\.yaml: {key}: .* is outside the output folder"):
@@ -83,8 +86,11 @@ def test_config_output_paths_cannot_leave_the_output_folder(tmp_path: Path, path
         with pytest.raises(ConfigError, match="c.yaml: output_dir: .* is outside the current folder"):
             load_config(cfg)
     assert load_config(cfg, output_dir=str(tmp_path.parent)).output_dir == str(tmp_path.parent)  # the user's own
-    for bad, why in ((b"\xff\xfe", "not UTF-8"), (b"[" * 5000, "nested too deeply|not valid YAML"),
-                     (b'sinks:\n  jsonl: "a\\0b"\n', "output paths: embedded null byte")):
+    for bad, why in (
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[" * 5000, "nested too deeply|not valid YAML"),
+        (b'sinks:\n  jsonl: "a\\0b"\n', "output paths: embedded null byte"),
+    ):
         cfg.write_bytes(bad)
         with pytest.raises(ConfigError, match=why):
             load_config(cfg)
@@ -151,9 +157,9 @@ class _Collect:
 SECRETS = ["camPASSW0RD", "camuser", "hookPASSW0RD", "hmacKEY123", "Bearer-T0KEN", "mqttPASSW0RD"]
 
 
-def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ffmpeg: str, monkeypatch,
-                                                             capfd: pytest.CaptureFixture[str],
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_reach_logs_records_dashboard_or_errors(
+    tmp_path: Path, ffmpeg: str, monkeypatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """A run with credentials everywhere, every service down so every error path speaks; then grep it all."""
     import logging
 
@@ -169,26 +175,44 @@ def test_secrets_never_reach_logs_records_dashboard_or_errors(tmp_path: Path, ff
     clip = bark_clip(ffmpeg, tmp_path / "bark.mp4", seconds=6)
     dead = free_port()
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "output_dir": "out",
-        "sources": {"max_reconnects": 1, "backoff_initial": 0.2, "backoff_max": 0.2, "open_timeout": 2},
-        "sinks": {"jsonl": "records.jsonl", "sqlite": {"path": "events.db", "labels": True},
-                  "webhook": {"url": f"http://hookuser:hookPASSW0RD@127.0.0.1:{dead}/hook", "secret": "hmacKEY123",
-                              "headers": {"Authorization": "Bearer-T0KEN"}, "spool": "spool.db", "drain_timeout": 1,
-                              "backoff_max": 0.5},
-                  "mqtt": {"host": "127.0.0.1", "port": dead, "username": "mqttuser", "password": "mqttPASSW0RD"}},
-        "alerts": {"events_dir": "events", "rules": [{"label": "dog", "min_score": 0.1, "min_windows": 1}]},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": "out",
+                "sources": {"max_reconnects": 1, "backoff_initial": 0.2, "backoff_max": 0.2, "open_timeout": 2},
+                "sinks": {
+                    "jsonl": "records.jsonl",
+                    "sqlite": {"path": "events.db", "labels": True},
+                    "webhook": {
+                        "url": f"http://hookuser:hookPASSW0RD@127.0.0.1:{dead}/hook",
+                        "secret": "hmacKEY123",
+                        "headers": {"Authorization": "Bearer-T0KEN"},
+                        "spool": "spool.db",
+                        "drain_timeout": 1,
+                        "backoff_max": 0.5,
+                    },
+                    "mqtt": {"host": "127.0.0.1", "port": dead, "username": "mqttuser", "password": "mqttPASSW0RD"},
+                },
+                "alerts": {"events_dir": "events", "rules": [{"label": "dog", "min_score": 0.1, "min_windows": 1}]},
+            }
+        )
+    )
     config = load_config(cfg)
     screen = Console(file=io.StringIO(), force_terminal=True, width=200, record=True)
     with Dashboard(console=screen) as view:
         pipeline = Pipeline(config, open_sinks(config), on_event=view)
-        states = pipeline.run([SourceSpec.parse(str(clip)),
-                               SourceSpec.parse(f"rtsp://camuser:camPASSW0RD@127.0.0.1:{dead}/stream")])
+        states = pipeline.run(
+            [SourceSpec.parse(str(clip)), SourceSpec.parse(f"rtsp://camuser:camPASSW0RD@127.0.0.1:{dead}/stream")]
+        )
     out, err = capfd.readouterr()
     assert any(st.fatal for st in states.values()) and any(not st.fatal for st in states.values())
-    texts = {"stdout": out, "stderr": err, "log": caplog.text, "dashboard": screen.export_text(),
-             "errors": "\n".join(e for st in states.values() for e in st.errors)}
+    texts = {
+        "stdout": out,
+        "stderr": err,
+        "log": caplog.text,
+        "dashboard": screen.export_text(),
+        "errors": "\n".join(e for st in states.values() for e in st.errors),
+    }
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("latin-1")

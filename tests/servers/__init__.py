@@ -27,6 +27,7 @@ Notes for tests: a shared RTSP stream is not seekable (a client's PLAY does not 
 and a client joining a running stream sees video only from the next keyframe (bbb_360p_60s.mp4 has
 them at 0, 10.4, 11.9, 15.75, 23.0 ... s). After a restart the file plays again from its start.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,16 +80,20 @@ def gstreamer_rtsp_missing() -> str | None:
     """Why the RTSP server cannot run here, or None when /usr/bin/python3 imports GstRtspServer."""
     if not os.access(GST_PYTHON, os.X_OK):
         return f"{GST_PYTHON} is absent (the RTSP test server needs Debian's python3-gi)"
-    code = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-            "gi.require_version('GstPbutils', '1.0'); from gi.repository import Gst, GstPbutils, GstRtspServer")
+    code = (
+        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+        "gi.require_version('GstPbutils', '1.0'); from gi.repository import Gst, GstPbutils, GstRtspServer"
+    )
     try:
         proc = subprocess.run([GST_PYTHON, "-c", code], capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
         return f"{GST_PYTHON} took over 30 s to import GstRtspServer"
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return (f"{GST_PYTHON} cannot import GstRtspServer ({last}); apt-get install python3-gi "
-                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-{base,good,bad}")
+        return (
+            f"{GST_PYTHON} cannot import GstRtspServer ({last}); apt-get install python3-gi "
+            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-{base,good,bad}"
+        )
     return None
 
 
@@ -128,8 +133,15 @@ class RtspServer:
     timestamps that keep growing.
     """
 
-    def __init__(self, media: Path, path: str = "stream", port: int | None = None, *, loop: bool = False,
-                 ready_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        media: Path,
+        path: str = "stream",
+        port: int | None = None,
+        *,
+        loop: bool = False,
+        ready_timeout: float = 15.0,
+    ) -> None:
         self.media = Path(media)
         self.path = path.strip("/")
         self.port = port
@@ -180,11 +192,18 @@ class RtspServer:
 
     def _launch(self, deadline: float) -> int | None:
         """One attempt; None when ready, else the exit code (raises on timeout)."""
-        args = [GST_PYTHON, str(RTSP_SCRIPT), str(self.media), "--port", str(self.port or 0),
-                "--path", self.path] + (["--loop"] if self.loop else [])
+        args = [GST_PYTHON, str(RTSP_SCRIPT), str(self.media), "--port", str(self.port or 0), "--path", self.path] + (
+            ["--loop"] if self.loop else []
+        )
         self._output.clear()
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.proc = proc
         self._finalizer = weakref.finalize(self, _terminate, proc)
         ready = threading.Event()
@@ -227,8 +246,9 @@ class RtspServer:
     def __enter__(self) -> RtspServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -236,8 +256,13 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with ``Range: bytes=a-b`` support (206 + Content-Range), quiet logs, one request per connection."""
 
     protocol_version = "HTTP/1.1"
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".ts": "video/mp2t",
-                      ".mp4": "video/mp4", ".mkv": "video/x-matroska", ".webm": "video/webm"}
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".ts": "video/mp2t",
+        ".mp4": "video/mp4",
+        ".mkv": "video/x-matroska",
+        ".webm": "video/webm",
+    }
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
         pass
@@ -330,8 +355,9 @@ class HttpServer:
         handler = functools.partial(_RangeHandler, directory=str(self.directory))
         self._server = _QuietServer((HOST, self.port or 0), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"http-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"http-{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -353,8 +379,9 @@ class HttpServer:
     def __enter__(self) -> HttpServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -478,5 +505,16 @@ def garbage_server(chunk: int = 4096, interval: float = 0.01, seed: int = 0) -> 
         _close_all([listener, *conns])
 
 
-__all__ = ["GST_PYTHON", "HOST", "RTSP_SCRIPT", "HttpServer", "RtspServer", "black_hole_server", "free_port",
-           "garbage_server", "gstreamer_rtsp_missing", "make_ts", "remux"]
+__all__ = [
+    "GST_PYTHON",
+    "HOST",
+    "RTSP_SCRIPT",
+    "HttpServer",
+    "RtspServer",
+    "black_hole_server",
+    "free_port",
+    "garbage_server",
+    "gstreamer_rtsp_missing",
+    "make_ts",
+    "remux",
+]

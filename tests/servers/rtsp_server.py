@@ -13,6 +13,7 @@ picks a free port and the line tells which) and exits 0 on SIGTERM/SIGINT.
 Exit codes otherwise: 1 the file cannot be served, 2 GStreamer's RTSP server or
 an element is missing, 3 the port cannot be bound.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,22 @@ except (ImportError, ValueError) as exc:  # pragma: no cover - depends on the ho
     print(f"error: GStreamer RTSP server bindings unavailable: {exc}", file=sys.stderr, flush=True)
     sys.exit(2)
 
-DEMUXERS = {"video/quicktime": "qtdemux", "application/x-3gp": "qtdemux", "video/x-matroska": "matroskademux",
-            "video/webm": "matroskademux", "video/mpegts": "tsdemux"}
+DEMUXERS = {
+    "video/quicktime": "qtdemux",
+    "application/x-3gp": "qtdemux",
+    "video/x-matroska": "matroskademux",
+    "video/webm": "matroskademux",
+    "video/mpegts": "tsdemux",
+}
 # caps name -> (caps filter picking the demuxer pad, parser, payloader)
-VIDEO = {"video/x-h264": ("video/x-h264", "h264parse", "rtph264pay config-interval=-1"),
-         "video/x-h265": ("video/x-h265", "h265parse", "rtph265pay config-interval=-1")}
-AUDIO = {"audio/mpeg4": ("audio/mpeg,mpegversion=(int){2,4}", "aacparse", "rtpmp4gpay"),  # AAC
-         "audio/x-opus": ("audio/x-opus", "opusparse", "rtpopuspay")}
+VIDEO = {
+    "video/x-h264": ("video/x-h264", "h264parse", "rtph264pay config-interval=-1"),
+    "video/x-h265": ("video/x-h265", "h265parse", "rtph265pay config-interval=-1"),
+}
+AUDIO = {
+    "audio/mpeg4": ("audio/mpeg,mpegversion=(int){2,4}", "aacparse", "rtpmp4gpay"),  # AAC
+    "audio/x-opus": ("audio/x-opus", "opusparse", "rtpopuspay"),
+}
 
 
 def codec_key(caps: Gst.Caps) -> str:
@@ -76,8 +86,10 @@ def describe(media: Path) -> tuple[str, int, list[str]]:
         pad_caps, parser, payloader = table[name]
         i = len(branches)
         # The caps filter makes the demuxer link the right sometimes-pad, whatever the demuxer names it.
-        branches.append(f"d. ! capsfilter caps=\"{pad_caps}\" ! queue name=q{i} max-size-time=2000000000 ! {parser} ! "
-                        f"{payloader} name=pay{i} pt={96 + i}")
+        branches.append(
+            f'd. ! capsfilter caps="{pad_caps}" ! queue name=q{i} max-size-time=2000000000 ! {parser} ! '
+            f"{payloader} name=pay{i} pt={96 + i}"
+        )
         kinds.append(kind)
     if not branches:
         raise Unsupported(f"no video or audio track in {media}")
@@ -106,8 +118,9 @@ class Looper:
         for i, kind in enumerate(kinds):
             queue_sink = bin_.get_by_name(f"q{i}").get_static_pad("sink")
             state = {"queue_sink": queue_sink, "start": None, "audio": kind == "audio"}
-            queue_sink.get_peer().add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.EVENT_DOWNSTREAM,
-                                            self.probe, state)
+            queue_sink.get_peer().add_probe(
+                Gst.PadProbeType.BUFFER | Gst.PadProbeType.EVENT_DOWNSTREAM, self.probe, state
+            )
         media.connect("prepared", lambda _m: self.seek(first=True))
 
     def seek(self, first: bool = False) -> None:
@@ -187,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     factory.set_publish_clock_mode(GstRtspServer.RTSPPublishClockMode.CLOCK_AND_OFFSET)
     if args.loop:
         factory.set_media_gtype(looping_media_type())
-        factory.connect("media-configure",
-                        lambda _f, rtsp_media: setattr(rtsp_media, "looper", Looper(rtsp_media, duration, kinds)))
+        factory.connect(
+            "media-configure", lambda _f, rtsp_media: setattr(rtsp_media, "looper", Looper(rtsp_media, duration, kinds))
+        )
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
