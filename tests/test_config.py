@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from streamclf.config import Config, ConfigError, load_config
 
@@ -13,6 +16,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_documented_defaults_are_the_defaults():
     assert load_config(ROOT / "configs" / "default.yaml") == Config()
+
+
+def _schema_keys(model: BaseModel, prefix: str = "") -> list[str]:
+    keys = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        keys += [prefix + name, *(_schema_keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else [])]
+    return keys
+
+
+def _yaml_keys(data: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        keys += [prefix + key, *(_yaml_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [])]
+    return keys
+
+
+def test_default_yaml_lists_and_documents_every_setting():
+    """default.yaml is where a user reads the settings: a field added to the schema but not there (or there
+    without a word on what it does) fails here, not in a user's head."""
+    text = (ROOT / "configs" / "default.yaml").read_text()
+    listed = set(_yaml_keys(yaml.safe_load(text)))
+    missing = [k for k in _schema_keys(Config()) if k not in listed]
+    assert not missing, f"configs/default.yaml lacks {missing}"
+    lines = text.splitlines()
+    undocumented = [
+        line.strip()
+        for i, line in enumerate(lines)
+        if re.match(r"^\s*\w+:\s*[^#\s]", line) and "#" not in line and not lines[i - 1].lstrip().startswith("#")
+    ]
+    assert not undocumented, f"configs/default.yaml: settings without a comment: {undocumented}"
 
 
 def test_unknown_key_is_rejected(tmp_path):
