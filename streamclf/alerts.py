@@ -38,6 +38,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from .atomic import replacing
 from .config import AlertRule, AlertsConfig, SpeechGate
 from .types import Frame, Window
 
@@ -350,10 +351,9 @@ class Alerts:
         import cv2
 
         path = self._path(ev, ".jpg")
-        tmp = path.with_name(path.name + ".tmp.jpg")
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{tmp}: cannot write snapshot")
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"{path}: cannot write snapshot")
         return str(path)
 
     def _write_clips(self, ev: _Event, rule: _Rule) -> dict[str, Any]:
@@ -375,20 +375,17 @@ class Alerts:
 
     def _write_wav(self, ev: _Event, audio: np.ndarray) -> str:
         path = self._path(ev, ".wav")
-        tmp = path.with_name(path.name + ".tmp.wav")
-        with wave.open(str(tmp), "wb") as w:
+        with replacing(path) as tmp, wave.open(str(tmp), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(SAMPLE_RATE)
             w.writeframes(_pcm16(audio).tobytes())
-        tmp.replace(path)
         return str(path)
 
     def _write_mp4(self, ev: _Event, frames: list[tuple[float, np.ndarray]], audio: np.ndarray, t0: float) -> str:
         path = self._path(ev, ".mp4")
-        tmp = path.with_name(path.name + ".tmp.mp4")
-        write_mp4(tmp, frames, audio, t0)
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            write_mp4(tmp, frames, audio, t0)
         return str(path)
 
     @staticmethod

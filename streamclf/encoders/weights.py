@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..atomic import replacing
+
 
 @dataclass(eq=False)
 class Weights:
@@ -107,7 +109,6 @@ def converted(weights_id: str, convert: Callable[[], dict[str, torch.Tensor]]) -
 
     cached = cache_dir() / f"{weights_id}.safetensors"
     if not cached.exists():
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may convert at once
-        save_file(convert(), str(tmp))
-        tmp.replace(cached)
+        with replacing(cached) as tmp:  # several processes may convert at once
+            save_file(convert(), str(tmp))
     return load_checkpoint(cached)
