@@ -40,12 +40,11 @@ import numpy as np
 
 from .atomic import replacing
 from .config import AlertRule, AlertsConfig, SpeechGate
-from .types import Frame, Window
+from .types import SAMPLE_RATE, Frame, Window
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SAMPLE_RATE = 16000
 MAX_CLIP = 120.0  # seconds an event clip may hold (a never-ending event must not fill memory)
 RISE = 10.0  # seconds a clip reaches back at most before the window that started the event (a slow rise)
 END_RATIO = 0.8  # an event ends below this fraction of the threshold that started it (hysteresis)

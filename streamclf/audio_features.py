@@ -25,9 +25,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from .types import SAMPLE_RATE
+
 AUDIO_SHAPE = "mfcc-shape-v1"  # the one recipe; bump the name when the numbers it makes change
 FEATURES = (AUDIO_SHAPE,)
-SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS, N_MFCC = 400, 160, 40, 13
 SEGMENTS = 3
 ACTIVE_DB = 30.0

@@ -26,7 +26,8 @@ import numpy as np
 
 from .atomic import replacing
 from .encoders import Encoder, cache_dir, pick_device
-from .sources import SAMPLE_RATE, read_audio
+from .sources import read_audio
+from .types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

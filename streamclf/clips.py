@@ -7,7 +7,7 @@ not re-encoded), and a stream is clips back to back with gaps of silence and
 mid-grey frames (``compose``), so windows straddle boundaries as they do live.
 ``pair_clip`` turns a still image and a recording of the thing into a short MP4,
 the form of the ``avpairs`` data. Audio is written as the pipeline reads it
-(float32 mono at ``sources.SAMPLE_RATE``), so composing never changes what the
+(float32 mono at ``types.SAMPLE_RATE``), so composing never changes what the
 audio encoder hears.
 """
 
@@ -24,7 +24,8 @@ import av
 import numpy as np
 
 from .atomic import beside, replacing
-from .sources import SAMPLE_RATE, read_audio
+from .sources import read_audio
+from .types import SAMPLE_RATE
 
 GREY = 128  # blank frames: mid-grey, the colour an empty scene carries least information in
 MAX_SIDE = 640  # composed frames: the pipeline scales frames down to its own max_side (640) anyway

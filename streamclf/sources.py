@@ -21,12 +21,11 @@ import numpy as np
 
 from .retry import backoff
 from .stages import Feed, Timings
-from .types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceItem, SourceStatus
+from .types import SAMPLE_RATE, AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceItem, SourceStatus
 
 if TYPE_CHECKING:
     from .config import SourcesConfig
 
-SAMPLE_RATE = 16000
 _MAX_DECODE_ERRORS = 50  # a stream this broken is not worth following
 FULL_EVERY = 1.0  # seconds between full-size pictures kept for alert snapshots (one per window, not per frame)
 FULL_MAX_SIDE = 1920  # pixels: a snapshot's long side at most (a 4K camera's snapshot is still 1080p)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+SAMPLE_RATE = 16000  # Hz: every audio path runs at the rate YAMNet and silero-vad were trained at
+
 MODALITIES = ("audio", "video")
 
 

@@ -112,7 +112,8 @@ def sample_inputs(path: Path = SAMPLE, seconds: float = 4.0) -> tuple[np.ndarray
     """Real frames (15 fps, RGB, short side 256) and 16 kHz mono audio from the start of a clip."""
     import av
 
-    from .sources import SAMPLE_RATE, read_audio
+    from .sources import read_audio
+    from .types import SAMPLE_RATE
 
     frames: list[np.ndarray] = []
     with av.open(str(path)) as container:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamclf.audio_features import AUDIO_SHAPE, SAMPLE_RATE, audio_shape, check, compute, size
+from streamclf.audio_features import AUDIO_SHAPE, audio_shape, check, compute, size
+from streamclf.types import SAMPLE_RATE
 
 
 def _chirp(f0: float, f1: float, seconds: float = 0.4, at: float = 0.3) -> np.ndarray:

@@ -20,7 +20,8 @@ from streamclf.avdigits import (
     segment_accuracy,
     slot_audio,
 )
-from streamclf.sources import SAMPLE_RATE, read_audio
+from streamclf.sources import read_audio
+from streamclf.types import SAMPLE_RATE
 
 from .conftest import DATA, shared
 

@@ -214,7 +214,8 @@ def test_composed_training_stream_applies_each_clips_gain(tmp_path):
     import av
 
     from streamclf.clips import compose
-    from streamclf.sources import SAMPLE_RATE, read_audio
+    from streamclf.sources import read_audio
+    from streamclf.types import SAMPLE_RATE
 
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
     wav = tmp_path / "tone.wav"

@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from streamclf.sources import SAMPLE_RATE, Decoder, SourceSpec
-from streamclf.types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo
+from streamclf.sources import Decoder, SourceSpec
+from streamclf.types import SAMPLE_RATE, AudioChunk, Frame, SourceEnd, SourceError, SourceInfo
 from streamclf.windows import Windower, WindowSpec
 
 from .conftest import shared

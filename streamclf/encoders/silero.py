@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..types import SAMPLE_RATE
 from .weights import Weights, WeightsEnum, WeightsUnavailable, converted, loaded
 
-SAMPLE_RATE = 16000
 CHUNK = 512  # 32 ms: the step silero-vad scores at 16 kHz
 CONTEXT = 64  # samples of the previous chunk each chunk sees
 SPAN = 8  # chunks (0.256 s): a window's speech probability is its most speech-like span's mean

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..types import SAMPLE_RATE
 from .layers import SameConv2d
 from .weights import Weights, WeightsEnum, WeightsUnavailable, converted, loaded
 
-SAMPLE_RATE = 16000
 PATCH_FRAMES = 96  # 0.96 s of 10 ms frames
 PATCH_HOP_FRAMES = 48  # 0.48 s
 MEL_BINS = 64
