@@ -83,12 +83,13 @@ def held_out_speakers(
     speakers: list[str],
     audio_features: str | None,
     snr: float | None,
+    removed: bool = True,
 ) -> dict:
-    """Train on three speakers with `train --group`, evaluate a composed stream of the fourth, clean and noisy."""
-    from streamclf.evaluate import evaluate
+    """Train on three speakers with `train --group`, evaluate a composed stream of the fourth, clean and noisy.
 
-    def runs(result: dict) -> dict:
-        return {r: result["runs"][r]["accuracy"] for r in RUNS}
+    ``removed``: also the one-encoder systems of ``one_encoder_systems``.
+    """
+    from streamclf.evaluate import evaluate
 
     folds = image_folds(load_digits().target)
     config = load_config(window=AVDIGITS_WINDOW, **{"audio.pool": "mean", "video.pool": "mean"})
@@ -115,10 +116,15 @@ def held_out_speakers(
         clean = evaluate(test, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval")
         rows[speaker] = {
             "stream": runs(clean),
-            "train_reported": card["metrics"]["stream"],
+            "train_reported": {k: v for k, v in card["metrics"]["stream"].items() if k != "folds"},
+            "train_reported_folds": card["metrics"]["stream"].get("folds"),
             "train_held_out": card["metrics"]["held_out_groups"],
             "train_windows_held_out": card["metrics"]["accuracy"],
         }
+        if removed:
+            rows[speaker]["modality_removed"] = one_encoder_systems(
+                train_dir, test, work / speaker, config, augment, audio_features, clean
+            )
         if snr is not None:
             noisy = work / speaker / f"test-snr{snr:g}"
             write_clips(noisy, [speaker], 10, np.flatnonzero(folds == k), snr_db=snr)
@@ -135,9 +141,48 @@ def held_out_speakers(
         "test_clips": 100,
         "gap": STREAM_GAP,
         "noise_snr_db": snr,
+        "training_noise": "generated" if augment else None,  # degraded copies (trainset.stream_windows)
         "window": AVDIGITS_WINDOW,
         "speakers": rows,
     }
+
+
+def runs(result: dict) -> dict:
+    return {r: result["runs"][r]["accuracy"] for r in result["runs"]}
+
+
+def one_encoder_systems(
+    train_dir: Path, test: Path, work: Path, config, augment: bool, audio_features: str | None, fused: dict
+) -> dict:
+    """A modality removed at run time: the fused head on the stream with one track stripped (``fused``'s audio
+    only / video only runs) against the system built for the surviving modality alone, a unimodal head
+    (`train --fusion audio|video`, same clips and augmentation) on the same stripped stream."""
+    from streamclf.evaluate import evaluate
+
+    out = {}
+    for modality in ("audio", "video"):
+        head = work / f"head-{modality}"
+        train(
+            train_dir,
+            modality,
+            head,
+            config,
+            group=FOLDER_GROUP,
+            augment=augment,
+            audio_features=audio_features,  # a video head ignores them; the same windows are then cached once
+            progress=lambda msg: None,
+        )
+        run = f"{modality} only"
+        alone = evaluate(
+            test,
+            load_config(**{"fusion.head": str(head)}),
+            compose=True,
+            gap=STREAM_GAP,
+            work_dir=work / "eval",
+            runs=(run,),
+        )
+        out[run] = {"fused head": fused["runs"][run]["accuracy"], "one-encoder system": runs(alone)[run]}
+    return out
 
 
 def table(res: dict) -> str:
@@ -165,6 +210,7 @@ def result_key(res: dict) -> str:
     """Where a run goes in the JSON: one key per method and audio features (and augmentation)."""
     return (
         f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}{'' if res['augment'] else '/no-augment'}"
+        + (f"/noise-copies-{res['training_noise']}" if res.get("training_noise") else "")
     )
 
 
@@ -189,6 +235,12 @@ def main() -> None:
         default=0.0,
         help="SNR (dB) of the background sound under the noisy held-out stream; 'nan' skips it",
     )
+    ap.add_argument(
+        "--no-removed",
+        dest="removed",
+        action="store_false",
+        help="skip the one-encoder systems (unimodal heads on the stream with a track stripped)",
+    )
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "streamclf-avdigits-stream"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "avdigits_stream.json"))
     args = ap.parse_args()
@@ -205,6 +257,7 @@ def main() -> None:
             args.speakers.split(","),
             features,
             None if np.isnan(args.noise_snr) else args.noise_snr,
+            args.removed,
         )
         print(table(res))
         doc[result_key(res)] = res
