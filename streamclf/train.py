@@ -252,6 +252,8 @@ def held_out_report(
     per_fold: list[dict[str, Any]] = []
     window_hits: list[tuple[int, dict[str, float]]] = []
     for k, (fold, ids) in enumerate(zip(folds, played, strict=True)):
+        if not ids:  # every clip of the fold failed to decode: nothing to judge
+            continue
         val = np.array([g in fold for g in groups])
         head = fit(~val)
         w = val[emb["group"]]
@@ -259,8 +261,6 @@ def held_out_report(
             head, {m: v[w] for m, v in emb["x"].items()}, {m: v[w] for m, v in emb["present"].items()}, emb["y"][w]
         )
         window_hits.append((int(w.sum()), acc))
-        if not ids:
-            continue
         spans, windows, events = streams[f"held-out-{k}"]
         runs = stream_runs(head, windows, spans, events, models.config.fusion.smoothing)
         fold_truth = [pairs[i][1] for i in ids]
@@ -274,8 +274,8 @@ def held_out_report(
         "held_out_clips": int(sum(len(ids) for ids in played)),
         "accuracy": {  # every fold's windows, pooled
             key: round(float(np.average([a[key] for _, a in window_hits], weights=[n for n, _ in window_hits])), 4)
-            for key in window_hits[0][1]
-            if all(key in a for _, a in window_hits) and sum(n for n, _ in window_hits) > 0
+            for key in (window_hits[0][1] if window_hits else {})
+            if all(key in a for _, a in window_hits)
         },
     }
     if truth and len(set(truth)) >= 2:
