@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from sklearn.datasets import load_digits
 
 from streamclf import load_config, run
 from streamclf.audio_features import AUDIO_SHAPE, FEATURES
 from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
+from streamclf.fusion.card import HeadCard
 from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, STREAM_GAP, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +43,8 @@ RUNS = ("fused", "audio only", "video only")
 
 
 def shipped_heads(streams: int, digits: int) -> dict:
-    card = yaml.safe_load((ROOT / "models" / "heads" / "avdigits" / "card.yaml").read_text())
-    speaker, fold = card["metrics"]["held_out_speaker"], card["metrics"]["held_out_image_fold"]
+    metrics = HeadCard.read(ROOT / "models" / "heads" / "avdigits").metrics
+    speaker, fold = metrics["held_out_speaker"], metrics["held_out_image_fold"]
     pool = np.flatnonzero(image_folds(load_digits().target) == fold)
     results: dict[str, list[float]] = {k: [] for k in HEADS}
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,9 +75,9 @@ def test_absent_modality_is_ignored_not_zero_filled(fitted: dict, method: str) -
 def test_save_load_roundtrip(fitted: dict, method: str, tmp_path) -> None:
     head = fitted[method]
     x, present, _ = _data(50, 9)
-    save_head(head, tmp_path / method, {"note": "test"})
+    save_head(head, tmp_path / method, {"data": {"note": "test"}})
     loaded, card = load_head(tmp_path / method)
-    assert card["head"]["method"] == method and card["note"] == "test"
+    assert card.head.method == method and card.data == {"note": "test"}
     assert np.allclose(loaded.predict_proba(x, present), head.predict_proba(x, present), atol=1e-5)
 
 
@@ -86,6 +88,36 @@ def test_unsavable_and_bad_head_say_why(fitted: dict, tmp_path) -> None:
         load_head(tmp_path)
     with pytest.raises(ValueError, match="unknown fusion method"):
         build_head("nope", ("audio", "video"), ["a", "b"], DIMS)
+
+
+def test_head_cards_are_checked_keys_and_types_one_line_naming_the_file(fitted: dict, tmp_path) -> None:
+    """Issue 19 item 5: a card is a strict model; what train wrote before loads unchanged."""
+    import yaml
+
+    from streamclf.fusion.card import HeadCard
+
+    with pytest.raises(ValueError, match=r"gated/card.yaml: notes: unknown key$"):
+        save_head(fitted["gated"], tmp_path / "gated", {"notes": "a typo is refused, never written"})
+    assert not (tmp_path / "gated").exists()
+    folder = save_head(fitted["gated"], tmp_path / "gated", {"window": {"length": 1.0, "hop": 0.5}})
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    assert card["window"] == {"length": 1.0, "hop": 0.5} and card["head"]["method"] == "gated"  # keys as before
+    for bad, message in [
+        ({**card, "windwo": {}}, r"card.yaml: windwo: unknown key$"),
+        ({**card, "window": {"length": "long"}}, r"card.yaml: window.length: Input should be a valid number"),
+        ({**card, "params": [1]}, r"card.yaml: params: Input should be a valid integer"),
+        ({k: v for k, v in card.items() if k != "head"}, r"card.yaml: head: Field required$"),
+        ([1, 2], r"card.yaml: a head card is a mapping of keys, got list$"),
+    ]:
+        (folder / "card.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(ValueError, match=message) as err:
+            load_head(folder)
+        assert "\n" not in str(err.value) and str(folder) in str(err.value)
+    (folder / "card.yaml").write_text(yaml.safe_dump({**card, "head": {**card["head"], "hiddn": 3}}))
+    with pytest.raises(ValueError, match=r"card.yaml: head: .*hiddn"):
+        load_head(folder)
+    for shipped in sorted(Path(__file__).resolve().parents[1].joinpath("models", "heads").iterdir()):
+        assert HeadCard.read(shipped).head.classes == [str(d) for d in range(10)]  # heads made before the model
 
 
 def test_weights_explain_modalities(fitted: dict) -> None:
