@@ -252,3 +252,27 @@ def test_comparison_table_gets_the_held_out_speaker_stream_columns(tmp_path) -> 
         "| gated | mfcc-shape-v1 | a, b | 0.950 | 0.600 | 0.900 | +0.050 | +0.040 | 0.850 | 0.300 | 0.900 | -0.050 |"
     )
     assert full[-1].startswith("| zero-shot, calibrated (default, no head) | - | - | n/a |")
+
+
+def test_stream_columns_name_the_training_recipe_and_a_partial_set_of_speakers() -> None:
+    from streamclf.compare import stream_columns
+
+    def run(speakers: list[str], noise_copies: bool) -> dict:
+        runs = {"fused": 0.9, "audio only": 0.5, "video only": 0.8}
+        return {
+            "fusion": "gated",
+            "audio_features": "mfcc-shape-v1",
+            "training_noise": "generated" if noise_copies else None,
+            "noise_snr_db": 0.0,
+            "speakers": speakers,
+            "clean": runs,
+            "noise": runs,
+        }
+
+    columns = stream_columns([run(["a", "b", "c"], False), run(["a", "c"], True)], {"a", "b", "c"})
+    assert list(columns) == [
+        "held-out speaker stream + mfcc-shape-v1",
+        "held-out speaker stream + mfcc-shape-v1 + noise copies (a, c only)",
+        "held-out speaker stream + mfcc-shape-v1, noise 0 dB",
+        "held-out speaker stream + mfcc-shape-v1 + noise copies (a, c only), noise 0 dB",
+    ]
