@@ -9,11 +9,11 @@ import pytest
 
 from streamclf import train as train_module
 from streamclf import trainset
+from streamclf.heldout import group_folds
 from streamclf.train import (
     FOLDER_GROUP,
     check_fusion,
     fusion_warnings,
-    group_folds,
     grouped_clips,
     labeled_clips,
     report,
@@ -402,7 +402,7 @@ def test_compose_passes_each_clip_through_the_degrade_hook(tmp_path):
 
 def test_held_out_stream_is_named_per_event_with_the_other_modality_removed():
     """`stream_runs` decides events as `eval --compose` does; audio only = the video absent from every window."""
-    from streamclf.train import stream_runs
+    from streamclf.heldout import stream_runs
 
     class Head:  # the audio says class 0, the video class 1, both together: the video
         classes, modalities, dims = ["a", "b"], ("audio", "video"), {"audio": 1, "video": 1}
