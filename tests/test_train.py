@@ -211,16 +211,13 @@ def test_train_group_end_to_end_holds_out_a_speaker_and_names_it(tmp_path, capsy
     assert "held out george: fused" in out
 
 
-def test_composed_training_stream_applies_each_clips_gain(tmp_path):
-    """A -20 dB clip in a training stream plays at a tenth of its amplitude: the quiet-microphone case."""
+def _tone(wav: Path) -> Path:
+    """A 1 s, 440 Hz tone at amplitude 0.5 as a WAV file."""
     import av
 
-    from streamclf.clips import compose
-    from streamclf.sources import read_audio
     from streamclf.types import SAMPLE_RATE
 
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
-    wav = tmp_path / "tone.wav"
     with av.open(str(wav), "w") as c:
         s = c.add_stream("pcm_s16le", rate=SAMPLE_RATE)
         s.layout = "mono"
@@ -228,6 +225,16 @@ def test_composed_training_stream_applies_each_clips_gain(tmp_path):
         frame.sample_rate = SAMPLE_RATE
         c.mux(s.encode(frame))
         c.mux(s.encode(None))
+    return wav
+
+
+def test_composed_training_stream_applies_each_clips_gain(tmp_path):
+    """A -20 dB clip in a training stream plays at a tenth of its amplitude: the quiet-microphone case."""
+    from streamclf.clips import compose
+    from streamclf.sources import read_audio
+    from streamclf.types import SAMPLE_RATE
+
+    wav = _tone(tmp_path / "tone.wav")
     events = compose([(wav, "a"), (wav, "a")], tmp_path / "s.mkv", gap=0.5, gains=[0.0, -20.0])
     audio = read_audio(tmp_path / "s.mkv")
     peak = [np.abs(audio[int(e.start * SAMPLE_RATE) : int(e.end * SAMPLE_RATE)]).max() for e in events]
@@ -373,21 +380,11 @@ def test_degraded_copies_damage_one_modality_per_clip_and_keep_the_other():
 
 
 def test_compose_passes_each_clip_through_the_degrade_hook(tmp_path):
-    import av
-
     from streamclf.clips import compose
     from streamclf.sources import read_audio
     from streamclf.types import SAMPLE_RATE
 
-    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
-    wav = tmp_path / "tone.wav"
-    with av.open(str(wav), "w") as c:
-        s = c.add_stream("pcm_s16le", rate=SAMPLE_RATE)
-        s.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16)[None], format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    wav = _tone(tmp_path / "tone.wav")
     seen = []
 
     def degrade(i, audio, frames):
