@@ -8,14 +8,20 @@ Default: the shipped heads (models/heads/avdigits*), `streamclf run` over compos
 speaker, windows inside a digit's slot scored against the timeline (key "shipped_head" in the JSON).
 
 ``--held-out-speakers``: for each FSDD speaker in turn, a head trained with `streamclf train --group`
-(speakers as groups, the train verb's own augmentation unless --no-augment) on clips of the other three
-speakers and three image folds, then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out
-speaker (10 per digit, natural loudness, 1-2 s each) with the fourth image fold: fused / audio-only /
-video-only, next to the stream figure `train` itself reported for its own held-out speaker; then the same
-stream with a real background sound from sounds/ under every clip at --noise-snr dB (speech power over the
-utterance to noise power), fused / audio-only / video-only again. Key "held_out_speakers/<fusion>+<audio
-features>" (the first run, gated on the pooled YAMNet embedding alone and without the noise stream, is
-kept under "held_out_speakers"). Clips and embeddings are cached under --work; timings are recorded.
+(speakers as groups, the train verb's own augmentation unless --no-augment: gains, degraded copies with
+generated noise or damaged frames, blanks) on clips of the other three speakers and three image folds,
+then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out speaker (10 per digit, natural
+loudness, 1-2 s each) with the fourth image fold: fused / audio-only / video-only, next to the stream
+figure `train` itself reported (every training speaker held out in turn, pooled; per fold under
+"train_reported_folds"); then the same stream with a real background sound from sounds/ under every clip at
+--noise-snr dB (speech power over the utterance to noise power): fused and audio-only (video-only is the
+clean run's: with the audio track removed the two streams are the same). Unless --no-removed, a modality
+removed at run time: unimodal heads (`train --fusion audio|video`, same clips and augmentation) on the
+stream with the other track stripped, beside the fused head on the same stripped stream. Key
+"held_out_speakers/<fusion>+<audio features>[/noise-copies-generated]" (the first run, gated on the pooled
+YAMNet embedding alone and without the noise stream, is kept under "held_out_speakers"; runs before the
+degraded copies have no "/noise-copies" suffix). Clips, embeddings and training streams are cached (--work,
+the user cache); timings are recorded.
 Writes benchmarks/results/avdigits_stream.json (other keys are kept).
 """
 
@@ -128,9 +134,18 @@ def held_out_speakers(
         if snr is not None:
             noisy = work / speaker / f"test-snr{snr:g}"
             write_clips(noisy, [speaker], 10, np.flatnonzero(folds == k), snr_db=snr)
+            # the noise is under the sound only: with the audio track removed the noisy stream is the clean one,
+            # so its video-only run is the clean video-only run (not run twice)
             rows[speaker]["stream_noise"] = runs(
-                evaluate(noisy, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval-noise")
-            )
+                evaluate(
+                    noisy,
+                    head,
+                    compose=True,
+                    gap=STREAM_GAP,
+                    work_dir=work / speaker / "eval-noise",
+                    runs=("fused", "audio only"),
+                )
+            ) | {"video only": rows[speaker]["stream"]["video only"]}
         rows[speaker]["seconds"] = {"train": round(trained - started), "eval": round(time.monotonic() - trained)}
         print(speaker, json.dumps(rows[speaker]), flush=True)
     return {
@@ -172,16 +187,16 @@ def one_encoder_systems(
             audio_features=audio_features,  # a video head ignores them; the same windows are then cached once
             progress=lambda msg: None,
         )
-        run = f"{modality} only"
+        kept = f"{modality} only"
         alone = evaluate(
             test,
             load_config(**{"fusion.head": str(head)}),
             compose=True,
             gap=STREAM_GAP,
             work_dir=work / "eval",
-            runs=(run,),
+            runs=(kept,),
         )
-        out[run] = {"fused head": fused["runs"][run]["accuracy"], "one-encoder system": runs(alone)[run]}
+        out[kept] = {"fused head": fused["runs"][kept]["accuracy"], "one-encoder system": runs(alone)[kept]}
     return out
 
 
@@ -203,6 +218,26 @@ def table(res: dict) -> str:
             + (f" | {' / '.join(f'{100 * n[k]:.0f}' for k in RUNS)}" if n else "")
             + " |"
         )
+    return "\n".join(lines)
+
+
+def removed_table(res: dict) -> str:
+    """A modality removed at run time: the fused head on the stream with one track stripped against the
+    one-encoder system for the surviving modality on the same stream (target: fused >= alone - 1 pt)."""
+    lines = [
+        "| held-out speaker | audio stripped: fused head | video-only head | difference "
+        "| video stripped: fused head | audio-only head | difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for speaker, r in res["speakers"].items():
+        m = r.get("modality_removed")
+        if not m:
+            continue
+        cells = []
+        for kept in ("video only", "audio only"):
+            fused, alone = m[kept]["fused head"], m[kept]["one-encoder system"]
+            cells += [f"{100 * fused:.0f}", f"{100 * alone:.0f}", f"{100 * (fused - alone):+.0f}"]
+        lines.append(f"| {speaker} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -260,6 +295,7 @@ def main() -> None:
             args.removed,
         )
         print(table(res))
+        print(removed_table(res))
         doc[result_key(res)] = res
     else:
         doc["shipped_head"] = shipped_heads(args.streams, args.digits)
