@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/avdigits_stream.py [--streams 3] [--digits 20]
     .venv/bin/python benchmarks/avdigits_stream.py --held-out-speakers [--per-digit 16] [--work DIR] [--no-augment]
-        [--fusion gated] [--audio-features mfcc-shape-v1|none] [--noise-snr 0]
+        [--fusion gated] [--audio-features mfcc-shape-v1|none] [--noise-snr 0] [--no-removed]
 
 Default: the shipped heads (models/heads/avdigits*), `streamclf run` over composed MP4s of their held-out
 speaker, windows inside a digit's slot scored against the timeline (key "shipped_head" in the JSON).
