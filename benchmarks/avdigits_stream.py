@@ -40,7 +40,8 @@ from streamclf import load_config, run
 from streamclf.audio_features import AUDIO_SHAPE, FEATURES
 from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
 from streamclf.fusion.card import HeadCard
-from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, STREAM_GAP, train
+from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, train
+from streamclf.trainset import STREAM_GAP
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = {"fused": "avdigits", "audio only": "avdigits-audio", "video only": "avdigits-video"}
