@@ -39,6 +39,7 @@ from sklearn.datasets import load_digits
 from streamclf import load_config, run
 from streamclf.audio_features import AUDIO_SHAPE, FEATURES
 from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
+from streamclf.catalog import FUSION_FAMILIES
 from streamclf.fusion.card import HeadCard
 from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, train
 from streamclf.trainset import STREAM_GAP
@@ -158,6 +159,8 @@ def held_out_speakers(
         "gap": STREAM_GAP,
         "noise_snr_db": snr,
         "training_noise": "generated" if augment else None,  # degraded copies (trainset.stream_windows)
+        # a feature-level head answers one modality alone with its own unimodal networks (NeuralHead fallback)
+        "fallback": FUSION_FAMILIES.get(fusion) == "feature",
         "window": AVDIGITS_WINDOW,
         "speakers": rows,
     }
@@ -247,6 +250,7 @@ def result_key(res: dict) -> str:
     return (
         f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}{'' if res['augment'] else '/no-augment'}"
         + (f"/noise-copies-{res['training_noise']}" if res.get("training_noise") else "")
+        + ("/fallback" if res.get("fallback") else "")
     )
 
 

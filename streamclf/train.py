@@ -23,7 +23,7 @@ import numpy as np
 
 from .audio_features import AUDIO_SHAPE
 from .audio_features import check as check_features
-from .catalog import COMPARE_ONLY, FUSION_METHODS, TRAINABLE, closest
+from .catalog import COMPARE_ONLY, FUSION_FAMILIES, FUSION_METHODS, TRAINABLE, closest
 from .config import Config, load_config
 from .heldout import REPORT_FOLDS, accuracy_by_presence, group_folds, held_out_report
 from .media import MEDIA_EXTENSIONS
@@ -174,6 +174,8 @@ def train(
     encoders = {m: models.encoders[m].weights.id for m in modalities}
 
     group_code = np.unique(groups, return_inverse=True)[1]  # per clip
+    if FUSION_FAMILIES.get(fusion) == "feature" and len(modalities) > 1:
+        hyper = {"fallback": True, **hyper}  # one modality alone answers as its own unimodal head (NeuralHead)
 
     def fit(use: np.ndarray) -> Head:
         # rows carry their clip's group, so heads that validate internally (weighted_average, stacking,

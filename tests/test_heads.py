@@ -276,3 +276,23 @@ def test_stream_columns_name_the_training_recipe_and_a_partial_set_of_speakers()
         "held-out speaker stream + mfcc-shape-v1, noise 0 dB",
         "held-out speaker stream + mfcc-shape-v1 + noise copies (a, c only), noise 0 dB",
     ]
+
+
+def test_fallback_answers_one_modality_as_the_unimodal_head_would() -> None:
+    """A modality removed at run time: the fused head's answer is exactly the unimodal head's on the same rows."""
+    x, present, y = _data(200, 3)
+    present = {m: v.copy() for m, v in present.items()}
+    present["video"][:30] = False  # some rows without video, as in training with dropout and silent copies
+    classes = [f"c{i}" for i in range(C)]
+    fused = build_head("gated", ("audio", "video"), classes, DIMS, seed=1, epochs=8, fallback=True)
+    fused.fit(x, present, y)
+    plain = build_head("gated", ("audio", "video"), classes, DIMS, seed=1, epochs=8).fit(x, present, y)
+    test, test_present, _ = _data(60, 4)
+    both = fused.predict_proba(test, test_present)
+    assert np.allclose(both, plain.predict_proba(test, test_present), atol=1e-6)  # both there: unchanged
+    for m in ("audio", "video"):
+        alone = build_head(m, ("audio", "video"), classes, DIMS, seed=1, epochs=8).fit(x, present, y)
+        shown = {k: (v if k == m else np.zeros_like(v)) for k, v in test_present.items()}
+        assert np.allclose(fused.predict_proba(test, shown), alone.predict_proba(test, shown), atol=1e-6), m
+        assert np.allclose(fused.explain(test, shown)[m], 1.0)
+    assert fused.spec()["fallback"] and fused.n_params() > plain.n_params()

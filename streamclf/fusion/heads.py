@@ -121,6 +121,7 @@ class NeuralHyper(TypedDict):
     weight_decay: float
     batch_size: int
     modality_dropout: float
+    fallback: bool
 
 
 class NeuralHead(Head):
@@ -129,6 +130,15 @@ class NeuralHead(Head):
     Modality dropout hides one present modality of a training sample with
     probability ``modality_dropout``, so the head learns the absent case
     through the mask instead of meeting it first in production.
+
+    ``fallback``: the head also trains one unimodal network per modality on
+    the same rows (exactly the network ``--fusion audio`` / ``video`` would
+    train) and answers from it when only that modality is present. Modality
+    dropout shows the fused network the one-modality case in a small share
+    of its training only; measured on held-out speakers, a gated head with
+    the video removed was 3-17 points under a microphone-only head. With the
+    fallback a modality removed at run time costs nothing against the system
+    built for the surviving one. Off for heads saved before it existed.
     """
 
     def __init__(
@@ -145,6 +155,7 @@ class NeuralHead(Head):
         weight_decay: float = 1e-4,
         batch_size: int = 64,
         modality_dropout: float = 0.3,
+        fallback: bool = False,
     ) -> None:
         super().__init__(modalities, classes, dims, seed)
         if net not in NETS:
@@ -161,9 +172,14 @@ class NeuralHead(Head):
             weight_decay=weight_decay,
             batch_size=batch_size,
             modality_dropout=modality_dropout,
+            fallback=fallback and len(self.modalities) > 1,
         )
         torch.manual_seed(seed)
         self.net = NETS[net]([self.dims[m] for m in self.modalities], len(self.classes), hidden, dropout)
+        self.alone: dict[str, nn.Module] = {}
+        for m in self.modalities if self.hyper["fallback"] else ():
+            torch.manual_seed(seed)  # initialised as a unimodal head of this seed is
+            self.alone[m] = NETS["unimodal"]([self.dims[m]], len(self.classes), hidden, dropout)
         self.mean = {m: np.zeros(d, np.float32) for m, d in self.dims.items()}
         self.std = {m: np.ones(d, np.float32) for m, d in self.dims.items()}
 
@@ -212,28 +228,31 @@ class NeuralHead(Head):
                 self.mean[m], self.std[m] = seen.mean(0), seen.std(0) + 1e-6
         xs, mask_t = self._tensors(x, present)
         keep = mask_t.any(1)
-        xs, mask_t, y_t = (
-            [v[keep] for v in xs],
-            mask_t[keep],
-            torch.as_tensor(np.asarray(y)[keep.numpy()], dtype=torch.long),
-        )
+        y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self._fit_net(self.net, [v[keep] for v in xs], mask_t[keep], y_t[keep])
+        for i, m in enumerate(self.modalities):
+            if m in self.alone:
+                rows_m = mask_t[:, i]
+                self._fit_net(self.alone[m], [xs[i][rows_m]], mask_t[rows_m][:, i : i + 1], y_t[rows_m])
+
+    def _fit_net(self, net: nn.Module, xs: list[torch.Tensor], mask_t: torch.Tensor, y_t: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)  # dropout draws from the global generator: a fit depends on its own seed only
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.hyper["lr"], weight_decay=self.hyper["weight_decay"])
+        opt = torch.optim.AdamW(net.parameters(), lr=self.hyper["lr"], weight_decay=self.hyper["weight_decay"])
         loss_fn = nn.CrossEntropyLoss()
-        self.net.train()
+        net.train()
         bs = self.hyper["batch_size"]
         for _ in range(self.hyper["epochs"]):
             order = torch.randperm(len(y_t), generator=gen)
             for s in range(0, len(order), bs):
                 idx = order[s : s + bs]
                 mb = self._drop_modalities(mask_t[idx], gen)
-                logits, _ = self.net([v[idx] * mb[:, i : i + 1] for i, v in enumerate(xs)], mb)
+                logits, _ = net([v[idx] * mb[:, i : i + 1] for i, v in enumerate(xs)], mb)
                 loss = loss_fn(logits, y_t[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        self.net.eval()
+        net.eval()
 
     def _drop_modalities(self, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         p = self.hyper["modality_dropout"]
@@ -251,9 +270,18 @@ class NeuralHead(Head):
         xs, mask = self._tensors(x, present)
         logits, weights = self.net(xs, mask)
         probs = logits.softmax(-1).numpy()
+        w = None if weights is None else weights.numpy()
+        only = mask.sum(1) == 1
+        for i, m in enumerate(self.modalities):
+            rows_m = only & mask[:, i]
+            if m in self.alone and rows_m.any():
+                alone, _ = self.alone[m]([xs[i][rows_m]], mask[rows_m][:, i : i + 1])
+                probs[rows_m.numpy()] = alone.softmax(-1).numpy()
+                if w is not None:
+                    w[rows_m.numpy()] = np.eye(len(self.modalities))[i]
         none = ~mask.numpy().any(1)
         probs[none] = 1.0 / len(self.classes)
-        return probs, (None if weights is None else weights.numpy()), mask.numpy()
+        return probs, w, mask.numpy()
 
     def predict_proba(self, x: Inputs, present: Present) -> np.ndarray:
         return self._run(x, present)[0]
@@ -264,6 +292,8 @@ class NeuralHead(Head):
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        for m, net in self.alone.items():
+            out |= {f"alone.{m}.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
         for m in self.modalities:
             out[f"mean.{m}"], out[f"std.{m}"] = self.mean[m], self.std[m]
         return out
@@ -272,10 +302,16 @@ class NeuralHead(Head):
         self.net.load_state_dict(
             {k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")}
         )
+        for m, net in self.alone.items():
+            prefix = f"alone.{m}."
+            net.load_state_dict(
+                {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            )
+            net.eval()
         for m in self.modalities:
             self.mean[m], self.std[m] = arrays[f"mean.{m}"], arrays[f"std.{m}"]
         self.net.eval()
         return self
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
+        return sum(p.numel() for net in (self.net, *self.alone.values()) for p in net.parameters())
