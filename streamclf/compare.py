@@ -295,6 +295,7 @@ def stream_columns(streams: list[dict[str, Any]], every: set[str] | None = None)
                 continue
             title = "held-out speaker stream" + (f" + {r['audio_features']}" if r["audio_features"] else "")
             title += " + noise copies" if r.get("training_noise") else ""
+            title += " + fallback" if r.get("fallback") else ""
             if every and not every <= set(r["speakers"]):
                 title += f" ({', '.join(r['speakers'])} only)"
             if noisy:
@@ -317,9 +318,9 @@ def streams_table(streams: list[dict[str, Any]]) -> str:
 
     for r in streams:
         clean, noise = r["clean"], r["noise"]
-        features = (r["audio_features"] or "none (pooled YAMNet)") + (
-            " + noise copies" if r.get("training_noise") else ""
-        )
+        features = r["audio_features"] or "none (pooled YAMNet)"
+        features += " + noise copies" if r.get("training_noise") else ""
+        features += " + one-modality fallback" if r.get("fallback") else ""
         cells = [r["fusion"], features, ", ".join(r["speakers"])]
         cells += [f"{clean[k]:.3f}" for k in RUNS] + [f"{gain(clean):+.3f}", f"{r['worst_gain']:+.3f}"]
         cells += ([f"{noise[k]:.3f}" for k in RUNS] + [f"{gain(noise):+.3f}"]) if noise else ["-"] * 4
@@ -370,6 +371,7 @@ def held_out_streams(path: Path) -> list[dict[str, Any]]:
                 "fusion": res["fusion"],
                 "audio_features": res.get("audio_features"),
                 "training_noise": res.get("training_noise"),
+                "fallback": res.get("fallback"),
                 "noise_snr_db": res.get("noise_snr_db"),
                 "speakers": list(res["speakers"]),
                 "clean": {k: float(np.mean([r["stream"][k] for r in rows])) for k in RUNS},
