@@ -101,9 +101,31 @@ def test_calibration_round_trips_with_its_card_and_refuses_other_encoders(tmp_pa
         Calibration.load(tmp_path / "junk.yaml")
 
 
+@pytest.mark.parametrize(
+    "edit,where",
+    [
+        (lambda d: d.update(temperature=2.0), "temperature: Extra inputs are not permitted"),
+        (lambda d: d["card"].update(author="me"), "card.author: Extra inputs are not permitted"),
+        (lambda d: d["modalities"]["audio"].update(slope="steep"), "modalities.audio.slope: Input should be"),
+        (lambda d: d.update(links={"person": {"audio": 2}}), "links.person.audio: Input should be less than"),
+    ],
+)
+def test_a_card_with_an_unknown_key_or_a_bad_value_is_refused_in_one_line(tmp_path: Path, edit, where: str) -> None:
+    """The calibration file is a strict pydantic model: a typo is an error naming the file, never ignored."""
+    import yaml
+
+    doc = yaml.safe_load(BUILTIN.read_text())
+    edit(doc)
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError) as err:
+        Calibration.load(path)
+    assert str(err.value).startswith(f"{path}: not a streamclf calibration: {where}") and "\n" not in str(err.value)
+
+
 def test_the_builtin_calibration_has_a_card_and_is_skipped_for_other_encoders() -> None:
     cal = Calibration.load(BUILTIN)
-    assert cal.encoders == IDS and cal.card.clips > 0 and "tune" in " ".join(cal.card.data)
+    assert cal.encoders.items() >= IDS.items() and cal.card.clips > 0 and "tune" in " ".join(cal.card.data)
     assert load_calibration(None, IDS) is not None
     assert load_calibration(None, {**IDS, "video": "mobilenet"}) is None  # raw scores rather than a wrong scale
     assert load_calibration("none", IDS) is None
