@@ -13,9 +13,9 @@ import pytest
 
 from streamclf.cli import main
 from streamclf.encoders import EfficientNet_Lite0_Weights, YAMNet_Weights
-from streamclf.evaluate import NOTHING, Win, outcome
 from streamclf.fusion import CategoryMap, ZeroShotFusion
 from streamclf.fusion.calibration import BUILTIN, Calibration, Card, ModalityFit, fit_modality, load_calibration
+from streamclf.scoring import NOTHING, Win, outcome
 from streamclf.types import Embeddings
 
 from .conftest import shared
