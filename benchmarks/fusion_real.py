@@ -324,7 +324,8 @@ def markdown(
             *("| " + " | ".join(x) + " |" for x in rows),
             "",
         ]
-    lines += ["## Split", "", meta["split_rule"], "", REPORT_NOTE, "", "| split | rows | recordings | categories |", "|---|---|---|---|"]
+    lines += ["## Split", "", meta["split_rule"], "", REPORT_NOTE, ""]
+    lines += ["| split | rows | recordings | categories |", "|---|---|---|---|"]
     for split, s in meta["split_counts"].items():
         lines.append(f"| {split} | {s['rows']} | {s['recordings']} | {s['categories']} |")
     lines += [
