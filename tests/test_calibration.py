@@ -264,3 +264,33 @@ def test_one_class_or_another_encoders_file_exits_2_with_one_line(
     assert main(["eval", str(tmp_path), "--calibration", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("streamclf: error:") and "fitted for audio encoder weights 'some-other" in err[-1]
+
+
+def test_calibrate_reads_the_detectors_scores_when_it_is_on(music_map: CategoryMap, tmp_path: Path) -> None:
+    """With the person detector on, its raw scores are fitted like a modality's (they raised KeyError before)."""
+    from types import SimpleNamespace
+
+    from streamclf.calibrate import clip_scores
+    from streamclf.config import load_config
+    from streamclf.fusion.categories import BUILTIN as MAP
+
+    detector_labels = {**LABELS, "detector": ["person"]}
+    fusion = ZeroShotFusion(
+        CategoryMap.load(MAP, detector_labels, {"kinetics-400"}),
+        {**SPACES, "detector": ("detector", 1, "sigmoid")},
+        {"audio": 0.5, "video": 0.5, "detector": 0.5},
+    )
+
+    def process(windows: list) -> list:
+        scores = {"audio": _audio(Speech=0.8), "video": _video(), "detector": np.array([0.9], np.float32)}
+        return [SimpleNamespace(embeddings=Embeddings(scores=scores)) for _ in windows]
+
+    models = SimpleNamespace(
+        fusion=fusion, encoders={"audio": None, "video": None}, config=load_config(), process=process
+    )
+    models.forget = lambda source: None
+    sample = Path(__file__).resolve().parents[1] / "streamclf" / "data" / "sample.mp4"
+    rows, count = clip_scores([(sample, "person")], models, lambda msg: None)  # type: ignore[arg-type]
+    assert count > 0 and len(rows["detector"]) == count
+    person = fusion.names.index("person")
+    assert rows["detector"][0][0][person] == pytest.approx(0.9) and rows["detector"][0][1] == "person"
