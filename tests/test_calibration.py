@@ -266,7 +266,7 @@ def test_one_class_or_another_encoders_file_exits_2_with_one_line(
     assert err[-1].startswith("streamclf: error:") and "fitted for audio encoder weights 'some-other" in err[-1]
 
 
-def test_calibrate_reads_the_detectors_scores_when_it_is_on(music_map: CategoryMap, tmp_path: Path) -> None:
+def test_calibrate_reads_the_detectors_scores_when_it_is_on() -> None:
     """With the person detector on, its raw scores are fitted like a modality's (they raised KeyError before)."""
     from types import SimpleNamespace
 
