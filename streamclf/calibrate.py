@@ -37,7 +37,7 @@ def clip_scores(
     from .labeling.common import file_windows
 
     fusion = _zero_shot(models)
-    rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in models.encoders}
+    rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in fusion.sees}  # the detector too, when on
     count = 0
     last = time.monotonic()
     for i, (path, label) in enumerate(clips):
@@ -101,7 +101,12 @@ def calibrate(
     card = Card(
         data=[str(data)], clips=len(clips), windows=count, categories=sorted(counts), measured=measured, note=note
     )
-    cal = Calibration(encoders={m: e.weights.id for m, e in models.encoders.items()}, modalities=fits, card=card)
+    ids = {m: e.weights.id for m, e in models.encoders.items()}
+    if models.detector is not None:
+        from .encoders import MODELS
+
+        ids["detector"] = MODELS[models.detector.name].weights.id
+    cal = Calibration(encoders=ids, modalities=fits, card=card)
     cal.save(out)
     return cal
 
