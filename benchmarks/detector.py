@@ -48,9 +48,9 @@ def window_records(models, path: Path) -> list[dict]:
 
     recorder = Recorder(models, models.config)
     out = []
-    for windows, _, errors, fatal in file_windows(path, path.name, models.config):
-        if fatal:
-            raise RuntimeError(f"{path}: {errors[-1]}")
+    for windows, decoded in file_windows(path, path.name, models.config):
+        if decoded.fatal:
+            raise RuntimeError(f"{path}: {decoded.errors[-1]}")
         out += [recorder(s).to_dict() for s in models.process(windows)]
     models.forget(path.name)
     return out
