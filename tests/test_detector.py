@@ -192,11 +192,13 @@ def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_wi
         assert deferred == sum(d.deferred for batch in out for d in batch) > 0
         # near the deadline (a camera not looked at for a window length is read anyway), where every due frame
         # takes 0.32 s
-        assert max(took[1:]) < room + 0.1
+        assert max(took[1:]) < room + 0.15
         per_source = [reuse.reused(f"cam{s}")["detector_deferred"] for s in range(sources)]
         assert max(per_source) - min(per_source) <= 2  # shared out: the camera seen longest ago reads first
         assert all(d.age < 2.0 for batch in out for d in batch)  # a look at least once per window length
         assert max(d.age for d in out[-1]) > 0  # and windows say how old their detection is
+        record = det.record(max(out[-1], key=lambda d: d.age))
+        assert record is not None and record["age"] > 0 and "deferred" in record  # in the record's detector field
 
 
 def _run(clip: Path, tmp_path: Path, *flags: str) -> list[dict]:
