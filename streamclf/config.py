@@ -98,6 +98,12 @@ class DetectorConfig(_Strict):
         "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)",
     )
     weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
+    defer: bool = Field(
+        True,
+        description="on live sources, frames the worker has no time for take the last detection "
+        "(oldest-seen cameras read first; at least one look per window length) instead of making windows "
+        "late or dropped; false: every due frame is read",
+    )
 
     @model_validator(mode="before")
     @classmethod

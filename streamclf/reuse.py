@@ -35,7 +35,9 @@ from .types import Frame, Window
 
 THUMB_WIDTH = 64  # pixels across the grey copy that frames are compared by
 PIXEL_CHANGE = 12  # grey levels a grey-copy pixel must move by to count as changed (compression noise stays below)
-KINDS = ("video_frames", "video_windows", "detector_frames", "audio_windows")  # the counters, as records name them
+KINDS = ("video_frames", "video_windows", "detector_frames", "detector_deferred", "audio_windows")
+"""The counters, as records name them; ``detector_deferred``: frames the detector was due to read but left to a
+later batch for a live window's deadline (detector.py), which took the last detection meanwhile."""
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:

@@ -96,7 +96,9 @@ class Detection:
     """The detector's result for one window: best score per class, boxes over threshold, the best frame's boxes.
 
     ``boxes`` rows are (class index, score, x0, y0, x1, y1), normalised to the frame at ``frame`` (its pts);
-    ``ran``/``still``: frames of this window the detector read, and skipped because the picture had not changed.
+    ``ran``/``still``: frames of this window the detector read, and skipped because the picture had not changed;
+    ``deferred``: frames it was due to read but left for a later batch (a live window's deadline came first);
+    ``age``: media seconds from the window's last frame back to the frame the detector last looked at.
     """
 
     scores: np.ndarray
@@ -105,6 +107,8 @@ class Detection:
     frame: float
     ran: int = 0
     still: int = 0
+    deferred: int = 0
+    age: float = 0.0
 
 
 @dataclass
