@@ -15,33 +15,37 @@ its best frame.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .config import Config, DetectorConfig, ReuseConfig
-from .reuse import FrameReuse, Slot, forget_source, trim_frames
+from .config import Config, DetectorConfig
+from .reuse import FrameReuse, Slot, trim_frames
 from .types import Detection, Window
 
 DUE_SLACK = 0.25  # of the detector's interval: a frame sampled a little early (frame times jitter) is still due
 
 
 @dataclass
-class _Track:
-    """Per source: when the detector is next due, and the result of its last run."""
+class Track:
+    """Per source (the source's owner keeps it, ``classifier.Memory``): when the detector is next due, the result
+    of its last run, each recent frame's result, and ``reuse``: which frames may take the last detection because
+    the picture did not change (the change measure it shares with the video encoder)."""
 
+    reuse: FrameReuse
     next_due: float = -math.inf
     result: Slot | None = None
+    frames: dict[tuple[str, float], Slot] = field(default_factory=dict)
 
 
-def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> Detector | None:
+def detector_for(config: Config, live: bool, driven: set[str]) -> Detector | None:
     """The detector when it is wanted, sharing the worker's threads; else None.
 
     As configured; else (auto) for live sources (files played with
     ``sources.realtime`` count) and for alert rules on the categories it
-    drives (``driven``), so ``--alert person`` works on a file. ``reuse``: the
-    change measure it shares with the video encoder.
+    drives (``driven``), so ``--alert person`` works on a file.
     """
     on = config.detector.enabled
     if on is None:
@@ -50,17 +54,13 @@ def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse
         return None
     import torch
 
-    return Detector(config.detector, threads=torch.get_num_threads(), reuse=reuse, engine=config.engine)
+    return Detector(config.detector, threads=torch.get_num_threads(), engine=config.engine)
 
 
 class Detector:
-    """The detector model and its per-source state; call it with a batch of windows."""
+    """The detector model; call it with a batch of windows and their sources' ``Track``."""
 
-    def __init__(
-        self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None, engine: str = "auto"
-    ) -> None:
-        """``reuse``: which frames may take the last detection because the picture did not change (by default
-        none: every due frame is read)."""
+    def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
         from .encoders import MODELS, SSDDetector
 
         entry = MODELS.get(config.encoder)
@@ -76,47 +76,44 @@ class Detector:
         assert isinstance(model, SSDDetector)  # the one detector kind MODELS builds
         self.model = model
         self.name = config.encoder
-        self._tracks: dict[str, _Track] = {}
-        self.reuse = reuse or FrameReuse(ReuseConfig(enabled=False))
-        self._frames: dict[tuple[str, float], Slot] = {}
 
-    def __call__(self, windows: list[Window]) -> list[Detection | None]:
+    def __call__(self, windows: list[Window], tracks: Mapping[str, Track]) -> list[Detection | None]:
         """Each window's detection (None without frames), running the network once for all the frames due."""
         pending: list[tuple[np.ndarray, Slot]] = []
         counts = []
         for w in windows:
             ran = still = 0
             for f in sorted(w.frames, key=lambda f: f.pts):
-                key = (f.source, f.pts)
-                if key in self._frames:
+                key, track = (f.source, f.pts), tracks[f.source]
+                if key in track.frames:
                     continue
-                track = self._tracks.setdefault(f.source, _Track())
                 if f.pts < track.next_due - DUE_SLACK / self.config.fps and track.result is not None:
-                    self._frames[key] = track.result  # between runs: the last result stands
+                    track.frames[key] = track.result  # between runs: the last result stands
                     continue
                 track.next_due = f.pts + 1.0 / self.config.fps
-                slot = self.reuse.last("detector", f)
+                slot = track.reuse.last("detector", f)
                 if slot is not None:  # nothing moved since the last run
-                    self._frames[key] = slot
+                    track.frames[key] = slot
                     still += 1
                     continue
                 slot = Slot()
                 pending.append((f.image, slot))
-                self.reuse.keep("detector", f, slot)
-                track.result = self._frames[key] = slot
+                track.reuse.keep("detector", f, slot)
+                track.result = track.frames[key] = slot
                 ran += 1
             counts.append((ran, still))
         if pending:
             for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending]), strict=True):
                 slot.value = rows
-        out = [self._summary(w, ran, still) for w, (ran, still) in zip(windows, counts, strict=True)]
-        trim_frames(self._frames, windows)
+        out = [self._summary(w, tracks[w.source], ran, still) for w, (ran, still) in zip(windows, counts, strict=True)]
+        for source in {w.source for w in windows}:
+            trim_frames(tracks[source].frames, windows)
         return out
 
-    def _summary(self, w: Window, ran: int, still: int) -> Detection | None:
+    def _summary(self, w: Window, track: Track, ran: int, still: int) -> Detection | None:
         if not w.frames:
             return None
-        per_frame = [(f.pts, self._frames[(f.source, f.pts)].value) for f in w.frames]
+        per_frame = [(f.pts, track.frames[(f.source, f.pts)].value) for f in w.frames]
         scores = np.zeros(len(self.classes), dtype=np.float32)
         best_pts, best_rows, best, count = per_frame[0][0], per_frame[0][1], -1.0, 0
         for pts, rows in per_frame:
@@ -128,10 +125,6 @@ class Detector:
                 best, best_pts, best_rows = top, pts, rows
         boxes = best_rows[best_rows[:, 1] >= self.config.threshold]
         return Detection(scores, count, boxes, best_pts, ran, still)
-
-    def forget(self, source: str) -> None:
-        self._tracks.pop(source, None)
-        forget_source(self._frames, source)
 
     def record(self, d: Detection | None) -> dict[str, Any] | None:
         """The record's ``detector`` field: best score (and per class), count, the best frame's boxes and time."""

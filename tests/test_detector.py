@@ -109,15 +109,16 @@ def _windows(images: list[np.ndarray], fps: float = 4.0, length: float = 2.0, ho
 
 def test_the_detector_skips_a_still_picture_and_runs_on_a_moving_one() -> None:
     from streamclf.config import ReuseConfig
-    from streamclf.detector import Detector
+    from streamclf.detector import Detector, Track
     from streamclf.reuse import FrameReuse
 
     clip = _frames(shared("media/grid/bbaf2n.mpg"), 24, every=3)  # 25 fps clip read at about 8 fps: she talks
     still = [clip[0]] * 24
     for images, moving in ((still, False), (list(clip), True)):
+        det = Detector(DetectorConfig(fps=2.0), threads=1)
+        # 6 s at 4 fps: windows 0-2, 1-3, ... 4-6; the detector is due every 0.5 s
         reuse = FrameReuse(ReuseConfig(enabled=True))
-        det = Detector(DetectorConfig(fps=2.0), threads=1, reuse=reuse)
-        out = det(_windows(images))  # 6 s at 4 fps: windows 0-2, 1-3, ... 4-6; the detector is due every 0.5 s
+        out = det(_windows(images), {"cam": Track(reuse)})
         ran, skipped = sum(d.ran for d in out), sum(d.still for d in out)
         assert ran + skipped == 12  # 2 a second over 6 s, whatever the window overlap
         if moving:
