@@ -160,15 +160,13 @@ class Classifier:
         self._silence: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def check(self, config: Config) -> None:
-        """Raise when ``config`` (resolved) asks for other models or settings than this classifier was built with:
-        a pipeline given a classifier must not quietly run with settings its config does not say."""
-        ours, theirs = _settings(self.config), _settings(config)
+        """Raise when ``config`` (once resolved) asks for other models or settings than this classifier was built
+        with: a pipeline given a classifier must not quietly run with settings its config does not say."""
+        ours, theirs = _settings(self.config), _settings(resolve_config(config))
         differ = [k for k in sorted(ours.keys() | theirs.keys()) if ours.get(k) != theirs.get(k)]
         if differ:
             shown = ", ".join(f"{k} {ours.get(k)!r} vs {theirs.get(k)!r}" for k in differ[:3])
-            raise ValueError(
-                f"the classifier was built with other settings than the config ({shown}); build it from it"
-            )
+            raise ValueError(f"the classifier was built with other settings than the config ({shown})")
 
     def memory(self, source: str, live: Container[str] = frozenset()) -> Memory:
         """A fresh memory for ``source``; ``live`` holds the sources that count as live (reuse applies to them
