@@ -44,7 +44,7 @@ def clips(quick: bool) -> list[tuple[str, Path, bool]]:
 def window_records(models, path: Path) -> list[dict]:
     """The window records of one file, as the pipeline's worker and recorder make them."""
     from streamclf.labeling.common import file_windows
-    from streamclf.records import Recorder
+    from streamclf.recorder import Recorder
 
     recorder, memory = Recorder(models, models.config), models.memory(path.name)
     out = []

@@ -53,7 +53,7 @@ def clips(quick: bool, folder: Path) -> list[tuple[str, Path]]:
 def records(models, path: Path) -> tuple[list[dict], dict[str, int]]:
     """The window records of one file, as `label` makes them, and what it reused."""
     from streamclf.labeling.common import file_windows
-    from streamclf.records import Recorder
+    from streamclf.recorder import Recorder
 
     recorder, memory = Recorder(models, models.config), models.memory(path.name)
     out = []

@@ -32,13 +32,14 @@ from .alerts import Alerts
 from .catalog import check_alert_labels
 from .classifier import Classifier, Memory, Scored
 from .config import Config
-from .records import Recorder
+from .recorder import Recorder
+from .records import Record, StatusRecord, TimingsRecord, WindowRecord
 from .resolve import encoder_names, resolve_config
 from .reuse import KINDS
 from .sources import Decoder, SourceSpec
 from .stages import STOP, Feed, Timings, Windowing, Worker
 from .status import SourceState, status_line
-from .types import AudioChunk, Frame, Record, SourceEnd, SourceError, SourceInfo, SourceStatus, Window
+from .types import AudioChunk, Frame, SourceEnd, SourceError, SourceInfo, SourceStatus, Window
 from .windows import WindowSpec
 
 if TYPE_CHECKING:
@@ -49,15 +50,15 @@ status_log = logging.getLogger(f"{__name__}.status")  # the sources' state lines
 
 
 class Sink(Protocol):
-    def write(self, record: dict[str, Any]) -> None: ...
+    def write(self, record: Record) -> None: ...
     def close(self) -> None: ...
 
 
 class Pipeline:
     """Run sources through the stages and hand records to sinks.
 
-    ``on_event`` (e.g. the dashboard) sees every record and status dict as it
-    is written; the sinks get the same dicts. ``config`` is resolved
+    ``on_event`` (e.g. the dashboard) sees every record (``records.Record``) as it
+    is written; the sinks get the same records. ``config`` is resolved
     (``resolve_config``); a ``classifier`` given (batch jobs and training run
     many pipelines on one) must have been built with the same settings.
     """
@@ -66,7 +67,7 @@ class Pipeline:
         self,
         config: Config,
         sinks: Iterable[Sink] = (),
-        on_event: Callable[[dict[str, Any], dict[str, SourceState]], None] | None = None,
+        on_event: Callable[[Record, dict[str, SourceState]], None] | None = None,
         classifier: Classifier | None = None,
         on_scored: Callable[[Scored], None] | None = None,
     ) -> None:
@@ -141,7 +142,7 @@ class Pipeline:
             if self.alerts is not None:
                 for alert in self.alerts.close():
                     self._emit(alert)
-            self._emit({"type": "timings", "stages": self.timings.summary(), "reused": self._reused_totals()})
+            self._emit(TimingsRecord(self.timings.summary(), self._reused_totals()))
         finally:
             self.stop()
             for sink in self.sinks:
@@ -161,7 +162,7 @@ class Pipeline:
             if isinstance(item, Scored):
                 if self.on_scored is not None:
                     self.on_scored(item)
-                record = self._record(item).to_dict()
+                record = self._record(item)
                 self._emit(record)
                 if self.alerts is not None:
                     for alert in self.alerts.update(record, item.window):
@@ -169,7 +170,7 @@ class Pipeline:
             else:
                 self._status(item)
 
-    def _record(self, s: Scored) -> Record:
+    def _record(self, s: Scored) -> WindowRecord:
         w = s.window
         state = self.states[w.source]
         state.windows += 1
@@ -229,18 +230,12 @@ class Pipeline:
                     "latency_p95_ms": state.latency_ms(95),
                 }
             }
-        record = {
-            "type": "status",
-            "source": item.source,
-            "state": "error" if isinstance(item, SourceError) else state.state,
-            **extra,
-        }
+        record = StatusRecord(item.source, "error" if isinstance(item, SourceError) else state.state, extra)
         self._emit(record)
         line = status_line(record, state, before, lasted)
         if line is not None:
-            status_log.log(
-                logging.ERROR if record.get("fatal") else logging.WARNING if "fatal" in record else logging.INFO, line
-            )
+            fatal = extra.get("fatal")
+            status_log.log(logging.ERROR if fatal else logging.WARNING if fatal is not None else logging.INFO, line)
 
     def _sink_failed(self, sink: Sink, e: Exception) -> None:
         name = type(sink).__name__
@@ -253,12 +248,12 @@ class Pipeline:
                 n,
             )
 
-    def _emit(self, record: dict[str, Any]) -> None:
+    def _emit(self, record: Record) -> None:
         """Every record gets an id (the sinks' idempotency key) and the wall-clock time."""
         t0 = time.monotonic()
         self._seq += 1
-        record["id"] = f"{self.run_id}-{self._seq:07d}"
-        record["time"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record.id = f"{self.run_id}-{self._seq:07d}"
+        record.time = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for sink in self.sinks:
             try:
                 sink.write(record)

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .types import MODALITIES, Record, SourceEnd, SourceError, SourceInfo, SourceStatus
+from .records import StatusRecord, WindowRecord
+from .types import MODALITIES, SourceEnd, SourceError, SourceInfo, SourceStatus
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SourceState:
     windows: int = 0
     errors: list[str] = field(default_factory=list)
     fatal: bool = False
-    last: Record | None = None
+    last: WindowRecord | None = None
     stats: dict[str, Any] = field(default_factory=dict)  # decoder counters: reconnects, stalls, av_offset_ms ...
     dropped: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -91,31 +92,32 @@ class SourceState:
         return max(self.position - self.start, 0.0) / max((now or time.monotonic()) - self.opened, 1e-6)
 
 
-def status_line(record: dict[str, Any], state: SourceState, before: str, lasted: float) -> str | None:
+def status_line(record: StatusRecord, state: SourceState, before: str, lasted: float) -> str | None:
     """A status record as one log line, or None when nothing changed (a heartbeat, the next try of a reconnect).
 
     ``before`` is the source's state before this record; ``lasted`` how long it had been live, or down.
     """
-    name, now, message = record["source"], record["state"], record.get("message", "")
-    if "fatal" in record:  # the message names the source by its URL or path
-        return f"error: {message}" if record["fatal"] else f"[{name}] warning: {message}"
+    name, now, told = record.source, record.state, record.extra
+    message = told.get("message", "")
+    if "fatal" in told:  # the message names the source by its URL or path
+        return f"error: {message}" if told["fatal"] else f"[{name}] warning: {message}"
     if now == "connecting":
         if before == "reconnecting":
             return None
         return f"[{name}] {'connecting to' if state.stream else 'opening'} {state.url}"
     if now == "live":
-        if "duration" not in record:  # a heartbeat with counters
+        if "duration" not in told:  # a heartbeat with counters
             return None
-        tracks = "+".join(m for m in MODALITIES if record[f"has_{m}"]) or "nothing"
+        tracks = "+".join(m for m in MODALITIES if told[f"has_{m}"]) or "nothing"
         if not state.feed:
-            length = f"{record['duration']:.1f} s of " if record["duration"] else ""
+            length = f"{told['duration']:.1f} s of " if told["duration"] else ""
             return f"[{name}] reading {length}{tracks}"
         again = f" again after {lasted:.1f} s down" if state.ups > 1 else ""
         return f"[{name}] live{again} ({tracks})"
     if now in ("stalled", "reconnecting"):
         return f"[{name}] {now}: {message}" if message else f"[{name}] {now}"
     if now == "ended":
-        stats = record.get("stats", {})
+        stats = told.get("stats", {})
         counts = [f"{stats.get('windows', 0)} windows"]
         counts += [f"{stats[k]} {k}" for k in ("reconnects", "stalls") if stats.get(k)]
         dropped = sum(stats.get("dropped", {}).values())

@@ -57,7 +57,7 @@ def models():
 def _records(classifier, path: Path) -> tuple[list[dict], dict[str, int]]:
     """A file's window records as `label` makes them (file windows, no live source), and what it reused."""
     from streamclf.labeling.common import file_windows
-    from streamclf.records import Recorder
+    from streamclf.recorder import Recorder
 
     recorder, memory, out = Recorder(classifier, classifier.config), classifier.memory(path.name), []
     for windows, _ in file_windows(path, path.name, classifier.config):
@@ -71,7 +71,9 @@ def test_a_still_clip_reuses_frames_and_counts_them_in_status_and_timings(models
 
     on = models[0]
     events: list[dict] = []
-    Pipeline(on.config, classifier=on, on_event=lambda r, s: events.append(r)).run([SourceSpec.parse(str(still_clip))])
+    Pipeline(on.config, classifier=on, on_event=lambda r, s: events.append(r.to_dict())).run(
+        [SourceSpec.parse(str(still_clip))]
+    )
     windows = [r for r in events if "type" not in r]
     end = next(r for r in events if r.get("state") == "ended")
     timings = next(r for r in events if r.get("type") == "timings")
@@ -160,13 +162,10 @@ def test_an_unchanged_result_is_computed_again_within_max_age_and_not_all_source
 
 
 def test_status_lines_name_what_was_reused() -> None:
+    from streamclf.records import StatusRecord
     from streamclf.status import SourceState, status_line
 
-    record = {
-        "source": "cam",
-        "state": "ended",
-        "stats": {"windows": 9, "reused": {"video_frames": 20, "audio_windows": 0}},
-    }
+    record = StatusRecord("cam", "ended", {"stats": {"windows": 9, "reused": {"video_frames": 20, "audio_windows": 0}}})
     assert status_line(record, SourceState("cam"), "live", 1.0) == "[cam] ended: 9 windows, reused: 20 video frames"
 
 

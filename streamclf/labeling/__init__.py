@@ -155,7 +155,7 @@ def iter_records(
     A ``classifier`` given (many files, one load) must have been built with ``config`` (default: its own).
     """
     from ..classifier import Classifier
-    from ..records import Recorder
+    from ..recorder import Recorder
     from ..resolve import resolve_config
 
     if classifier is not None and config is None:

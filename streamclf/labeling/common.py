@@ -33,7 +33,7 @@ from ..windows import Windower, WindowSpec
 
 if TYPE_CHECKING:
     from ..classifier import Classifier, Memory
-    from ..records import Recorder
+    from ..recorder import Recorder
 
 CHUNK = 16  # windows per inference batch: fixed, so results never depend on timing
 SCRATCH = ".partial"  # unfinished outputs; emptied at the start of every run

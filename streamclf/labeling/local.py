@@ -64,7 +64,7 @@ def run_local(
     decoder: time spent on inference, its own or another file's, while the decoder waits to hand over
     windows is not the decoder's fault, however slow the machine.
     """
-    from ..records import Recorder
+    from ..recorder import Recorder
 
     if not todo:
         return

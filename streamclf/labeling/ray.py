@@ -111,7 +111,7 @@ class _Infer:
         import torch
 
         from ..classifier import Classifier
-        from ..records import Recorder
+        from ..recorder import Recorder
 
         torch.set_num_threads(THREADS)  # the actor's own process: set once, not switched per chunk
         self.config = Config.model_validate_json(config_json)  # resolved by label_files
