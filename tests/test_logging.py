@@ -15,7 +15,7 @@ from streamclf.records import StatusRecord
 from streamclf.sinks.jsonl import JsonlSink
 
 PACKAGE = Path(__file__).resolve().parents[1] / "streamclf"
-TERMINAL = {"cli.py", "dashboard.py"}  # the command line and the live view: their output is the point
+TERMINAL = {"cli.py", "commands.py", "dashboard.py"}  # the command line and the live view: their output is the point
 
 
 def _failing_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JsonlSink:
