@@ -44,15 +44,14 @@ def clips(quick: bool) -> list[tuple[str, Path, bool]]:
 def window_records(models, path: Path) -> list[dict]:
     """The window records of one file, as the pipeline's worker and recorder make them."""
     from streamclf.labeling.common import file_windows
-    from streamclf.pipeline import Recorder
+    from streamclf.recorder import Recorder
 
-    recorder = Recorder(models, models.config)
+    recorder, memory = Recorder(models, models.config), models.memory(path.name)
     out = []
     for windows, decoded in file_windows(path, path.name, models.config):
         if decoded.fatal:
             raise RuntimeError(f"{path}: {decoded.errors[-1]}")
-        out += [recorder(s).to_dict() for s in models.process(windows)]
-    models.forget(path.name)
+        out += [recorder(s, memory).to_dict() for s in models.score(windows, {path.name: memory})]
     return out
 
 
@@ -90,10 +89,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detector.json"))
     args = parser.parse_args()
     from streamclf import load_config
-    from streamclf.pipeline import Models
+    from streamclf.classifier import Classifier
 
     config = load_config(**{"detector.enabled": True})
-    models = Models(config)
+    models = Classifier(config)
     threshold = config.detector.threshold
     groups: dict[str, dict] = {}
     for group, path, person in clips(args.quick):

@@ -89,17 +89,18 @@ def measure(
 ) -> dict:
     """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
     from streamclf.pipeline import Pipeline
+    from streamclf.records import Record, TimingsRecord, WindowRecord
     from streamclf.sources import SourceSpec
 
     config = config_for(settings, detector, reuse, hop, engine, defer)
     latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
-    def on_event(record: dict, states: dict) -> None:
-        if "type" not in record:
-            latencies.append((record["t_end"], record["latency_ms"]))
-        elif record["type"] == "timings":
-            final.update(record)
+    def on_event(record: Record, states: dict) -> None:
+        if isinstance(record, WindowRecord):
+            latencies.append((record.t_end, record.latency_ms))
+        elif isinstance(record, TimingsRecord):
+            final.update(record.to_dict())
 
     load = os.getloadavg()[0]
     pipeline = Pipeline(config, on_event=on_event)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +37,11 @@ DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", ROOT.parent / "shared" / "da
 RESULTS = ROOT / "benchmarks" / "results" / "person_evidence.json"
 STRENGTHS = (0.1, 1.0, 10.0, 100.0)  # inverse L2 strengths --fit chooses from
 THRESHOLDS = (0.5, 0.7)  # the default alert min_score; the surveillance config's person rule
+
+
+if TYPE_CHECKING:  # torch loads with the models, after the arguments are read
+    from streamclf.classifier import Classifier
+    from streamclf.recorder import Recorder
 
 
 def _ffmpeg(*args: str) -> None:
@@ -72,7 +78,7 @@ def tune_clips() -> list[tuple[Path, bool]]:
     return [(p, True) for p in grid] + [(DATA / "media" / "bbb_720p_30s.mp4", False)]
 
 
-def fit_detector(models: object) -> None:
+def fit_detector(models: Classifier) -> None:
     """Platt-scale the detector's person score on the tune clips; print the fit for the calibration file.
 
     The regularisation is chosen by leave-one-out log-loss over ``STRENGTHS``
@@ -85,17 +91,17 @@ def fit_detector(models: object) -> None:
     from streamclf.fusion.calibration import fit_modality, logit, sigmoid
     from streamclf.labeling.common import file_windows
 
-    fusion = models.fusion  # type: ignore[attr-defined]
+    fusion = models.fusion
     person = fusion.names.index("person")
     raw, target, fold = [], [], []
     for k, (path, has_person) in enumerate(tune_clips()):
-        for windows, _ in file_windows(path, path.name, models.config):  # type: ignore[attr-defined]
-            for scored in models.process(windows):  # type: ignore[attr-defined]
+        memory = {path.name: models.memory(path.name)}
+        for windows, _ in file_windows(path, path.name, models.config):
+            for scored in models.score(windows, memory):
                 if "detector" in scored.embeddings.scores:
                     raw.append(fusion.raw(scored.embeddings)["detector"])
                     target.append(np.eye(len(fusion.names))[person] * has_person)
                     fold.append(k)
-        models.forget(path.name)  # type: ignore[attr-defined]
     x, y, folds = np.stack(raw), np.stack(target), np.array(fold)
     for part, rows in enumerate(np.array_split(np.flatnonzero(~y[:, person].astype(bool)), 5)):
         folds[rows] = len(tune_clips()) + part  # the one cartoon clip: five held-out stretches
@@ -118,18 +124,16 @@ def fit_detector(models: object) -> None:
     print(yaml.safe_dump({"detector": fit.model_dump(), "measured": measured, "strength": best}, sort_keys=False))
 
 
-def person_scores(models: object, recorder: object, path: Path) -> list[tuple[float, float | None]]:
+def person_scores(models: Classifier, recorder: Recorder, path: Path) -> list[tuple[float, float | None]]:
     """Per window: the smoothed fused `person` score (as an alert sees it) and the detector's best score."""
     from streamclf.labeling.common import file_windows
 
-    out = []
-    for windows, _ in file_windows(path, path.name, models.config):  # type: ignore[attr-defined]
-        for scored in models.process(windows):  # type: ignore[attr-defined]
-            record = recorder(scored).to_dict()  # type: ignore[operator]
+    out, memory = [], models.memory(path.name)
+    for windows, _ in file_windows(path, path.name, models.config):
+        for scored in models.score(windows, {path.name: memory}):
+            record = recorder(scored, memory).to_dict()
             det = record.get("detector")
             out.append((record["watched"]["person"], det["score"] if det else None))
-    models.forget(path.name)  # type: ignore[attr-defined]
-    recorder.reset(path.name)  # type: ignore[attr-defined]
     return out
 
 
@@ -142,10 +146,11 @@ def main() -> None:
     import subprocess as sp
 
     from streamclf import load_config
-    from streamclf.pipeline import Models, Recorder
+    from streamclf.classifier import Classifier
+    from streamclf.recorder import Recorder
 
     config = load_config(**{"detector.enabled": True, "alerts.rules": [{"label": "person"}]})
-    models = Models(config)
+    models = Classifier(config)
     if args.fit:
         fit_detector(models)
         return

@@ -7,7 +7,7 @@ run inherits another's warm caches or allocator settings), models loaded before 
 - streamclf: `iter_records` at default settings (decoder thread and inference overlap; engine auto);
 - streamclf torch: the same with `engine: torch` (the encoders as before the engines: the "before" figure);
 - decode limit: PyAV decoding every video frame and the audio of the file, nothing else;
-- compute limit: `Models.process` alone on the file's windows, decoded beforehand and held in memory,
+- compute limit: `Classifier.score` alone on the file's windows, decoded beforehand and held in memory,
   with its stage times, so that the floor (the least wall time possible, as a multiple of the decode time)
   is a product of measured figures: frames x seconds per frame + audio patches x seconds per patch;
 - compiled (with --compile): streamclf with `compile: true`, compiled before the clock;
@@ -78,13 +78,13 @@ def _naive(path: Path, config: object) -> None:
 def child(mode: str, path: Path) -> dict:
     """One measurement in this process: wall seconds with the models already loaded."""
     from streamclf import load_config
+    from streamclf.classifier import Classifier
     from streamclf.labeling import iter_records
     from streamclf.labeling.common import file_windows
-    from streamclf.pipeline import Models
 
     engine = "torch" if mode in ("streamclf_torch", "compiled") else "auto"
     config = load_config(compile=mode == "compiled", engine=engine)
-    models = Models(config) if mode in ("streamclf", "streamclf_torch", "compiled", "compute") else None
+    models = Classifier(config) if mode in ("streamclf", "streamclf_torch", "compiled", "compute") else None
     windows = []
     if mode == "compute":
         for chunk, *_ in file_windows(path, path.name, models.config):
@@ -96,7 +96,7 @@ def child(mode: str, path: Path) -> dict:
                 enc.embed([np.stack([one] * n)] if m == "video" else [np.tile(one, n)])
     t0 = time.perf_counter()
     if mode in ("streamclf", "streamclf_torch", "compiled"):
-        n = sum(1 for _ in iter_records(path, models=models))
+        n = sum(1 for _ in iter_records(path, classifier=models))
     elif mode == "compute":
         from streamclf.stages import Timings
 
@@ -110,7 +110,8 @@ def child(mode: str, path: Path) -> dict:
                 self.total[stage] = self.total.get(stage, 0.0) + seconds
 
         timings = Totals()
-        n = sum(len(models.process(windows[s : s + 8], timings)) for s in range(0, len(windows), 8))
+        memory = {path.name: models.memory(path.name)}
+        n = sum(len(models.score(windows[s : s + 8], memory, timings)) for s in range(0, len(windows), 8))
         wall = time.perf_counter() - t0
         return {"wall_s": wall, "windows": n, **floor_parts(models, windows, timings)}
     elif mode == "decode":

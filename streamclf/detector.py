@@ -27,13 +27,14 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .config import Config, DetectorConfig, ReuseConfig
-from .reuse import FrameReuse, Slot, forget_source, trim_frames
+from .config import Config, DetectorConfig
+from .reuse import FrameReuse, Slot, trim_frames
 from .types import Detection, Window
 
 DUE_SLACK = 0.25  # of the detector's interval: a frame sampled a little early (frame times jitter) is still due
@@ -42,27 +43,33 @@ COST_SMOOTHING = 0.3  # weight of the latest batch in the running estimate of th
 
 
 @dataclass
-class _Track:
-    """Per source: when the detector is next due, the result of its last run, and when it last looked.
+class Track:
+    """Per source (the source's owner keeps it, ``classifier.Memory``): when the detector is next due, the result
+    of its last run, each recent frame's result, and when it last looked.
 
-    ``looked``: pts of the newest frame the detector read or found unchanged (the age of what the
-    source's windows know); ``start``/``hop``: its last window's start and the spacing of its windows.
+    ``reuse``: which frames may take the last detection because the picture did not change (the change measure
+    it shares with the video encoder) and whether the source is live (its windows have a deadline);
+    ``looked``: pts of the newest frame the detector read or found unchanged (the age of what the source's
+    windows know), and ``seen`` the same per recent frame; ``start``/``hop``: its last window's start and the
+    spacing of its windows.
     """
 
+    reuse: FrameReuse
     next_due: float = -math.inf
     result: Slot | None = None
     looked: float = -math.inf
     start: float | None = None
     hop: float | None = None
+    frames: dict[tuple[str, float], Slot] = field(default_factory=dict)
+    seen: dict[tuple[str, float], float] = field(default_factory=dict)
 
 
-def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> Detector | None:
+def detector_for(config: Config, live: bool, driven: set[str]) -> Detector | None:
     """The detector when it is wanted, sharing the worker's threads; else None.
 
     As configured; else (auto) for live sources (files played with
     ``sources.realtime`` count) and for alert rules on the categories it
-    drives (``driven``), so ``--alert person`` works on a file. ``reuse``: the
-    change measure it shares with the video encoder, and the set of live sources.
+    drives (``driven``), so ``--alert person`` works on a file.
     """
     on = config.detector.enabled
     if on is None:
@@ -71,11 +78,11 @@ def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse
         return None
     import torch
 
-    return Detector(config.detector, threads=torch.get_num_threads(), reuse=reuse, engine=config.engine)
+    return Detector(config.detector, threads=torch.get_num_threads(), engine=config.engine)
 
 
 class Detector:
-    """The detector model and its per-source state; call it with a batch of windows.
+    """The detector model; call it with a batch of windows and their sources' ``Track``.
 
     On live sources it gives way to the windows' deadline instead of letting them queue up (and the live
     feeds drop them): a batch reads only as many due frames as its estimated seconds per frame fit before
@@ -85,11 +92,7 @@ class Detector:
     never left without a look for a whole window length: such a frame is read whatever the deadline.
     """
 
-    def __init__(
-        self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None, engine: str = "auto"
-    ) -> None:
-        """``reuse``: which frames may take the last detection because the picture did not change (by default
-        none: every due frame is read), and which sources are live (their windows have a deadline)."""
+    def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
         from .encoders import MODELS, SSDDetector
 
         entry = MODELS.get(config.encoder)
@@ -105,42 +108,38 @@ class Detector:
         assert isinstance(model, SSDDetector)  # the one detector kind MODELS builds
         self.model = model
         self.name = config.encoder
-        self._tracks: dict[str, _Track] = {}
-        self.reuse = reuse or FrameReuse(ReuseConfig(enabled=False))
-        self._frames: dict[tuple[str, float], Slot] = {}
-        self._looked: dict[tuple[str, float], float] = {}  # frame -> pts of the newest frame the detector saw by it
         self.cost: float | None = None  # running estimate of seconds per frame (None before the first batch)
 
-    def __call__(self, windows: list[Window]) -> list[Detection | None]:
+    def __call__(self, windows: list[Window], tracks: Mapping[str, Track]) -> list[Detection | None]:
         """Each window's detection (None without frames), running the network once for all the frames it reads."""
-        new = self._new_frames(windows)
-        quota = self._quota(windows, new)
+        new = self._new_frames(windows, tracks)
+        quota = self._quota(windows, tracks, new)
         pending: list[tuple[np.ndarray, Slot]] = []
         counts = []
         for w in windows:
             ran = still = deferred = 0
-            track = self._tracks.setdefault(w.source, _Track())
+            track = tracks[w.source]
             for f in sorted(w.frames, key=lambda f: f.pts):
                 key = (f.source, f.pts)
-                if key in self._frames:
+                if key in track.frames:
                     continue
                 new[w.source] -= 1  # frames of the source still to come in this batch after this one
                 if f.pts < track.next_due - DUE_SLACK / self.config.fps and track.result is not None:
-                    self._frames[key] = track.result  # between runs: the last result stands
-                    self._looked[key] = track.looked
+                    track.frames[key] = track.result  # between runs: the last result stands
+                    track.seen[key] = track.looked
                     continue
-                slot = self.reuse.last("detector", f)
+                slot = track.reuse.last("detector", f)
                 if slot is not None:  # nothing moved since the last run
                     track.next_due = f.pts + 1.0 / self.config.fps
                     track.looked = f.pts
-                    self._frames[key], self._looked[key] = slot, f.pts
+                    track.frames[key], track.seen[key] = slot, f.pts
                     still += 1
                     continue
                 overdue = track.result is None or f.pts - track.looked >= w.t_end - w.t_start
                 if w.source in quota and new[w.source] >= quota[w.source] and not overdue:  # newest ones first
                     assert track.result is not None  # (else overdue)
-                    self._frames[key], self._looked[key] = track.result, track.looked
-                    self.reuse.count(w.source, "detector_deferred")  # what deferred() reads
+                    track.frames[key], track.seen[key] = track.result, track.looked
+                    track.reuse.count(w.source, "detector_deferred")  # what deferred() reads
                     deferred += 1
                     continue
                 if w.source in quota:
@@ -149,9 +148,9 @@ class Detector:
                 track.looked = f.pts
                 slot = Slot()
                 pending.append((f.image, slot))
-                self.reuse.keep("detector", f, slot)
-                track.result = self._frames[key] = slot
-                self._looked[key] = f.pts
+                track.reuse.keep("detector", f, slot)
+                track.result = track.frames[key] = slot
+                track.seen[key] = f.pts
                 ran += 1
             counts.append((ran, still, deferred))
         if pending:
@@ -160,17 +159,20 @@ class Detector:
                 slot.value = rows
             per_frame = (time.monotonic() - t0) / len(pending)
             self.cost = per_frame if self.cost is None else self.cost + COST_SMOOTHING * (per_frame - self.cost)
-        out = [self._summary(w, *n) for w, n in zip(windows, counts, strict=True)]
-        trim_frames(self._frames, windows)
-        trim_frames(self._looked, windows)
+        out = [self._summary(w, tracks[w.source], *n) for w, n in zip(windows, counts, strict=True)]
+        for source in {w.source for w in windows}:
+            trim_frames(tracks[source].frames, windows)
+            trim_frames(tracks[source].seen, windows)
         return out
 
-    def _new_frames(self, windows: list[Window]) -> dict[str, int]:
+    def _new_frames(self, windows: list[Window], tracks: Mapping[str, Track]) -> dict[str, int]:
         """Per source, the frames of the batch the detector has not handled yet."""
-        keys = {(f.source, f.pts) for w in windows for f in w.frames} - self._frames.keys()
+        keys = {
+            (f.source, f.pts) for w in windows for f in w.frames if (f.source, f.pts) not in tracks[f.source].frames
+        }
         return Counter(source for source, _ in keys)
 
-    def _quota(self, windows: list[Window], new: dict[str, int]) -> dict[str, int]:
+    def _quota(self, windows: list[Window], tracks: Mapping[str, Track], new: dict[str, int]) -> dict[str, int]:
         """Per live source of the batch, how many due frames it may read (sources absent: no limit).
 
         The frames that fit before the deadline (``DEADLINE`` of a hop past the completion of the oldest live
@@ -178,22 +180,23 @@ class Detector:
         the detector last looked at them (between equals: most deferred so far), for as many rounds as they
         have new frames.
         """
-        live = [w for w in windows if self.config.defer and w.source in self.reuse.live]
+        live = [w for w in windows if self.config.defer and w.source in tracks[w.source].reuse.live]
         for w in windows:  # the spacing of each source's windows: when its next window will be waiting
-            track = self._tracks.setdefault(w.source, _Track())
+            track = tracks[w.source]
             if track.start is not None and w.t_start > track.start:
                 track.hop = w.t_start - track.start
             track.start = w.t_start
         if not live or self.cost is None:
             return {}
-        deadline = min(w.ready_at + DEADLINE * (self._tracks[w.source].hop or w.t_end - w.t_start) for w in live)
+        deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
         budget = max(0, int((deadline - time.monotonic()) / self.cost))
         frames = {w.source: new.get(w.source, 0) for w in live}
         newest: dict[str, float] = {}
         for w in live:
             newest[w.source] = max([newest.get(w.source, -math.inf), *(f.pts for f in w.frames)])
         # longest without a look first; between equals, the one that had the most frames deferred so far
-        order = sorted(frames, key=lambda s: (self._tracks[s].looked - newest[s], -self.deferred(s)))
+        deferred = {s: tracks[s].reuse.counts[(s, "detector_deferred")] for s in frames}
+        order = sorted(frames, key=lambda s: (tracks[s].looked - newest[s], -deferred[s]))
         quota = dict.fromkeys(order, 0)
         while budget > 0 and any(quota[s] < frames[s] for s in order):
             for s in order:
@@ -202,10 +205,10 @@ class Detector:
                     budget -= 1
         return quota
 
-    def _summary(self, w: Window, ran: int, still: int, deferred: int) -> Detection | None:
+    def _summary(self, w: Window, track: Track, ran: int, still: int, deferred: int) -> Detection | None:
         if not w.frames:
             return None
-        per_frame = [(f.pts, self._frames[(f.source, f.pts)].value) for f in w.frames]
+        per_frame = [(f.pts, track.frames[(f.source, f.pts)].value) for f in w.frames]
         scores = np.zeros(len(self.classes), dtype=np.float32)
         best_pts, best_rows, best, count = per_frame[0][0], per_frame[0][1], -1.0, 0
         for pts, rows in per_frame:
@@ -217,17 +220,8 @@ class Detector:
                 best, best_pts, best_rows = top, pts, rows
         boxes = best_rows[best_rows[:, 1] >= self.config.threshold]
         last = max(f.pts for f in w.frames)
-        age = last - self._looked[(w.source, last)]
+        age = last - track.seen[(w.source, last)]
         return Detection(scores, count, boxes, best_pts, ran, still, deferred, age)
-
-    def deferred(self, source: str) -> int:
-        """Frames of ``source`` deferred so far."""
-        return self.reuse.counts[(source, "detector_deferred")]
-
-    def forget(self, source: str) -> None:
-        self._tracks.pop(source, None)
-        forget_source(self._frames, source)
-        forget_source(self._looked, source)
 
     def record(self, d: Detection | None) -> dict[str, Any] | None:
         """The record's ``detector`` field: best score (and per class), count, the best frame's boxes and time."""

@@ -31,8 +31,8 @@ from .scoring import DEFAULT_THRESHOLD, Win, gap_windows, run_metrics, windows_i
 from .train import labeled_clips
 
 if TYPE_CHECKING:
+    from .classifier import Classifier
     from .clips import Event
-    from .pipeline import Models
 
 RUNS = {"fused": None, "audio only": "audio", "video only": "video"}  # run -> the track kept
 DEFAULT_GAP = 3.0  # seconds: a default 2 s window (hop 0.5) fits entirely inside a gap at least twice
@@ -97,13 +97,13 @@ def prepare_media(
     return runs, events
 
 
-def _windows(path: Path, models: Models) -> list[Win]:
+def _windows(path: Path, models: Classifier) -> list[Win]:
     """The window records ``label`` would write for ``path``, as ``Win``."""
     from .labeling import iter_records
 
     return [
         Win(r["t_start"], r["t_end"], {x["label"]: x["score"] for x in r["labels"]})
-        for r in iter_records(path, models=models)
+        for r in iter_records(path, classifier=models)
     ]
 
 
@@ -130,7 +130,7 @@ def evaluate(
     threshold: float = DEFAULT_THRESHOLD,
     work_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    models: Models | None = None,
+    models: Classifier | None = None,
     runs: Iterable[str] = tuple(RUNS),
 ) -> dict[str, Any]:
     """Fused, audio-only and video-only figures for the labeled clips in ``data`` (see the module docstring).
@@ -166,9 +166,9 @@ def evaluate(
         work = Path(work_dir) if work_dir is not None else Path(tmp)
         media, events = prepare_media(clips, work, compose, gap, progress)
         say(f"media ready in {work} ({time.monotonic() - started:.0f} s)")
-        from .pipeline import Models
+        from .classifier import Classifier
 
-        models = models or Models(config)
+        models = models or Classifier(config)
         calibration = getattr(models.fusion, "calibration", None)  # a trained head has none
         truth = [label for _, label in clips]
         classes = sorted(set(truth))

@@ -27,8 +27,8 @@ from .config import Config, load_config
 from .media import MEDIA_EXTENSIONS
 
 if TYPE_CHECKING:  # torch: loaded only once the arguments and the data have been checked
+    from .classifier import Classifier, Scored
     from .fusion.heads import Head
-    from .pipeline import Models, Scored
 
 
 def check_fusion(fusion: str) -> None:
@@ -139,7 +139,7 @@ def split_groups(groups: list[str], val_fraction: float, seed: int) -> tuple[lis
 
 
 def _scored(
-    paths: list[Path], config: Config, models: Models, progress: Callable[[str], None] | None, parallel: int
+    paths: list[Path], config: Config, models: Classifier, progress: Callable[[str], None] | None, parallel: int
 ) -> tuple[list[tuple[int, Scored]], list[str]]:
     """``(index into paths, scored window)`` for every window of every file; failed files are reported and skipped."""
     from .pipeline import Pipeline
@@ -151,7 +151,7 @@ def _scored(
         chunk = list(enumerate(paths))[start : start + parallel]
         specs = [SourceSpec.parse(f"clip{i}={path}") for i, path in chunk]
         states = Pipeline(
-            models.config, models=models, on_scored=lambda s: rows.append((int(s.window.source[4:]), s))
+            models.config, classifier=models, on_scored=lambda s: rows.append((int(s.window.source[4:]), s))
         ).run(specs)
         for i, path in chunk:
             st = states[f"clip{i}"]
@@ -175,7 +175,7 @@ def _stack(
 EMBED_RECIPE = "train-windows-v1"  # bump when windowing or pooling changes what a clip's windows hold
 
 
-def _cache_file(path: Path, config: Config, models: Models) -> Path:
+def _cache_file(path: Path, config: Config, models: Classifier) -> Path:
     """Where a clip's window embeddings are kept: keyed by the file (path, size, mtime), window, pooling, weights
     and the extra audio features (``audio_features``) appended to the audio embedding."""
     from .encoders import cache_dir
@@ -217,7 +217,7 @@ def _load_windows(file: Path) -> list[dict[str, np.ndarray]]:
 def clip_embeddings(
     clips: list[tuple[Path, str]],
     config: Config,
-    models: Models | None = None,
+    models: Classifier | None = None,
     progress: Callable[[str], None] | None = None,
     parallel: int = 4,
     audio_features: str | None = None,
@@ -230,9 +230,9 @@ def clip_embeddings(
     clip's windows are cached (``_cache_file``): training again, with
     another method or seed, embeds only new or changed clips.
     """
-    from .pipeline import Models
+    from .classifier import Classifier
 
-    models = models or Models(config)
+    models = models or Classifier(config)
     models.audio_features = audio_features
     per_clip: dict[int, list[dict[str, np.ndarray]]] = {}
     todo = []
@@ -354,7 +354,7 @@ def stream_windows(
     usable: list[int],
     labels: list[str],
     dims: dict[str, int],
-    models: Models,
+    models: Classifier,
     work: Path,
     seed: int,
     progress: Callable[[str], None] | None = None,

@@ -126,32 +126,3 @@ class Embeddings:
     @property
     def present(self) -> dict[str, bool]:
         return {m: m in self.scores for m in MODALITIES}
-
-
-@dataclass
-class Record:
-    """A window's labels as the sinks see them (the JSON-lines schema)."""
-
-    source: str
-    t_start: float
-    t_end: float
-    labels: list[dict[str, Any]]
-    audio: list[dict[str, Any]] | None
-    video: list[dict[str, Any]] | None
-    modality: dict[str, dict[str, float | None]]
-    latency_ms: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "source": self.source,
-            "t_start": round(self.t_start, 3),
-            "t_end": round(self.t_end, 3),
-            "labels": self.labels,
-            "audio": self.audio,
-            "video": self.video,
-            "modality": self.modality,
-            "latency_ms": round(self.latency_ms, 1),
-        }
-        out.update(self.extra)
-        return out

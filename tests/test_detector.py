@@ -109,15 +109,16 @@ def _windows(images: list[np.ndarray], fps: float = 4.0, length: float = 2.0, ho
 
 def test_the_detector_skips_a_still_picture_and_runs_on_a_moving_one() -> None:
     from streamclf.config import ReuseConfig
-    from streamclf.detector import Detector
+    from streamclf.detector import Detector, Track
     from streamclf.reuse import FrameReuse
 
     clip = _frames(shared("media/grid/bbaf2n.mpg"), 24, every=3)  # 25 fps clip read at about 8 fps: she talks
     still = [clip[0]] * 24
     for images, moving in ((still, False), (list(clip), True)):
+        det = Detector(DetectorConfig(fps=2.0), threads=1)
+        # 6 s at 4 fps: windows 0-2, 1-3, ... 4-6; the detector is due every 0.5 s
         reuse = FrameReuse(ReuseConfig(enabled=True))
-        det = Detector(DetectorConfig(fps=2.0), threads=1, reuse=reuse)
-        out = det(_windows(images))  # 6 s at 4 fps: windows 0-2, 1-3, ... 4-6; the detector is due every 0.5 s
+        out = det(_windows(images), {"cam": Track(reuse)})
         ran, skipped = sum(d.ran for d in out), sum(d.still for d in out)
         assert ran + skipped == 12  # 2 a second over 6 s, whatever the window overlap
         if moving:
@@ -142,7 +143,7 @@ class _SlowModel:
         return [np.array([[0, 0.9, 0.1, 0.1, 0.5, 0.9]], np.float32) for _ in frames]
 
 
-def _live_batches(det, sources: int, batches: int, waited: float) -> tuple[list[list], list[float]]:
+def _live_batches(det, tracks: dict, batches: int, waited: float) -> tuple[list[list], list[float]]:
     """``batches`` batches of one window (2 s, hop 1 s, 2 fps) per source, each batch's windows complete
     ``waited`` seconds before it is called, as a worker that is behind sees them; results and call times."""
     import time
@@ -160,10 +161,10 @@ def _live_batches(det, sources: int, batches: int, waited: float) -> tuple[list[
                 None,
                 ready_at=ready,
             )
-            for s in range(sources)
+            for s in range(len(tracks))
         ]
         t0 = time.monotonic()
-        out.append(det(windows))
+        out.append(det(windows, tracks))
         took.append(time.monotonic() - t0)
     return out, took
 
@@ -173,17 +174,19 @@ def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_wi
     sources seen longest ago first, the rest keep the last detection (counted); none goes a window without a look.
     Without ``defer`` every due frame is read however long it takes."""
     from streamclf.config import ReuseConfig
-    from streamclf.detector import DEADLINE, Detector
+    from streamclf.detector import DEADLINE, Detector, Track
     from streamclf.reuse import FrameReuse
 
     sources, cost, waited = 8, 0.02, 0.4
     room = DEADLINE * 1.0 - waited  # seconds left to the deadline: 0.1 s, 5 of the 16 frames due per batch
     for defer in (True, False):
-        reuse = FrameReuse(ReuseConfig(enabled=False), live={f"cam{s}" for s in range(sources)})
-        det = Detector(DetectorConfig(fps=2.0, defer=defer), threads=1, reuse=reuse, engine="torch")
+        live = {f"cam{s}" for s in range(sources)}
+        tracks = {s: Track(FrameReuse(ReuseConfig(enabled=False), live)) for s in sorted(live)}
+        det = Detector(DetectorConfig(fps=2.0, defer=defer), threads=1, engine="torch")
         det.model = _SlowModel(cost)  # type: ignore[assignment]
-        out, took = _live_batches(det, sources, 6, waited)
-        deferred = reuse.totals()["detector_deferred"]
+        out, took = _live_batches(det, tracks, 6, waited)
+        per_source = [tracks[f"cam{s}"].reuse.reused(f"cam{s}")["detector_deferred"] for s in range(sources)]
+        deferred = sum(per_source)
         assert all(d is not None and d.count == 1 for batch in out for d in batch)  # every window has its answer
         if not defer:
             assert deferred == 0 and det.model.frames == 8 * (4 + 2 * 5)
@@ -193,7 +196,6 @@ def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_wi
         # near the deadline (a camera not looked at for a window length is read anyway), where every due frame
         # takes 0.32 s
         assert max(took[1:]) < room + 0.15
-        per_source = [reuse.reused(f"cam{s}")["detector_deferred"] for s in range(sources)]
         assert max(per_source) - min(per_source) <= 2  # shared out: the camera seen longest ago reads first
         assert all(d.age < 2.0 for batch in out for d in batch)  # a look at least once per window length
         assert max(d.age for d in out[-1]) > 0  # and windows say how old their detection is
