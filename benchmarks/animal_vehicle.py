@@ -156,7 +156,9 @@ def pictures(models) -> list[dict]:
         windows.append(Window(r["name"], 0, 0.0, 2.0, [Frame(r["name"], 0.0, img)], None))
     index = {c: j for j, c in enumerate(models.names)}
     out = []
-    for r, scored in zip(rows, models.process(windows), strict=True):
+    for r, scored in zip(
+        rows, models.score(windows, {w.source: models.memory(w.source) for w in windows}), strict=True
+    ):
         expected = EXPECTED[r["name"].split("_", 1)[1].removesuffix("_photo").removesuffix("_drawing")]
         family = VEHICLES if expected in VEHICLES else ANIMALS
         scores = scored.fused.scores
@@ -178,11 +180,11 @@ def pictures(models) -> list[dict]:
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from streamclf import load_config
+    from streamclf.classifier import Classifier
     from streamclf.encoders import MODELS
     from streamclf.fusion.categories import BUILTIN, CategoryMap
-    from streamclf.pipeline import Models
 
-    models = Models(load_config(**{"audio.enabled": False, "detector.enabled": False}))
+    models = Classifier(load_config(**{"audio.enabled": False, "detector.enabled": False}))
     labels = {e.meta["label_space"]: e.meta["categories"] for e in models.encoders.values()}
     cover = coverage(CategoryMap.load(BUILTIN, labels, {e.weights.meta["label_space"] for e in MODELS.values()}))
     pics = pictures(models)

@@ -7,9 +7,9 @@ without (Big Buck Bunny, a cartoon with animals; sound-only files, whose windows
 through the pipeline's models as `streamclf run` would with the detector on (default window, 4 fps,
 the detector at its default 2 fps with the motion skip). A window counts as "person" when its record's
 `detector.score` reaches the default threshold; every window of a clip with people should, no window of
-the others. Also measures the detector's CPU time per frame (OpenCV at one and at two threads, real
-frames) and how many due frames the motion skip saved. Prints a table and writes
-benchmarks/results/detector.json.
+the others. Also measures the detector's time per frame (OpenCV at one and at two threads; OpenVINO, the
+default engine, at the worker's threads whatever the label; real frames) and how many due frames the
+motion skip saved. Prints a table and writes benchmarks/results/detector.json.
 """
 
 from __future__ import annotations
@@ -44,15 +44,14 @@ def clips(quick: bool) -> list[tuple[str, Path, bool]]:
 def window_records(models, path: Path) -> list[dict]:
     """The window records of one file, as the pipeline's worker and recorder make them."""
     from streamclf.labeling.common import file_windows
-    from streamclf.pipeline import Recorder
+    from streamclf.recorder import Recorder
 
-    recorder = Recorder(models, models.config)
+    recorder, memory = Recorder(models, models.config), models.memory(path.name)
     out = []
-    for windows, _, errors, fatal in file_windows(path, path.name, models.config):
-        if fatal:
-            raise RuntimeError(f"{path}: {errors[-1]}")
-        out += [recorder(s).to_dict() for s in models.process(windows)]
-    models.forget(path.name)
+    for windows, decoded in file_windows(path, path.name, models.config):
+        if decoded.fatal:
+            raise RuntimeError(f"{path}: {decoded.errors[-1]}")
+        out += [recorder(s, memory).to_dict() for s in models.score(windows, {path.name: memory})]
     return out
 
 
@@ -90,10 +89,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detector.json"))
     args = parser.parse_args()
     from streamclf import load_config
-    from streamclf.pipeline import Models
+    from streamclf.classifier import Classifier
 
     config = load_config(**{"detector.enabled": True})
-    models = Models(config)
+    models = Classifier(config)
     threshold = config.detector.threshold
     groups: dict[str, dict] = {}
     for group, path, person in clips(args.quick):
@@ -132,6 +131,7 @@ def main() -> None:
         },
         "groups": groups,
         "ms_per_frame": cost,
+        "engine": models.detector.model.engine,  # OpenVINO keeps the threads it was compiled with (the worker's)
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "quick": args.quick},
     }
     print(

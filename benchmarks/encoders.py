@@ -9,8 +9,10 @@ fp32, one batch per worker batch of 8 windows). Every path is built first (its e
 or read from the cache, and checked, as at start-up: `ready_s`); then, in each of --rounds rounds, the
 reference and every path are timed back to back on the same inputs, and a path's speed-up is the
 median over rounds of (reference time / path time) in the same round: the machine is shared, and
-this keeps a change of load from inflating a ratio. (The reference is timed after streamclf set the
-process's allocator (encoders.keep_freed_memory), which speeds it up too: the ratios are conservative.)
+this keeps a change of load from inflating a ratio. The same for CPU time (``cpu_speedup``), which
+other jobs on the cores disturb far less than wall time; each row keeps the load average of each
+round. (The reference is timed after streamclf set the process's allocator
+(encoders.keep_freed_memory), which speeds it up too: the ratios are conservative.)
 Agreement is the share of images (patches for audio) whose top-1 class matches the reference, and the
 largest score difference. The person detector's reference is OpenCV's DNN module (its runtime before
 the engines); agreement there is the share of frames with the same count of boxes over 0.5 and the
@@ -98,12 +100,13 @@ def detector_path(engine: str) -> tuple[Path_, str]:
     return (lambda inputs: det.detect(np.concatenate(inputs))), f"ssdlite_person {det.engine}"
 
 
-def timed(fn: Path_, inputs: list[np.ndarray]) -> tuple[float, list]:
+def timed(fn: Path_, inputs: list[np.ndarray]) -> tuple[float, float, list]:
+    """Wall and CPU seconds (this process, every thread) of one pass over ``inputs`` in worker batches; outputs."""
     outs = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for s in range(0, len(inputs), BATCH):
         outs.append(fn(inputs[s : s + BATCH]))
-    return time.perf_counter() - t0, outs
+    return time.perf_counter() - t0, time.process_time() - c0, outs
 
 
 def agreement(ref: list, got: list, detector: bool) -> dict:
@@ -140,18 +143,28 @@ def measure(
     inputs: list[np.ndarray],
     rounds: int,
 ) -> list[dict]:
-    """Rows for the reference and each path: timed back to back in each round, agreement from the first."""
+    """Rows for the reference and each path: timed back to back in each round, agreement from the first.
+
+    Besides wall time, CPU time: another job on the shared cores stretches wall time by however long it holds
+    them, CPU time far less, so ``cpu_speedup`` (the median of same-round CPU-time ratios) is the steadier
+    figure under load; ``loads`` is the 1-minute load average at the start of each round.
+    """
     walls: dict[str, list[float]] = {ref_name: [], **{d: [] for d in paths}}
+    cpus: dict[str, list[float]] = {d: [] for d in walls}
     outs: dict[str, list] = {}
+    loads = []
     for _ in range(rounds):
+        loads.append(round(os.getloadavg()[0], 2))
         for desc, fn in [(ref_name, ref), *((d, f) for d, (f, _) in paths.items())]:
-            wall, out = timed(fn, inputs)
+            wall, cpu, out = timed(fn, inputs)
             walls[desc].append(wall)
+            cpus[desc].append(cpu)
             outs.setdefault(desc, out)
     n = sum(len(x) for x in inputs) if m != "audio" else len(np.concatenate(outs[ref_name]))
     rows = []
     for desc in walls:
         ratios = [r / w for r, w in zip(walls[ref_name], walls[desc], strict=True)]
+        cpu_ratios = [r / c for r, c in zip(cpus[ref_name], cpus[desc], strict=True)]
         rows.append(
             {
                 "encoder": name,
@@ -161,6 +174,9 @@ def measure(
                 "per_s": round(n / statistics.median(walls[desc]), 1),
                 "speedup": round(statistics.median(ratios), 2),
                 "speedups": [round(r, 2) for r in ratios],
+                "cpu_speedup": round(statistics.median(cpu_ratios), 2),
+                "cpu_speedups": [round(r, 2) for r in cpu_ratios],
+                "loads": loads,
                 **agreement(outs[ref_name], outs[desc], m == "detector"),
                 "ready_s": round(paths[desc][1], 1) if desc in paths else None,
             }
@@ -224,7 +240,7 @@ def main() -> None:
     )
     ap.add_argument("--int8", action="store_true", help="also ONNX Runtime static int8, calibrated on half the inputs")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="interleaved timing rounds; the median ratio counts (--quick: 1)"
+        "--rounds", type=int, default=5, help="interleaved timing rounds; the median ratio counts (--quick: 1)"
     )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encoders.json"))
     args = ap.parse_args()
@@ -274,13 +290,14 @@ def main() -> None:
                 )
             ]
     print(
-        "| encoder | path | items | per second | vs reference (median of rounds) | top-1 agreement "
-        "| max score diff | ready (s) |"
+        "| encoder | path | items | per second | vs reference, wall (median of rounds) | vs reference, CPU time "
+        "| top-1 agreement | max score diff | ready (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['encoder']} | {r['path']} | {r['items']} {r['unit']} | {r['per_s']} | {r['speedup']} "
+            f"| {r['cpu_speedup']} "
             f"| {r['top1_agreement']:.4f} | {r['max_score_diff']:.2g} | {r['ready_s']} |"
         )
     doc = {

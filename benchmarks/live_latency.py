@@ -54,15 +54,18 @@ PLAN = [  # (settings, scene, source counts tried): the targets of issues 17 and
 ]
 
 
-def config_for(settings: str, detector: bool, reuse: bool, hop: float | None = None, engine: str = "auto"):
+def config_for(
+    settings: str, detector: bool, reuse: bool, hop: float | None = None, engine: str = "auto", defer: bool = True
+):
     """The config of one condition: surveillance.yaml without sinks and alerts, or the defaults; real-time files;
-    ``hop`` replaces the settings' hop."""
+    ``hop`` replaces the settings' hop; ``defer``: detector.defer."""
     from streamclf import load_config
     from streamclf.config import AlertsConfig, SinksConfig
 
     overrides = {
         "sources.realtime": True,
         "detector.enabled": detector,
+        "detector.defer": defer,
         "reuse.enabled": reuse,
         "engine": engine,
         **({"window.hop": hop} if hop else {}),
@@ -82,20 +85,22 @@ def measure(
     reuse: bool,
     hop: float | None = None,
     engine: str = "auto",
+    defer: bool = True,
 ) -> dict:
     """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
     from streamclf.pipeline import Pipeline
+    from streamclf.records import Record, TimingsRecord, WindowRecord
     from streamclf.sources import SourceSpec
 
-    config = config_for(settings, detector, reuse, hop, engine)
+    config = config_for(settings, detector, reuse, hop, engine, defer)
     latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
-    def on_event(record: dict, states: dict) -> None:
-        if "type" not in record:
-            latencies.append((record["t_end"], record["latency_ms"]))
-        elif record["type"] == "timings":
-            final.update(record)
+    def on_event(record: Record, states: dict) -> None:
+        if isinstance(record, WindowRecord):
+            latencies.append((record.t_end, record.latency_ms))
+        elif isinstance(record, TimingsRecord):
+            final.update(record.to_dict())
 
     load = os.getloadavg()[0]
     pipeline = Pipeline(config, on_event=on_event)
@@ -117,6 +122,7 @@ def measure(
         "sources": n,
         "engine": engine,
         "detector": detector,
+        "defer": defer,
         "reuse": reuse,
         "load_before": round(load, 2),
         "wall_s": round(wall, 1),
@@ -206,7 +212,7 @@ def capacity(rows: list[dict]) -> list[dict]:
     """Per condition: the largest source count that passed, and the counts tried."""
     out: dict[tuple, dict] = {}
     for r in rows:
-        key = (r["settings"], r["scene"], r.get("engine", "torch"), r["detector"], r["reuse"])
+        key = (r["settings"], r["scene"], r.get("engine", "torch"), r["detector"], r["reuse"], r.get("defer", False))
         c = out.setdefault(
             key,
             {
@@ -215,6 +221,7 @@ def capacity(rows: list[dict]) -> list[dict]:
                 "engine": key[2],
                 "detector": key[3],
                 "reuse": key[4],
+                "defer": key[5],
                 "capacity": 0,
                 "tried": [],
             },
@@ -223,6 +230,11 @@ def capacity(rows: list[dict]) -> list[dict]:
         if r["ok"]:
             c["capacity"] = max(c["capacity"], r["sources"])
     return list(out.values())
+
+
+def detector_mode(row: dict) -> str:
+    """off, on (every due frame read) or defer (detector.defer: due frames left to later batches under load)."""
+    return "off" if not row["detector"] else "defer" if row.get("defer") else "on"
 
 
 def main() -> None:
@@ -243,6 +255,12 @@ def main() -> None:
     )
     ap.add_argument("--detector", choices=["off", "on", "both"], default="both")
     ap.add_argument("--reuse", choices=["off", "on", "both"], default="both")
+    ap.add_argument(
+        "--defer",
+        choices=["off", "on", "both"],
+        default="on",
+        help="detector.defer: the detector leaves due frames to later batches when live windows would be late",
+    )
     ap.add_argument(
         "--engine",
         nargs="+",
@@ -273,13 +291,20 @@ def main() -> None:
         scenes["static"] = static_scene(Path(tempfile.mkdtemp(prefix="live_latency-")))
     rows = []
     for settings, scene, counts in plan:
-        active = [(e, d, r) for e in args.engine for d in both[args.detector] for r in both[args.reuse]]
+        active = [
+            (e, d, r, x)
+            for e in args.engine
+            for d in both[args.detector]
+            for r in both[args.reuse]
+            for x in (both[args.defer] if d else [True])
+        ]
         for n in counts:  # conditions interleaved per count, so that each count sees them under the same load
-            for engine, detector, reuse in list(active):
-                row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine)
+            for engine, detector, reuse, defer in list(active):
+                row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine, defer)
                 rows.append(row)
                 print(
                     f"{settings} {scene} engine={engine} detector={'on' if detector else 'off'} "
+                    f"{'' if not detector else 'defer=on ' if defer else 'defer=off '}"
                     f"reuse={'on' if reuse else 'off'} "
                     f"sources={n}: p95 {row['latency_p95_ms']} ms, dropped {row['dropped']['windows']} windows, "
                     f"{'ok' if row['ok'] else 'over'} (load {row['load_before']}, "
@@ -288,14 +313,14 @@ def main() -> None:
                     flush=True,
                 )
                 if not row["ok"]:
-                    active.remove((engine, detector, reuse))
+                    active.remove((engine, detector, reuse, defer))
     print(
         f"{'settings':<13}{'scene':<16}{'engine':>12}{'detector':>9}{'reuse':>6}{'sources':>8}{'windows':>8}"
         f"{'p50 ms':>8}{'p95 ms':>8}{'dropped':>8}{'ok':>4}{'load':>6}{'cpu ms/src-s':>13}"
     )
     for r in rows:
         print(
-            f"{r['settings']:<13}{r['scene']:<16}{r['engine']:>12}{'on' if r['detector'] else 'off':>9}"
+            f"{r['settings']:<13}{r['scene']:<16}{r['engine']:>12}{detector_mode(r):>9}"
             f"{'on' if r['reuse'] else 'off':>6}{r['sources']:>8}{r['windows']:>8}"
             f"{r['latency_p50_ms']:>8.0f}{r['latency_p95_ms']:>8.0f}"
             f"{r['dropped']['windows']:>8}{'yes' if r['ok'] else 'no':>4}{r['load_before']:>6.1f}"
@@ -308,7 +333,7 @@ def main() -> None:
     )
     for c in caps:
         print(
-            f"  {c['settings']:<13}{c['scene']:<16}{c['engine']:<12}detector {'on ' if c['detector'] else 'off'}  "
+            f"  {c['settings']:<13}{c['scene']:<16}{c['engine']:<12}detector {detector_mode(c):<6}"
             f"reuse {'on ' if c['reuse'] else 'off'}  {c['capacity']:>3}  (tried {c['tried']})"
         )
     result = {

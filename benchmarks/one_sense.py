@@ -113,7 +113,8 @@ def best(path: Path, models: object, label: str) -> float:
     from streamclf.labeling import iter_records
 
     return max(
-        (x["score"] for r in iter_records(path, models=models) for x in r["labels"] if x["label"] == label), default=0.0
+        (x["score"] for r in iter_records(path, classifier=models) for x in r["labels"] if x["label"] == label),
+        default=0.0,
     )
 
 
@@ -124,13 +125,13 @@ def main() -> None:
     args = ap.parse_args()
     if not (DATA / PICTURE).exists():
         sys.exit(f"one_sense: {DATA / PICTURE} not found (the shared media)")
+    from streamclf.classifier import Classifier
     from streamclf.config import load_config
-    from streamclf.pipeline import Models
 
     config = load_config(args.config, **{"fusion.top_k": 50})
     both, heard = (
-        Models(config),
-        Models(config.model_copy(update={"video": config.video.model_copy(update={"enabled": False})})),
+        Classifier(config),
+        Classifier(config.model_copy(update={"video": config.video.model_copy(update={"enabled": False})})),
     )
     started, rows = time.monotonic(), []
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,19 +50,18 @@ def clips(quick: bool, folder: Path) -> list[tuple[str, Path]]:
     )
 
 
-def records(models, path: Path) -> list[dict]:
-    """The window records of one file, as `label` makes them."""
+def records(models, path: Path) -> tuple[list[dict], dict[str, int]]:
+    """The window records of one file, as `label` makes them, and what it reused."""
     from streamclf.labeling.common import file_windows
-    from streamclf.pipeline import Recorder
+    from streamclf.recorder import Recorder
 
-    recorder = Recorder(models, models.config)
+    recorder, memory = Recorder(models, models.config), models.memory(path.name)
     out = []
     for windows, state in file_windows(path, path.name, models.config):
         if state.fatal:
             raise RuntimeError(f"{path}: {state.errors[-1]}")
-        out += [recorder(s).to_dict() for s in models.process(windows)]
-    models.forget(path.name)
-    return out
+        out += [recorder(s, memory).to_dict() for s in models.score(windows, {path.name: memory})]
+    return out, memory.reuse.reused(path.name)
 
 
 def agreement(off: list[dict], on: list[dict], threshold: float) -> dict:
@@ -89,23 +88,21 @@ def main() -> None:
         raise SystemExit(f"reuse_agreement: {DATA / 'media'} is absent (set STREAMCLF_SHARED_DATA)")
     paths = clips(args.quick, Path(tempfile.mkdtemp(prefix="reuse_agreement-")))
     from streamclf import load_config
-    from streamclf.pipeline import Models
+    from streamclf.classifier import Classifier
 
     rows = []
     for setting, overrides in SETTINGS.items():
         models = {}
         for reuse in (False, True):
-            models[reuse] = Models(load_config(**{**overrides, "detector.enabled": True, "reuse.enabled": reuse}))
+            models[reuse] = Classifier(load_config(**{**overrides, "detector.enabled": True, "reuse.enabled": reuse}))
         threshold = models[True].config.detector.threshold
         for group, path in paths:
             t0 = time.monotonic()
-            off = records(models[False], path)
+            off, _ = records(models[False], path)
             t_off = time.monotonic() - t0
-            before = models[True].reuse.totals()
             t0 = time.monotonic()
-            on = records(models[True], path)
+            on, reused = records(models[True], path)
             t_on = time.monotonic() - t0
-            reused = {k: v - before[k] for k, v in models[True].reuse.totals().items()}
             row = {
                 "setting": setting,
                 "group": group,

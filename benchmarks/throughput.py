@@ -7,7 +7,9 @@ run inherits another's warm caches or allocator settings), models loaded before 
 - streamclf: `iter_records` at default settings (decoder thread and inference overlap; engine auto);
 - streamclf torch: the same with `engine: torch` (the encoders as before the engines: the "before" figure);
 - decode limit: PyAV decoding every video frame and the audio of the file, nothing else;
-- compute limit: `Models.process` alone on the file's windows, decoded beforehand and held in memory;
+- compute limit: `Classifier.score` alone on the file's windows, decoded beforehand and held in memory,
+  with its stage times, so that the floor (the least wall time possible, as a multiple of the decode time)
+  is a product of measured figures: frames x seconds per frame + audio patches x seconds per patch;
 - compiled (with --compile): streamclf with `compile: true`, compiled before the clock;
 - naive peer: what a user would write without streamclf: OpenCV VideoCapture reading every frame,
   the same encoders called per sampled frame in eager fp32, the audio loaded with librosa and the
@@ -76,13 +78,13 @@ def _naive(path: Path, config: object) -> None:
 def child(mode: str, path: Path) -> dict:
     """One measurement in this process: wall seconds with the models already loaded."""
     from streamclf import load_config
+    from streamclf.classifier import Classifier
     from streamclf.labeling import iter_records
     from streamclf.labeling.common import file_windows
-    from streamclf.pipeline import Models
 
     engine = "torch" if mode in ("streamclf_torch", "compiled") else "auto"
     config = load_config(compile=mode == "compiled", engine=engine)
-    models = Models(config) if mode in ("streamclf", "streamclf_torch", "compiled", "compute") else None
+    models = Classifier(config) if mode in ("streamclf", "streamclf_torch", "compiled", "compute") else None
     windows = []
     if mode == "compute":
         for chunk, *_ in file_windows(path, path.name, models.config):
@@ -94,9 +96,24 @@ def child(mode: str, path: Path) -> dict:
                 enc.embed([np.stack([one] * n)] if m == "video" else [np.tile(one, n)])
     t0 = time.perf_counter()
     if mode in ("streamclf", "streamclf_torch", "compiled"):
-        n = sum(1 for _ in iter_records(path, models=models))
+        n = sum(1 for _ in iter_records(path, classifier=models))
     elif mode == "compute":
-        n = sum(len(models.process(windows[s : s + 8])) for s in range(0, len(windows), 8))
+        from streamclf.stages import Timings
+
+        class Totals(Timings):
+            def __init__(self) -> None:
+                super().__init__()
+                self.total: dict[str, float] = {}
+
+            def add(self, stage: str, seconds: float) -> None:
+                super().add(stage, seconds)
+                self.total[stage] = self.total.get(stage, 0.0) + seconds
+
+        timings = Totals()
+        memory = {path.name: models.memory(path.name)}
+        n = sum(len(models.score(windows[s : s + 8], memory, timings)) for s in range(0, len(windows), 8))
+        wall = time.perf_counter() - t0
+        return {"wall_s": wall, "windows": n, **floor_parts(models, windows, timings)}
     elif mode == "decode":
         _decode(path)
         n = 0
@@ -104,6 +121,39 @@ def child(mode: str, path: Path) -> dict:
         _naive(path, config)
         n = 0
     return {"wall_s": time.perf_counter() - t0, "windows": n}
+
+
+def floor_parts(models, windows: list, timings) -> dict:
+    """What the compute limit is made of: seconds per stage, and the work items (frames encoded once each,
+    audio patches) with the seconds each cost, so that the floor is a product of measured figures."""
+    from streamclf.encoders.yamnet import PATCH_HOP_FRAMES, PATCH_SAMPLES
+
+    stages = {k: round(v, 3) for k, v in timings.total.items()}
+    frames = len({(f.source, f.pts) for w in windows for f in w.frames})
+    hop = PATCH_HOP_FRAMES * 160  # samples between YAMNet patches
+    patches = sum(1 + max(0, len(w.audio) - PATCH_SAMPLES) // hop for w in windows if w.audio is not None)
+    return {
+        "stages_s": stages,
+        "frames": frames,
+        "patches": patches,
+        "s_per_frame": round(stages.get("encode video", 0.0) / max(frames, 1), 5),
+        "s_per_patch": round(stages.get("encode audio", 0.0) / max(patches, 1), 5),
+    }
+
+
+def floor(compute: dict, decode_s: float) -> dict:
+    """The least wall time streamclf could take on this file, as a multiple of the decode time: the encoders'
+    measured cost (frames x seconds per frame + audio patches x seconds per patch), which already uses every
+    core, then the whole compute limit (fusion and bookkeeping too) and that plus decoding, the two sharing
+    the cores."""
+    encoders = compute["frames"] * compute["s_per_frame"] + compute["patches"] * compute["s_per_patch"]
+    return {
+        **{k: compute[k] for k in ("frames", "patches", "s_per_frame", "s_per_patch", "stages_s")},
+        "encoders_s": round(encoders, 2),
+        "encoders_vs_decode": round(encoders / decode_s, 2),
+        "compute_vs_decode": round(compute["wall_s"] / decode_s, 2),
+        "compute_plus_decode_vs_decode": round((compute["wall_s"] + decode_s) / decode_s, 2),
+    }
 
 
 def measure(mode: str, path: Path) -> dict:
@@ -157,9 +207,13 @@ def main() -> None:
         row: dict = {"file": f.name, "media_s": round(media, 1)}
         modes = MODES + (("compiled",) if args.compile else ())
         walls: dict[str, list[float]] = {m: [] for m in modes}
+        parts: list[dict] = []  # the compute runs' breakdowns
         for _ in range(1 if args.quick else args.repeats):  # rounds of every mode: a load change hits them all
             for mode in modes:
-                walls[mode].append(measure(mode, f)["wall_s"])
+                got = measure(mode, f)
+                walls[mode].append(got["wall_s"])
+                if mode == "compute":
+                    parts.append(got)
                 print(
                     f"{f.name:22s} {mode:15s} {walls[mode][-1]:7.2f} s  {media / walls[mode][-1]:6.2f} media-s/s",
                     flush=True,
@@ -183,6 +237,7 @@ def main() -> None:
             "torch_vs_naive": round(speed["streamclf_torch"] / speed["naive"], 2),
             "engine_vs_torch": round(speed["streamclf"] / speed["streamclf_torch"], 2),
         }
+        row["floor"] = floor(min(parts, key=lambda p: p["wall_s"]), row["decode"]["wall_s"])
         if args.compile:
             row["ratios"]["compiled_vs_naive"] = round(row["compiled"]["media_s_per_wall_s"] / speed["naive"], 2)
         rows.append(row)
@@ -199,6 +254,14 @@ def main() -> None:
             f"| {r['file']} | {r['media_s']} | {s['streamclf']} | {s['streamclf_torch']} | {s['decode']} "
             f"| {s['compute']} | {s['naive']} | {q['wall_vs_decode']} | {q['vs_naive']} "
             f"| {q['torch_wall_vs_decode']}, {q['torch_vs_naive']} |"
+        )
+    for r in rows:
+        fl = r["floor"]
+        print(
+            f"{r['file']}: floor {fl['frames']} frames x {fl['s_per_frame'] * 1000:.1f} ms + {fl['patches']} "
+            f"patches x {fl['s_per_patch'] * 1000:.2f} ms = {fl['encoders_s']} s of encoders = "
+            f"{fl['encoders_vs_decode']}x the decode time (compute limit {fl['compute_vs_decode']}x, "
+            f"with decoding on the same cores {fl['compute_plus_decode_vs_decode']}x; target <= 2)"
         )
     doc = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},

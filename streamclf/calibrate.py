@@ -24,11 +24,11 @@ from .fusion.zeroshot import ZeroShotFusion
 from .train import labeled_clips
 
 if TYPE_CHECKING:
-    from .pipeline import Models
+    from .classifier import Classifier
 
 
 def clip_scores(
-    clips: list[tuple[Path, str]], models: Models, progress: Callable[[str], None]
+    clips: list[tuple[Path, str]], models: Classifier, progress: Callable[[str], None]
 ) -> tuple[dict[str, list[tuple[np.ndarray, str]]], int]:
     """Per modality, the raw category scores and label of every window that has that track; and the window count.
 
@@ -37,23 +37,23 @@ def clip_scores(
     from .labeling.common import file_windows
 
     fusion = _zero_shot(models)
-    rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in models.encoders}
+    rows: dict[str, list[tuple[np.ndarray, str]]] = {m: [] for m in fusion.sees}  # the detector too, when on
     count = 0
     last = time.monotonic()
     for i, (path, label) in enumerate(clips):
+        memory = {path.name: models.memory(path.name)}
         for windows, _ in file_windows(path, path.name, models.config):
-            for scored in models.process(windows):
+            for scored in models.score(windows, memory):
                 for m, s in fusion.raw(scored.embeddings).items():
                     rows[m].append((s, label))
                 count += 1
-        models.forget(path.name)
         if time.monotonic() - last > 5 or i == len(clips) - 1:
             last = time.monotonic()
             progress(f"calibrate: {i + 1}/{len(clips)} clips embedded, {count} windows")
     return rows, count
 
 
-def _zero_shot(models: Models) -> ZeroShotFusion:
+def _zero_shot(models: Classifier) -> ZeroShotFusion:
     """The fusion calibrate fits: a trained head has no raw category scores to scale (it is calibrated by training)."""
     if not isinstance(models.fusion, ZeroShotFusion):
         raise ValueError("calibrate fits the category map's zero-shot fusion, not a trained head")
@@ -82,10 +82,10 @@ def calibrate(
     clips = labeled_clips(data)
     check_labels(data, (label for _, label in clips), config)
     say = progress or (lambda msg: None)
-    from .pipeline import Models
+    from .classifier import Classifier
 
     config = config.model_copy(update={"fusion": config.fusion.model_copy(update={"calibration": "none"})})
-    models = Models(config)
+    models = Classifier(config)
     fusion = _zero_shot(models)
     rows, count = clip_scores(clips, models, say)
     if not any(rows.values()):
@@ -101,7 +101,12 @@ def calibrate(
     card = Card(
         data=[str(data)], clips=len(clips), windows=count, categories=sorted(counts), measured=measured, note=note
     )
-    cal = Calibration(encoders={m: e.weights.id for m, e in models.encoders.items()}, modalities=fits, card=card)
+    ids = {m: e.weights.id for m, e in models.encoders.items()}
+    if models.detector is not None:
+        from .encoders import MODELS
+
+        ids["detector"] = MODELS[models.detector.name].weights.id
+    cal = Calibration(encoders=ids, modalities=fits, card=card)
     cal.save(out)
     return cal
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -62,6 +62,16 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     return [by_case[c] for c in ranked]
 
 
+def head_card(folder: str | Path) -> dict[str, Any] | None:
+    """A trained head's card (``card.yaml``) as plain data, without its weights; None when it cannot be read here
+    (loading the head then says why)."""
+    try:
+        card = yaml.safe_load((Path(folder) / "card.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
 def fused_labels(config: Config) -> list[str] | None:
     """The labels fusion will produce: the category map's names, or a trained head's classes.
 
@@ -69,8 +79,8 @@ def fused_labels(config: Config) -> list[str] | None:
     """
     try:
         if config.fusion.head:
-            card = yaml.safe_load((Path(config.fusion.head) / "card.yaml").read_text(encoding="utf-8"))
-            return [str(c) for c in card["head"]["classes"]]
+            card = head_card(config.fusion.head)
+            return None if card is None else [str(c) for c in card["head"]["classes"]]
         doc = yaml.safe_load(Path(config.fusion.categories or BUILTIN_CATEGORIES).read_text(encoding="utf-8"))
         return [str(c) for c in doc["categories"]]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):

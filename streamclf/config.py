@@ -1,4 +1,12 @@
-"""Typed configuration, validated once at start; unknown keys are errors."""
+"""Typed configuration, validated once at start; unknown keys are errors.
+
+Over 400 lines, kept whole on purpose: the schema is one document, section
+by section in the order of configs/default.yaml (a test keeps the two in
+step, and the command line's flags take their help from its descriptions),
+and loading (YAML, dotted overrides, one-line errors, output paths kept
+inside ``output_dir``) walks the same models. Splitting it would put the
+field that a message names in one file and the message in another.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 # Marks a setting that never changes a record (where a run writes, how it queues, the device): ``label``'s
 # resume key leaves it out, so changing it does not relabel an archive. Unmarked settings are in the key.
@@ -98,6 +107,12 @@ class DetectorConfig(_Strict):
         "(Frigate's default for a person; Big Buck Bunny's upright rabbit reached 0.55)",
     )
     weight: float = Field(0.5, ge=0, description="weight in decision-level fusion, as the camera's evidence")
+    defer: bool = Field(
+        True,
+        description="on live sources, frames the worker has no time for take the last detection "
+        "(oldest-seen cameras read first; at least one look per window length) instead of making windows "
+        "late or dropped; false: every due frame is read",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -146,7 +161,7 @@ class FusionConfig(_Strict):
         description="zero-shot calibration file (streamclf calibrate); default: the "
         "built-in one when it matches the encoders, 'none' for raw scores",
     )
-    top_k: int = Field(5, ge=1, le=50)
+    top_k: int = Field(5, ge=1, le=50, description="labels per record (fused and per modality)")
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA alpha across windows; 1 = off")
 
 
@@ -465,6 +480,21 @@ def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
             return []
     tp = _optional_inner(tp)
     return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def field_info(path: str) -> FieldInfo:
+    """The schema's field at a dotted config path (``window.fps``, ``sinks.mqtt.host``: through the sections that
+    are null until configured); KeyError when there is none. The command line's flags are checked against it."""
+    model: Any = Config
+    info = None
+    for part in path.split("."):
+        model = _optional_inner(model)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            raise KeyError(f"{path}: no such setting")
+        info = model.model_fields[part]
+        model = info.annotation
+    assert info is not None  # a path has at least one part
+    return info
 
 
 def _optional_inner(tp: Any) -> Any:

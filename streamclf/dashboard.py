@@ -13,6 +13,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .records import AlertRecord, Record, StatusRecord, TimingsRecord, WindowRecord
+
 
 def _bars(entries: list[dict[str, Any]] | None, n: int = 3, width: int = 10) -> Text:
     if entries is None:
@@ -25,10 +27,10 @@ def _bars(entries: list[dict[str, Any]] | None, n: int = 3, width: int = 10) -> 
     return out
 
 
-def _mix(record: dict[str, Any]) -> Text:
+def _mix(record: WindowRecord) -> Text:
     """Which modality drove each fused label: per-modality scores side by side."""
     out = Text()
-    for per in list(record.get("modality", {}).values())[:3]:
+    for per in list(record.modality.values())[:3]:
         parts = [f"{m[0].upper()}:{v:.2f}" if v is not None else f"{m[0].upper()}:-" for m, v in per.items()]
         out.append(" ".join(parts) + "\n", style="cyan")
     return out
@@ -90,7 +92,7 @@ class Dashboard:
         self.live: Live | None = None
         self.states: dict[str, Any] = {}
         self.started = time.monotonic()
-        self.alerts: deque[dict[str, Any]] = deque(maxlen=8)
+        self.alerts: deque[AlertRecord] = deque(maxlen=8)
         self.notice = ""
 
     def note(self, text: str) -> None:
@@ -112,28 +114,29 @@ class Dashboard:
             self.live.update(self._render())
             self.live.__exit__(None, None, None)
 
-    def __call__(self, record: dict[str, Any], states: dict[str, Any]) -> None:
+    def __call__(self, record: Record, states: dict[str, Any]) -> None:
         self.states, self.notice = states, ""
-        if record.get("type") == "alert":
+        if isinstance(record, AlertRecord):
             self.alerts.append(record)
-        if record.get("type") == "timings":
+        if isinstance(record, TimingsRecord):
             return
         if self.live is not None:
             self.live.update(self._render())
         else:
             self._line(record)
 
-    def _line(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "status":
-            msg = record.get("message", "")
-            self.console.print(f"[{record['source']}] {record['state']} {msg}".rstrip(), markup=False)
+    def _line(self, record: Record) -> None:
+        if isinstance(record, StatusRecord):
+            msg = record.extra.get("message", "")
+            self.console.print(f"[{record.source}] {record.state} {msg}".rstrip(), markup=False)
             return
-        if record.get("type") == "alert":
+        if isinstance(record, AlertRecord):
             self.console.print(_alert_line(record), markup=False, highlight=False)
             return
-        top = ", ".join(f"{e['label']} {e['score']:.2f}" for e in record["labels"][:3])
+        assert isinstance(record, WindowRecord)
+        top = ", ".join(f"{e['label']} {e['score']:.2f}" for e in record.labels[:3])
         self.console.print(
-            f"[{record['source']}] {record['t_start']:7.2f}-{record['t_end']:7.2f}s  {top}",
+            f"[{record.source}] {record.t_start:7.2f}-{record.t_end:7.2f}s  {top}",
             markup=False,
             highlight=False,
         )
@@ -145,7 +148,7 @@ class Dashboard:
         for col in ("source", "health", "progress", "fused", "mix (A/V)", "audio", "video"):
             table.add_column(col)
         for st in self.states.values():
-            rec = st.last.to_dict() if st.last is not None else None
+            rec: WindowRecord | None = st.last
             if rec is None:
                 table.add_row(st.name, _health(st, now), _progress(st, now), "", "", "", "")
             else:
@@ -153,10 +156,10 @@ class Dashboard:
                     st.name,
                     _health(st, now),
                     _progress(st, now),
-                    _bars(rec["labels"]),
+                    _bars(rec.labels),
                     _mix(rec),
-                    _bars(rec["audio"]),
-                    _bars(rec["video"]),
+                    _bars(rec.audio),
+                    _bars(rec.video),
                 )
         if not self.alerts:
             return Group(table)
@@ -164,9 +167,6 @@ class Dashboard:
         return Group(table, Panel(recent, title="recent alerts"))
 
 
-def _alert_line(a: dict[str, Any]) -> str:
-    end = f"{a['end']:.1f}" if a.get("end") is not None else "…"
-    return (
-        f"ALERT [{a['source']}] {a['label']} {a['state']} {a['start']:.1f}-{end}s "
-        f"peak {a['peak']:.2f} ({a.get('driver') or '?'})"
-    )
+def _alert_line(a: AlertRecord) -> str:
+    end = f"{a.end:.1f}" if a.end is not None else "…"
+    return f"ALERT [{a.source}] {a.label} {a.state} {a.start:.1f}-{end}s peak {a.peak:.2f} ({a.driver or '?'})"

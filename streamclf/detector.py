@@ -10,38 +10,66 @@ due in a batch of windows, from every source, go through the network in one
 pass. A window gets the best score per class over its frames, the number of
 boxes over the threshold (in the frame that has the most) and the boxes of
 its best frame.
+
+On moving pictures that is still a detection per camera per ``1/fps``, and
+past a few cameras the worker cannot keep up: windows would wait, then the
+live feeds would drop them. Instead the detector gives way (``detector.defer``,
+see ``Detector``): a batch reads the due frames that fit before its live
+windows' deadline, the cameras it looked at longest ago first, and the rest
+take their camera's last detection. So more cameras mean older detections
+(``age`` and ``deferred`` in the record, ``detector_deferred`` in the
+counters), not late or lost windows; and no camera goes a whole window
+length without a look.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .config import Config, DetectorConfig, ReuseConfig
-from .reuse import FrameReuse, Slot, forget_source, trim_frames
+from .config import Config, DetectorConfig
+from .reuse import FrameReuse, Slot, trim_frames
 from .types import Detection, Window
 
 DUE_SLACK = 0.25  # of the detector's interval: a frame sampled a little early (frame times jitter) is still due
+DEADLINE = 0.5  # of the hop: how long past its completion the detector may keep a live window waiting
+COST_SMOOTHING = 0.3  # weight of the latest batch in the running estimate of the detector's seconds per frame
 
 
 @dataclass
-class _Track:
-    """Per source: when the detector is next due, and the result of its last run."""
+class Track:
+    """Per source (the source's owner keeps it, ``classifier.Memory``): when the detector is next due, the result
+    of its last run, each recent frame's result, and when it last looked.
 
+    ``reuse``: which frames may take the last detection because the picture did not change (the change measure
+    it shares with the video encoder) and whether the source is live (its windows have a deadline);
+    ``looked``: pts of the newest frame the detector read or found unchanged (the age of what the source's
+    windows know), and ``seen`` the same per recent frame; ``start``/``hop``: its last window's start and the
+    spacing of its windows.
+    """
+
+    reuse: FrameReuse
     next_due: float = -math.inf
     result: Slot | None = None
+    looked: float = -math.inf
+    start: float | None = None
+    hop: float | None = None
+    frames: dict[tuple[str, float], Slot] = field(default_factory=dict)
+    seen: dict[tuple[str, float], float] = field(default_factory=dict)
 
 
-def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse | None = None) -> Detector | None:
+def detector_for(config: Config, live: bool, driven: set[str]) -> Detector | None:
     """The detector when it is wanted, sharing the worker's threads; else None.
 
     As configured; else (auto) for live sources (files played with
     ``sources.realtime`` count) and for alert rules on the categories it
-    drives (``driven``), so ``--alert person`` works on a file. ``reuse``: the
-    change measure it shares with the video encoder.
+    drives (``driven``), so ``--alert person`` works on a file.
     """
     on = config.detector.enabled
     if on is None:
@@ -50,17 +78,21 @@ def detector_for(config: Config, live: bool, driven: set[str], reuse: FrameReuse
         return None
     import torch
 
-    return Detector(config.detector, threads=torch.get_num_threads(), reuse=reuse, engine=config.engine)
+    return Detector(config.detector, threads=torch.get_num_threads(), engine=config.engine)
 
 
 class Detector:
-    """The detector model and its per-source state; call it with a batch of windows."""
+    """The detector model; call it with a batch of windows and their sources' ``Track``.
 
-    def __init__(
-        self, config: DetectorConfig, threads: int | None = None, reuse: FrameReuse | None = None, engine: str = "auto"
-    ) -> None:
-        """``reuse``: which frames may take the last detection because the picture did not change (by default
-        none: every due frame is read)."""
+    On live sources it gives way to the windows' deadline instead of letting them queue up (and the live
+    feeds drop them): a batch reads only as many due frames as its estimated seconds per frame fit before
+    ``DEADLINE`` of a hop past the completion of its oldest live window, the sources whose detection is
+    oldest first, each its newest due frame first. A frame left out (``deferred``, counted) takes its
+    source's last detection, and stays due, so the next batch reads it or a later frame. A source is
+    never left without a look for a whole window length: such a frame is read whatever the deadline.
+    """
+
+    def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
         from .encoders import MODELS, SSDDetector
 
         entry = MODELS.get(config.encoder)
@@ -76,47 +108,107 @@ class Detector:
         assert isinstance(model, SSDDetector)  # the one detector kind MODELS builds
         self.model = model
         self.name = config.encoder
-        self._tracks: dict[str, _Track] = {}
-        self.reuse = reuse or FrameReuse(ReuseConfig(enabled=False))
-        self._frames: dict[tuple[str, float], Slot] = {}
+        self.cost: float | None = None  # running estimate of seconds per frame (None before the first batch)
 
-    def __call__(self, windows: list[Window]) -> list[Detection | None]:
-        """Each window's detection (None without frames), running the network once for all the frames due."""
+    def __call__(self, windows: list[Window], tracks: Mapping[str, Track]) -> list[Detection | None]:
+        """Each window's detection (None without frames), running the network once for all the frames it reads."""
+        new = self._new_frames(windows, tracks)
+        quota = self._quota(windows, tracks, new)
         pending: list[tuple[np.ndarray, Slot]] = []
         counts = []
         for w in windows:
-            ran = still = 0
+            ran = still = deferred = 0
+            track = tracks[w.source]
             for f in sorted(w.frames, key=lambda f: f.pts):
                 key = (f.source, f.pts)
-                if key in self._frames:
+                if key in track.frames:
                     continue
-                track = self._tracks.setdefault(f.source, _Track())
+                new[w.source] -= 1  # frames of the source still to come in this batch after this one
                 if f.pts < track.next_due - DUE_SLACK / self.config.fps and track.result is not None:
-                    self._frames[key] = track.result  # between runs: the last result stands
+                    track.frames[key] = track.result  # between runs: the last result stands
+                    track.seen[key] = track.looked
                     continue
-                track.next_due = f.pts + 1.0 / self.config.fps
-                slot = self.reuse.last("detector", f)
+                slot = track.reuse.last("detector", f)
                 if slot is not None:  # nothing moved since the last run
-                    self._frames[key] = slot
+                    track.next_due = f.pts + 1.0 / self.config.fps
+                    track.looked = f.pts
+                    track.frames[key], track.seen[key] = slot, f.pts
                     still += 1
                     continue
+                overdue = track.result is None or f.pts - track.looked >= w.t_end - w.t_start
+                if w.source in quota and new[w.source] >= quota[w.source] and not overdue:  # newest ones first
+                    assert track.result is not None  # (else overdue)
+                    track.frames[key], track.seen[key] = track.result, track.looked
+                    track.reuse.count(w.source, "detector_deferred")  # what deferred() reads
+                    deferred += 1
+                    continue
+                if w.source in quota:
+                    quota[w.source] = max(0, quota[w.source] - 1)
+                track.next_due = f.pts + 1.0 / self.config.fps
+                track.looked = f.pts
                 slot = Slot()
                 pending.append((f.image, slot))
-                self.reuse.keep("detector", f, slot)
-                track.result = self._frames[key] = slot
+                track.reuse.keep("detector", f, slot)
+                track.result = track.frames[key] = slot
+                track.seen[key] = f.pts
                 ran += 1
-            counts.append((ran, still))
+            counts.append((ran, still, deferred))
         if pending:
+            t0 = time.monotonic()
             for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending]), strict=True):
                 slot.value = rows
-        out = [self._summary(w, ran, still) for w, (ran, still) in zip(windows, counts, strict=True)]
-        trim_frames(self._frames, windows)
+            per_frame = (time.monotonic() - t0) / len(pending)
+            self.cost = per_frame if self.cost is None else self.cost + COST_SMOOTHING * (per_frame - self.cost)
+        out = [self._summary(w, tracks[w.source], *n) for w, n in zip(windows, counts, strict=True)]
+        for source in {w.source for w in windows}:
+            trim_frames(tracks[source].frames, windows)
+            trim_frames(tracks[source].seen, windows)
         return out
 
-    def _summary(self, w: Window, ran: int, still: int) -> Detection | None:
+    def _new_frames(self, windows: list[Window], tracks: Mapping[str, Track]) -> dict[str, int]:
+        """Per source, the frames of the batch the detector has not handled yet."""
+        keys = {
+            (f.source, f.pts) for w in windows for f in w.frames if (f.source, f.pts) not in tracks[f.source].frames
+        }
+        return Counter(source for source, _ in keys)
+
+    def _quota(self, windows: list[Window], tracks: Mapping[str, Track], new: dict[str, int]) -> dict[str, int]:
+        """Per live source of the batch, how many due frames it may read (sources absent: no limit).
+
+        The frames that fit before the deadline (``DEADLINE`` of a hop past the completion of the oldest live
+        window) at the running cost per frame, dealt one at a time to the sources in order of how long ago
+        the detector last looked at them (between equals: most deferred so far), for as many rounds as they
+        have new frames.
+        """
+        live = [w for w in windows if self.config.defer and w.source in tracks[w.source].reuse.live]
+        for w in windows:  # the spacing of each source's windows: when its next window will be waiting
+            track = tracks[w.source]
+            if track.start is not None and w.t_start > track.start:
+                track.hop = w.t_start - track.start
+            track.start = w.t_start
+        if not live or self.cost is None:
+            return {}
+        deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
+        budget = max(0, int((deadline - time.monotonic()) / self.cost))
+        frames = {w.source: new.get(w.source, 0) for w in live}
+        newest: dict[str, float] = {}
+        for w in live:
+            newest[w.source] = max([newest.get(w.source, -math.inf), *(f.pts for f in w.frames)])
+        # longest without a look first; between equals, the one that had the most frames deferred so far
+        deferred = {s: tracks[s].reuse.counts[(s, "detector_deferred")] for s in frames}
+        order = sorted(frames, key=lambda s: (tracks[s].looked - newest[s], -deferred[s]))
+        quota = dict.fromkeys(order, 0)
+        while budget > 0 and any(quota[s] < frames[s] for s in order):
+            for s in order:
+                if budget > 0 and quota[s] < frames[s]:
+                    quota[s] += 1
+                    budget -= 1
+        return quota
+
+    def _summary(self, w: Window, track: Track, ran: int, still: int, deferred: int) -> Detection | None:
         if not w.frames:
             return None
-        per_frame = [(f.pts, self._frames[(f.source, f.pts)].value) for f in w.frames]
+        per_frame = [(f.pts, track.frames[(f.source, f.pts)].value) for f in w.frames]
         scores = np.zeros(len(self.classes), dtype=np.float32)
         best_pts, best_rows, best, count = per_frame[0][0], per_frame[0][1], -1.0, 0
         for pts, rows in per_frame:
@@ -127,11 +219,9 @@ class Detector:
             if top > best:
                 best, best_pts, best_rows = top, pts, rows
         boxes = best_rows[best_rows[:, 1] >= self.config.threshold]
-        return Detection(scores, count, boxes, best_pts, ran, still)
-
-    def forget(self, source: str) -> None:
-        self._tracks.pop(source, None)
-        forget_source(self._frames, source)
+        last = max(f.pts for f in w.frames)
+        age = last - track.seen[(w.source, last)]
+        return Detection(scores, count, boxes, best_pts, ran, still, deferred, age)
 
     def record(self, d: Detection | None) -> dict[str, Any] | None:
         """The record's ``detector`` field: best score (and per class), count, the best frame's boxes and time."""
@@ -152,4 +242,6 @@ class Detector:
             "frame": round(d.frame, 3),
             "ran": d.ran,
             "still": d.still,
+            "deferred": d.deferred,
+            "age": round(d.age, 3),
         }

@@ -72,8 +72,9 @@ def stream_runs(
     smoothed across windows as the pipeline does (``fusion.smoothing``), and
     events are decided by ``evaluate``'s own rule.
     """
-    from .evaluate import RUNS, Win, decide, windows_inside
+    from .evaluate import RUNS
     from .fusion.smoothing import EMA
+    from .scoring import Win, decide, windows_inside
 
     x, present = _stack(windows, head.dims)
     names: dict[str, list[str | None]] = {}

@@ -35,7 +35,9 @@ from .types import Frame, Window
 
 THUMB_WIDTH = 64  # pixels across the grey copy that frames are compared by
 PIXEL_CHANGE = 12  # grey levels a grey-copy pixel must move by to count as changed (compression noise stays below)
-KINDS = ("video_frames", "video_windows", "detector_frames", "audio_windows")  # the counters, as records name them
+KINDS = ("video_frames", "video_windows", "detector_frames", "detector_deferred", "audio_windows")
+"""The counters, as records name them; ``detector_deferred``: frames the detector was due to read but left to a
+later batch for a live window's deadline (detector.py), which took the last detection meanwhile."""
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -64,12 +66,6 @@ def trim_frames(per_frame: dict[tuple[str, float], Any], windows: list[Window]) 
         del per_frame[key]
 
 
-def forget_source(per_frame: dict[tuple[str, Any], Any], source: str) -> None:
-    """Drop every entry of a source that ended (keys are ``(source, ...)``)."""
-    for key in [k for k in per_frame if k[0] == source]:
-        del per_frame[key]
-
-
 @dataclass
 class Slot:
     """One computed result, shared by every frame that reuses it; ``value`` is filled once its batch has run."""
@@ -90,7 +86,8 @@ class FrameReuse:
     """The change measure and, per consumer and source, the last computed frame; counters of what was reused.
 
     ``live`` holds the sources that count as live (the pipeline shares its set); with
-    ``reuse.enabled`` null only they reuse.
+    ``reuse.enabled`` null only they reuse. Each source's owner keeps one (``classifier.Memory``)
+    and drops it with the source, so nothing here is forgotten by hand.
     """
 
     def __init__(self, config: ReuseConfig, live: Container[str] = frozenset()) -> None:
@@ -146,21 +143,9 @@ class FrameReuse:
         """One source's counters, as status records carry them."""
         return {k: self.counts[(source, k)] for k in KINDS}
 
-    def totals(self) -> dict[str, int]:
-        """Every source's counters added up, as the timings record carries them."""
-        out = dict.fromkeys(KINDS, 0)
-        for (_, kind), n in list(self.counts.items()):
-            out[kind] += n
-        return out
-
     def trim(self, windows: list[Window]) -> None:
         """Forget grey copies of frames older than the newest window's start of each source."""
         trim_frames(self._thumbs, windows)
-
-    def forget(self, source: str) -> None:
-        """The source ended: its frames and results go (its counters stay for the summary)."""
-        forget_source(self._thumbs, source)
-        forget_source(self._anchors, source)
 
     def _thumb(self, frame: Frame) -> np.ndarray:
         """The frame's grey copy, made once whichever consumer asks first."""

@@ -3,6 +3,12 @@
 One decoder thread per source. Every problem becomes an explicit item
 (``SourceError``, ``SourceEnd``) on the queue instead of an exception that
 would silently kill the thread.
+
+Over 400 lines, kept whole on purpose: most of it is the one ``Decoder``
+thread (open, demux, resample, pace, watchdog, reconnect: one state machine
+whose parts share its counters), and the rest is what only it uses (which
+URLs may be opened and with which FFmpeg options, the frame scaling).
+Splitting the thread would scatter that state machine over modules.
 """
 
 from __future__ import annotations

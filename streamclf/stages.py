@@ -1,4 +1,5 @@
-"""Plumbing shared by the stages: bounded feeds that never block a live source, and timings.
+"""The stage threads between the decoders and the router (windowing, the worker), and their plumbing:
+bounded feeds that never block a live source, and timings.
 
 A file source may wait for the worker (it loses nothing); a live source must
 not, or its camera buffer overflows and latency grows without bound. So a
@@ -12,10 +13,19 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .types import SourceEnd, SourceError, SourceInfo, SourceStatus, Window
+from .windows import Windower, WindowSpec
+
+if TYPE_CHECKING:  # sources.py (and so every decode process) imports this module: no pydantic or torch here
+    from .classifier import Classifier, Memory
+    from .config import Config
+
+STOP = object()  # the end of a stage's input: every source ended, or the worker failed
 
 
 class Feed(queue.Queue):
@@ -77,3 +87,97 @@ class Timings:
         rows = [f"{'stage':<24} {'p50 ms':>9} {'p95 ms':>9} {'n':>7}"]
         rows += [f"{k:<24} {v['p50_ms']:>9.1f} {v['p95_ms']:>9.1f} {v['n']:>7}" for k, v in self.summary().items()]
         return "\n".join(rows)
+
+
+class Worker(threading.Thread):
+    """Batches windows across sources through the classifier (one forward pass per encoder).
+
+    ``memory`` holds each source's ``classifier.Memory``; its owner (the pipeline's router) adds and drops them.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        memory: Mapping[str, Memory],
+        config: Config,
+        inbox: queue.Queue,
+        outbox: queue.Queue,
+        timings: Timings | None = None,
+    ) -> None:
+        super().__init__(name="worker", daemon=True)
+        self.classifier, self.memory, self.config, self.inbox, self.outbox = classifier, memory, config, inbox, outbox
+        self.timings = timings or Timings()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # surface to the router instead of dying silently
+            self.error = e
+            self.outbox.put(STOP)
+
+    def _loop(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is STOP:
+                self.outbox.put(STOP)
+                return
+            if not isinstance(item, Window):
+                self.outbox.put(item)
+                continue
+            batch = [item]
+            deadline = time.monotonic() + self.config.batch_timeout
+            passthrough = []
+            while len(batch) < self.config.batch_windows:
+                try:
+                    nxt = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if isinstance(nxt, Window):
+                    batch.append(nxt)
+                else:
+                    passthrough.append(nxt)
+                    break
+            picked = time.monotonic()
+            for w in batch:
+                self.timings.add("queue wait", picked - w.ready_at)
+            for scored in self.classifier.score(batch, self.memory, self.timings):
+                self.outbox.put(scored)
+            for p in passthrough:
+                if p is STOP:
+                    self.outbox.put(STOP)
+                    return
+                self.outbox.put(p)
+
+
+class Windowing(threading.Thread):
+    """One thread windows every source (cheap bookkeeping, no decoding)."""
+
+    def __init__(
+        self, spec: WindowSpec, inbox: queue.Queue, outbox: Feed, sources: int, live: set[str] | None = None
+    ) -> None:
+        super().__init__(name="windower", daemon=True)
+        self.spec, self.inbox, self.outbox, self.remaining = spec, inbox, outbox, sources
+        self.live = live if live is not None else set()  # shared with the pipeline: feeds read it
+        self.windowers: dict[str, Windower] = {}
+
+    def run(self) -> None:
+        while self.remaining:
+            item = self.inbox.get()
+            if item is STOP:
+                break
+            w = self.windowers.setdefault(item.source, Windower(item.source, self.spec))
+            if isinstance(item, SourceInfo):  # the decoder knows best whether this source may drop
+                (self.live.add if item.live else self.live.discard)(item.source)
+            if isinstance(item, (SourceInfo, SourceError, SourceStatus)):
+                self.outbox.put(item)
+            for window in w.push(item):
+                if item.source in self.live:
+                    self.outbox.put_latest(window)
+                else:
+                    self.outbox.put(window)
+            if isinstance(item, SourceEnd):
+                self.windowers.pop(item.source, None)
+                self.outbox.put(item)
+                self.remaining -= 1
+        self.outbox.put(STOP)

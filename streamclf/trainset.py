@@ -25,8 +25,8 @@ from .config import Config
 from .types import SAMPLE_RATE
 
 if TYPE_CHECKING:
+    from .classifier import Classifier, Scored
     from .clips import Event
-    from .pipeline import Models, Scored
 
 GAIN_DB = (-30.0, 6.0)  # training-stream gain per clip: a far, quiet microphone up to a near, hot one
 STREAM_GAP = 0.5  # seconds of silence and grey between clips: in training streams and in the reported stream figure
@@ -41,7 +41,7 @@ STREAM_RECIPE = "train-streams-v1"  # bump when composing, gains, degradations o
 
 
 def _scored(
-    paths: list[Path], config: Config, models: Models, progress: Callable[[str], None] | None, parallel: int
+    paths: list[Path], config: Config, models: Classifier, progress: Callable[[str], None] | None, parallel: int
 ) -> tuple[list[tuple[int, Scored]], list[str]]:
     """``(index into paths, scored window)`` for every window of every file; failed files are reported and skipped."""
     from .pipeline import Pipeline
@@ -53,7 +53,7 @@ def _scored(
         chunk = list(enumerate(paths))[start : start + parallel]
         specs = [SourceSpec.parse(f"clip{i}={path}") for i, path in chunk]
         states = Pipeline(
-            models.config, models=models, on_scored=lambda s: rows.append((int(s.window.source[4:]), s))
+            models.config, classifier=models, on_scored=lambda s: rows.append((int(s.window.source[4:]), s))
         ).run(specs)
         for i, path in chunk:
             st = states[f"clip{i}"]
@@ -74,7 +74,7 @@ def _stack(
     return x, {m: np.array([m in w for w in windows], bool) for m in dims}
 
 
-def _cache_file(path: Path, config: Config, models: Models) -> Path:
+def _cache_file(path: Path, config: Config, models: Classifier) -> Path:
     """Where a clip's window embeddings are kept: keyed by the file (path, size, mtime), window, pooling, weights
     and the extra audio features (``audio_features``) appended to the audio embedding."""
     from .encoders import cache_dir
@@ -118,7 +118,7 @@ def _load_windows(file: Path) -> tuple[list[dict[str, np.ndarray]], dict[str, np
 def clip_embeddings(
     clips: list[tuple[Path, str]],
     config: Config,
-    models: Models | None = None,
+    models: Classifier | None = None,
     progress: Callable[[str], None] | None = None,
     parallel: int = 4,
     audio_features: str | None = None,
@@ -131,9 +131,9 @@ def clip_embeddings(
     clip's windows are cached (``_cache_file``): training again, with
     another method or seed, embeds only new or changed clips.
     """
-    from .pipeline import Models
+    from .classifier import Classifier
 
-    models = models or Models(config)
+    models = models or Classifier(config)
     models.audio_features = audio_features
     per_clip: dict[int, list[dict[str, np.ndarray]]] = {}
     todo = []
@@ -340,7 +340,7 @@ def _stream_cache(key: list[Any]) -> Path:
 
 def scored_streams(
     streams: dict[str, tuple[Callable[[Path], list[Event]], list[Any]]],
-    models: Models,
+    models: Classifier,
     work: Path,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[list[tuple[float, float]], list[dict[str, np.ndarray]], list[tuple[float, float]]]]:
@@ -381,7 +381,7 @@ def stream_windows(
     usable: list[int],
     labels: list[str],
     dims: dict[str, int],
-    models: Models,
+    models: Classifier,
     work: Path,
     seed: int,
     progress: Callable[[str], None] | None = None,

@@ -96,7 +96,9 @@ class Detection:
     """The detector's result for one window: best score per class, boxes over threshold, the best frame's boxes.
 
     ``boxes`` rows are (class index, score, x0, y0, x1, y1), normalised to the frame at ``frame`` (its pts);
-    ``ran``/``still``: frames of this window the detector read, and skipped because the picture had not changed.
+    ``ran``/``still``: frames of this window the detector read, and skipped because the picture had not changed;
+    ``deferred``: frames it was due to read but left for a later batch (a live window's deadline came first);
+    ``age``: media seconds from the window's last frame back to the frame the detector last looked at.
     """
 
     scores: np.ndarray
@@ -105,6 +107,8 @@ class Detection:
     frame: float
     ran: int = 0
     still: int = 0
+    deferred: int = 0
+    age: float = 0.0
 
 
 @dataclass
@@ -122,32 +126,3 @@ class Embeddings:
     @property
     def present(self) -> dict[str, bool]:
         return {m: m in self.scores for m in MODALITIES}
-
-
-@dataclass
-class Record:
-    """A window's labels as the sinks see them (the JSON-lines schema)."""
-
-    source: str
-    t_start: float
-    t_end: float
-    labels: list[dict[str, Any]]
-    audio: list[dict[str, Any]] | None
-    video: list[dict[str, Any]] | None
-    modality: dict[str, dict[str, float | None]]
-    latency_ms: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "source": self.source,
-            "t_start": round(self.t_start, 3),
-            "t_end": round(self.t_end, 3),
-            "labels": self.labels,
-            "audio": self.audio,
-            "video": self.video,
-            "modality": self.modality,
-            "latency_ms": round(self.latency_ms, 1),
-        }
-        out.update(self.extra)
-        return out

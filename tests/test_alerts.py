@@ -12,6 +12,8 @@ import pytest
 
 from streamclf.alerts import Alerts, dbfs
 from streamclf.config import AlertRule, AlertsConfig, load_config
+from streamclf.event_files import EventFiles
+from streamclf.records import WindowRecord, parse
 from streamclf.sources import read_audio
 from streamclf.types import Frame, Window
 from tests.conftest import bark_clip, shared
@@ -45,6 +47,13 @@ def _probe(path: str) -> dict:
     }
 
 
+def _record(**fields: object) -> WindowRecord:
+    """A window record with what the alerts read; the encoders' own labels and the latency do not matter here."""
+    record = parse({"audio": None, "video": None, "modality": {}, "latency_ms": 0.0, **fields})
+    assert isinstance(record, WindowRecord)
+    return record
+
+
 def _feed(
     alerts: Alerts,
     scores: list[float],
@@ -58,16 +67,16 @@ def _feed(
     for i, s in enumerate(scores):
         t = i * 0.5
         w = _window(t, loud)
-        record = {
-            "source": "cam",
-            "t_start": t,
-            "t_end": t + 2.0,
-            "speech": speech,
-            "labels": [{"label": label, "score": s}],
-            "modality": {label: {"audio": s if audio is None else audio[i], "video": 0.1}},
-        }
+        record = _record(
+            source="cam",
+            t_start=t,
+            t_end=t + 2.0,
+            speech=speech,
+            labels=[{"label": label, "score": s}],
+            modality={label: {"audio": s if audio is None else audio[i], "video": 0.1}},
+        )
         out += alerts.update(record, w)
-    return out + alerts.close()
+    return [a.to_dict() for a in out + alerts.close()]
 
 
 def _rules(tmp_path: Path, clip: str = "mp4", **rule: object) -> Alerts:
@@ -111,7 +120,7 @@ def test_retention_deletes_old_events_then_the_oldest_over_the_size_limit(tmp_pa
     import os
     import time
 
-    import streamclf.alerts
+    import streamclf.event_files
 
     cam = tmp_path / "cam"
     cam.mkdir()
@@ -139,10 +148,10 @@ def test_retention_deletes_old_events_then_the_oldest_over_the_size_limit(tmp_pa
 
     later = event("20261002-120000-dog-1.0s", 35, 0.1)  # appears while running
     record = {"source": "cam", "t_start": 0.0, "t_end": 2.0, "labels": [{"label": "dog", "score": 0.0}]}
-    alerts.update(record, _window(0.0))
+    alerts.update(_record(**record), _window(0.0))
     assert all(f.exists() for f in later)  # not yet: sweeps are minutes apart
-    monkeypatch.setattr(streamclf.alerts, "SWEEP_EVERY", 0.0)
-    alerts.update({**record, "t_start": 0.5, "t_end": 2.5}, _window(0.5))
+    monkeypatch.setattr(streamclf.event_files, "SWEEP_EVERY", 0.0)
+    alerts.update(_record(**{**record, "t_start": 0.5, "t_end": 2.5}), _window(0.5))
     assert not any(f.exists() for f in later) and all(f.exists() for f in new + mine)
 
 
@@ -193,16 +202,16 @@ def test_a_rule_sees_its_label_outside_the_fused_top_k(tmp_path: Path) -> None:
     out = []
     for i in range(6):
         t = i * 0.5
-        record = {
-            "source": "cam",
-            "t_start": t,
-            "t_end": t + 2.0,
-            "labels": [{"label": "cat", "score": 0.8}],
-            "watched": {"dog": 0.2},
-            "modality": {"cat": {"audio": 0.0, "video": 0.8}, "dog": {"audio": 0.9 if i < 2 else 0.0, "video": 0.0}},
-        }
+        record = _record(
+            source="cam",
+            t_start=t,
+            t_end=t + 2.0,
+            labels=[{"label": "cat", "score": 0.8}],
+            watched={"dog": 0.2},
+            modality={"cat": {"audio": 0.0, "video": 0.8}, "dog": {"audio": 0.9 if i < 2 else 0.0, "video": 0.0}},
+        )
         out += alerts.update(record, _window(t))
-    events = out + alerts.close()
+    events = [e.to_dict() for e in out + alerts.close()]
     assert [e["state"] for e in events] == ["started", "ended"] and events[0]["peak"] == 0.2
 
 
@@ -308,8 +317,8 @@ def test_event_media_that_cannot_be_saved_costs_the_file_not_the_run(tmp_path: P
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Alerts, "_write_jpeg", full_disk)
-    monkeypatch.setattr(Alerts, "_write_mp4", full_disk)
+    monkeypatch.setattr(EventFiles, "_write_jpeg", full_disk)
+    monkeypatch.setattr(EventFiles, "_write_mp4", full_disk)
     events = _feed(rules, [0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert [e["state"] for e in events] == ["started", "ended"]
     assert events[-1]["snapshot"] is None and events[-1]["clip"] is None
@@ -320,7 +329,7 @@ def test_retention_goes_on_past_a_file_it_may_not_delete(tmp_path: Path, monkeyp
     import os
     import time
 
-    from streamclf.alerts import sweep
+    from streamclf.event_files import sweep
 
     cam = tmp_path / "cam"
     cam.mkdir()
@@ -342,7 +351,7 @@ def test_retention_goes_on_past_a_file_it_may_not_delete(tmp_path: Path, monkeyp
 
 @pytest.mark.parametrize("name", ["..", ".", "../..", "///"])
 def test_a_source_named_dots_stays_inside_the_events_folder(tmp_path: Path, name: str) -> None:
-    from streamclf.alerts import _slug
+    from streamclf.event_files import _slug
 
     slug = _slug(name)
     assert slug.strip(".") and (tmp_path / slug).resolve().parent == tmp_path.resolve()

@@ -139,9 +139,9 @@ def test_joining_a_cluster_whose_actors_decode_the_files_gives_the_same_records(
 
     ref = local[0]
     jobs = find_inputs([str(folder)])
-    from streamclf.pipeline import Models
+    from streamclf.resolve import resolve_config
 
-    config = Models(load_config()).config  # what label_files runs with: the models settle the frame size
+    config = resolve_config(load_config())  # what label_files runs with: the video encoder settles the frame size
     got = {
         jobs[i].rel: (records, end)
         for i, records, end in run_ray(

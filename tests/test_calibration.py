@@ -13,9 +13,9 @@ import pytest
 
 from streamclf.cli import main
 from streamclf.encoders import EfficientNet_Lite0_Weights, YAMNet_Weights
-from streamclf.evaluate import NOTHING, Win, outcome
 from streamclf.fusion import CategoryMap, ZeroShotFusion
 from streamclf.fusion.calibration import BUILTIN, Calibration, Card, ModalityFit, fit_modality, load_calibration
+from streamclf.scoring import NOTHING, Win, outcome
 from streamclf.types import Embeddings
 
 from .conftest import shared
@@ -101,9 +101,31 @@ def test_calibration_round_trips_with_its_card_and_refuses_other_encoders(tmp_pa
         Calibration.load(tmp_path / "junk.yaml")
 
 
+@pytest.mark.parametrize(
+    "edit,where",
+    [
+        (lambda d: d.update(temperature=2.0), "temperature: Extra inputs are not permitted"),
+        (lambda d: d["card"].update(author="me"), "card.author: Extra inputs are not permitted"),
+        (lambda d: d["modalities"]["audio"].update(slope="steep"), "modalities.audio.slope: Input should be"),
+        (lambda d: d.update(links={"person": {"audio": 2}}), "links.person.audio: Input should be less than"),
+    ],
+)
+def test_a_card_with_an_unknown_key_or_a_bad_value_is_refused_in_one_line(tmp_path: Path, edit, where: str) -> None:
+    """The calibration file is a strict pydantic model: a typo is an error naming the file, never ignored."""
+    import yaml
+
+    doc = yaml.safe_load(BUILTIN.read_text())
+    edit(doc)
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError) as err:
+        Calibration.load(path)
+    assert str(err.value).startswith(f"{path}: not a streamclf calibration: {where}") and "\n" not in str(err.value)
+
+
 def test_the_builtin_calibration_has_a_card_and_is_skipped_for_other_encoders() -> None:
     cal = Calibration.load(BUILTIN)
-    assert cal.encoders == IDS and cal.card.clips > 0 and "tune" in " ".join(cal.card.data)
+    assert cal.encoders.items() >= IDS.items() and cal.card.clips > 0 and "tune" in " ".join(cal.card.data)
     assert load_calibration(None, IDS) is not None
     assert load_calibration(None, {**IDS, "video": "mobilenet"}) is None  # raw scores rather than a wrong scale
     assert load_calibration("none", IDS) is None
@@ -242,3 +264,33 @@ def test_one_class_or_another_encoders_file_exits_2_with_one_line(
     assert main(["eval", str(tmp_path), "--calibration", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("streamclf: error:") and "fitted for audio encoder weights 'some-other" in err[-1]
+
+
+def test_calibrate_reads_the_detectors_scores_when_it_is_on() -> None:
+    """With the person detector on, its raw scores are fitted like a modality's (they raised KeyError before)."""
+    from types import SimpleNamespace
+
+    from streamclf.calibrate import clip_scores
+    from streamclf.config import load_config
+    from streamclf.fusion.categories import BUILTIN as MAP
+
+    detector_labels = {**LABELS, "detector": ["person"]}
+    fusion = ZeroShotFusion(
+        CategoryMap.load(MAP, detector_labels, {"kinetics-400"}),
+        {**SPACES, "detector": ("detector", 1, "sigmoid")},
+        {"audio": 0.5, "video": 0.5, "detector": 0.5},
+    )
+
+    def process(windows: list) -> list:
+        scores = {"audio": _audio(Speech=0.8), "video": _video(), "detector": np.array([0.9], np.float32)}
+        return [SimpleNamespace(embeddings=Embeddings(scores=scores)) for _ in windows]
+
+    models = SimpleNamespace(
+        fusion=fusion, encoders={"audio": None, "video": None}, config=load_config(), process=process
+    )
+    models.forget = lambda source: None
+    sample = Path(__file__).resolve().parents[1] / "streamclf" / "data" / "sample.mp4"
+    rows, count = clip_scores([(sample, "person")], models, lambda msg: None)  # type: ignore[arg-type]
+    assert count > 0 and len(rows["detector"]) == count
+    person = fusion.names.index("person")
+    assert rows["detector"][0][0][person] == pytest.approx(0.9) and rows["detector"][0][1] == "person"

@@ -213,3 +213,37 @@ def test_train_and_compare_help_list_the_fusion_methods():
     train_help = " ".join(streamclf("train", "--help").stdout.split())
     assert all(m in compare_help for m in FUSION_METHODS)
     assert all(m in train_help for m in TRAINABLE) and not any(f" {m}," in train_help for m in COMPARE_ONLY)
+
+
+def test_every_flag_that_sets_a_config_field_names_one_and_takes_its_help_from_it():
+    """Flags that write the config are declared by their config path: a renamed or removed field fails here,
+    and a flag's help is the field's description, so the two cannot say different things."""
+    import argparse
+
+    from streamclf.cli import _FromSchema, build_parser
+    from streamclf.commands import SETTING, overrides
+    from streamclf.config import field_info, load_config
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags = [(verb, a) for verb, p in verbs.items() for a in p._actions if a.dest.startswith(SETTING)]
+    assert len(flags) > 25 and {verb for verb, _ in flags} == {"run", "label", "eval", "calibrate"}
+    for verb, action in flags:
+        info = field_info(action.dest[len(SETTING) :])  # KeyError names the flag's missing field
+        if isinstance(action.help, _FromSchema):
+            assert info.description, f"{verb} {action.option_strings[0]}: its field has no description to show"
+    assert "(config: window.fps)" in " ".join(verbs["run"].format_help().split())
+    args = parser.parse_args(["run", "--fps", "2", "--top-k", "3", "--no-reuse", "--speech", "--sqlite", "e.db"])
+    given = overrides(args)
+    assert given == {
+        "window.fps": 2.0,
+        "fusion.top_k": 3,
+        "reuse.enabled": False,
+        "speech.enabled": True,
+        "sinks.sqlite.path": "e.db",
+    }
+    config = load_config(**given)
+    assert (config.window.fps, config.fusion.top_k, config.reuse.enabled) == (2.0, 3, False)
+    assert overrides(parser.parse_args(["label", "x", "--out", "o", "--encoder-engine", "torch"])) == {
+        "engine": "torch"
+    }

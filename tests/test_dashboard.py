@@ -10,7 +10,7 @@ import time
 from rich.console import Console
 
 from streamclf.dashboard import Dashboard
-from streamclf.pipeline import SourceState
+from streamclf.status import SourceState
 from streamclf.types import SourceInfo, SourceStatus
 
 BAR = "━"  # what rich draws a progress bar with

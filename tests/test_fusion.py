@@ -47,6 +47,12 @@ def test_map_errors_name_the_file_and_the_member(tmp_path):
     path.write_text("categories:\n  dog:\n    imagenet-1k: [1000]\n")
     with pytest.raises(ValueError, match="out of range"):
         CategoryMap.load(path, LABELS)
+    path.write_text('categories:\n  dog:\n    audioset: ["Dog"]\n    link: {imagenet-1k: 0.5}\n')
+    with pytest.raises(ValueError, match=r"bad\.yaml: category 'dog': link must map its own label spaces"):
+        CategoryMap.load(path, LABELS)
+    path.write_text('categories:\n  dog:\n    audioset: ["Dog"]\n    evidence: any\n')
+    with pytest.raises(ValueError, match=r"bad\.yaml: category 'dog': evidence must be pooled or independent"):
+        CategoryMap.load(path, LABELS)
 
 
 SPACES = {"audio": ("audioset", 521, "sigmoid"), "video": ("imagenet-1k", 1000, "softmax")}
@@ -107,3 +113,66 @@ def test_ema_smooths_per_source():
     assert ema("b", np.array([0.0]))[0] == 0.0
     with pytest.raises(ValueError):
         EMA(0.0)
+
+
+def _person_fusion(detector: bool = True, links: dict | None = None) -> tuple[ZeroShotFusion, int]:
+    """The built-in map and calibration (with ``links`` added) as ``run`` builds them, the detector on or off."""
+    from streamclf.fusion.calibration import load_calibration
+
+    cats = CategoryMap.load(BUILTIN, {**LABELS, **DETECTOR}, {"kinetics-400", "detector"})
+    cal = load_calibration(None, {"audio": YAMNet_Weights.DEFAULT.id, "video": EfficientNet_Lite0_Weights.DEFAULT.id})
+    assert cal is not None
+    cal.links = links or {}
+    spaces, weights = dict(SPACES), {"audio": 0.5, "video": 0.5}
+    if detector:
+        spaces["detector"], weights["detector"] = ("detector", 1, "sigmoid"), 0.5
+    return ZeroShotFusion(cats, spaces, weights, calibration=cal), cats.names.index("person")
+
+
+def _seen(score: float) -> np.ndarray:
+    return np.array([score], np.float32)
+
+
+DIFFUSE = np.full(1000, 1 / 1000, np.float32)  # a picture with nothing the classifier knows
+
+
+def test_a_person_seen_and_heard_is_stronger_evidence_than_either():
+    fusion, person = _person_fusion()
+    speech = _audio(Speech=0.9)
+    seen, per = fusion(Embeddings(scores={"video": DIFFUSE, "detector": _seen(0.8), "audio": _audio()}))
+    seen = seen[person]
+    heard = fusion(Embeddings(scores={"video": DIFFUSE, "detector": _seen(0.0), "audio": speech}))[0][person]
+    both = fusion(Embeddings(scores={"video": DIFFUSE, "detector": _seen(0.8), "audio": speech}))[0][person]
+    assert seen == pytest.approx(per["detector"][person], abs=0.01)  # silence adds next to nothing
+    assert both > max(seen, heard)
+    assert both == pytest.approx(1 - (1 - seen) * (1 - heard), abs=0.01)  # independent evidence: noisy-OR
+
+
+def test_a_voice_alone_stays_below_the_alert_threshold_unless_the_calibration_links_it():
+    """The rule: a voice counts towards person times its link, 0.4 in the map: someone is about, not in view."""
+    from streamclf.evaluate import DEFAULT_THRESHOLD
+
+    fusion, person = _person_fusion()
+    loud = _audio(Speech=0.99, Shout=0.99)
+    for scores in (
+        {"video": DIFFUSE, "detector": _seen(0.01), "audio": loud},  # an empty picture
+        {"audio": loud},  # no picture at all
+    ):
+        fused, per = fusion(Embeddings(scores=scores))
+        assert 0.3 < fused[person] < DEFAULT_THRESHOLD and per["audio"][person] <= 0.4
+    linked, _ = _person_fusion(links={"person": {"audio": 1.0}})  # a calibration that says a voice is a person
+    assert linked(Embeddings(scores={"audio": loud}))[0][person] > DEFAULT_THRESHOLD
+
+
+def test_without_the_detector_or_its_frames_nothing_changes():
+    """Detector off, or on but the window has no frames: every fused score is what the two encoders alone give."""
+    on, person = _person_fusion(detector=True)
+    off, _ = _person_fusion(detector=False)
+    for scores in ({"audio": _audio(Speech=0.8, Bark=0.5)}, {"audio": _audio(Speech=0.8), "video": DIFFUSE}):
+        np.testing.assert_allclose(on(Embeddings(scores=scores))[0], off(Embeddings(scores=scores))[0])
+    both = {"audio": _audio(Speech=0.8, Dog=0.7), "video": DIFFUSE}
+    with_detection, _ = on(Embeddings(scores={**both, "detector": _seen(0.9)}))
+    without, _ = off(Embeddings(scores=both))
+    others = np.arange(len(without)) != person
+    np.testing.assert_allclose(with_detection[others], without[others])  # a person seen lowers no other category
+    assert with_detection[person] > without[person]

@@ -107,21 +107,21 @@ def test_label_output_does_not_depend_on_a_slow_consumer(
     """The main process stalls 8 s on its first chunk (a busy machine): the decoders wait longer than
     stall_timeout to hand over windows, and the other file's decoder waits longer than file_timeout.
     file_timeout is 5 s, not less: a reference run on a loaded 2-core machine must not trip it."""
+    from streamclf.classifier import Classifier
     from streamclf.labeling import label_files
-    from streamclf.pipeline import Models
 
     config = load_config(**{"sources.stall_timeout": 1, "sources.file_timeout": 5})
     ref = label_files([str(clips)], tmp_path / "ref", config, workers=2, progress=False)
     assert [r.status for r in ref] == ["ok", "ok"]
-    process, calls = Models.process, []
+    process, calls = Classifier.score, []
 
-    def starved(self: Models, windows: list[Any], *args: Any, **kwargs: Any) -> Any:
+    def starved(self: Classifier, windows: list[Any], *args: Any, **kwargs: Any) -> Any:
         calls.append(len(windows))
         if len(calls) == 1:
             time.sleep(8.0)
         return process(self, windows, *args, **kwargs)
 
-    monkeypatch.setattr(Models, "process", starved)
+    monkeypatch.setattr(Classifier, "score", starved)
     errors: list[str] = []
     rows = label_files([str(clips)], tmp_path / "slow", config, workers=2, progress=False, on_error=errors.append)
     assert errors == [] and [(r.status, r.windows) for r in rows] == [(r.status, r.windows) for r in ref]

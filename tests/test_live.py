@@ -158,17 +158,18 @@ def test_sigterm_drains_and_flushes_a_second_one_exits_at_once(tmp_path: Path) -
 
 
 def test_a_live_feed_drops_oldest_windows_when_the_worker_falls_behind() -> None:
-    from streamclf.pipeline import Models, Pipeline
+    from streamclf.classifier import Classifier
+    from streamclf.pipeline import Pipeline
 
-    class SlowModels(Models):
-        def process(self, windows, timings=None):  # a worker slower than the feed
+    class SlowClassifier(Classifier):
+        def score(self, windows, memory, timings=None):  # a worker slower than the feed
             time.sleep(0.4)
-            return super().process(windows, timings)
+            return super().score(windows, memory, timings)
 
     config = load_config(
         **{"sources.realtime": True, "queue_size": 3, "batch_windows": 1, "window.length": 1.0, "window.hop": 0.25}
     )
-    pipeline = Pipeline(config, models=SlowModels(config))
+    pipeline = Pipeline(config, classifier=SlowClassifier(config))
     t0 = time.monotonic()
     states = pipeline.run([SourceSpec.parse(str(shared("media/grid/bbaf2n.mpg")))])
     elapsed = time.monotonic() - t0

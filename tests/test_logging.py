@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from streamclf.cli import _log_levels, _log_to_stderr, build_parser
+from streamclf.records import StatusRecord
 from streamclf.sinks.jsonl import JsonlSink
 
 PACKAGE = Path(__file__).resolve().parents[1] / "streamclf"
-TERMINAL = {"cli.py", "dashboard.py"}  # the command line and the live view: their output is the point
+TERMINAL = {"cli.py", "commands.py", "dashboard.py"}  # the command line and the live view: their output is the point
 
 
 def _failing_jsonl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JsonlSink:
@@ -29,7 +30,7 @@ def test_a_sink_that_is_down_warns_through_the_streamclf_logger_not_stderr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     sink = _failing_jsonl(tmp_path, monkeypatch)
-    sink.write({"id": "r1"})
+    sink.write(StatusRecord("cam", "live", id="r1"))
     [record] = [r for r in caplog.records if r.name.startswith("streamclf")]
     assert (record.name, record.levelno) == ("streamclf.sinks.jsonl", logging.WARNING)
     assert record.getMessage().startswith(f"jsonl: {tmp_path / 'records.jsonl'}: cannot write (No space left")
@@ -37,7 +38,7 @@ def test_a_sink_that_is_down_warns_through_the_streamclf_logger_not_stderr(
     caplog.clear()
     logging.getLogger("streamclf").setLevel(logging.CRITICAL)  # what an embedding program does to silence it
     try:
-        _failing_jsonl(tmp_path, monkeypatch).write({"id": "r2"})
+        _failing_jsonl(tmp_path, monkeypatch).write(StatusRecord("cam", "live", id="r2"))
     finally:
         logging.getLogger("streamclf").setLevel(logging.NOTSET)
     assert not [r for r in caplog.records if r.name.startswith("streamclf")]

@@ -14,6 +14,7 @@ import pytest
 
 from streamclf.config import load_config
 from streamclf.pipeline import Pipeline
+from streamclf.records import Record
 from streamclf.sources import SourceSpec
 from tests.conftest import shared
 from tests.servers import HttpServer, RtspServer, black_hole_server, free_port, garbage_server, make_ts
@@ -29,9 +30,9 @@ class Watch:
         self.records: list[dict[str, Any]] = []
         self.cond = threading.Condition()
 
-    def __call__(self, record: dict[str, Any], states: object) -> None:
+    def __call__(self, record: Record, states: object) -> None:
         with self.cond:
-            self.records.append({**record, "_at": time.monotonic()})
+            self.records.append({**record.to_dict(), "_at": time.monotonic()})
             self.cond.notify_all()
 
     def until(self, pred: Any, timeout: float) -> bool:

@@ -89,6 +89,7 @@ def test_unknown_precision_is_refused() -> None:
         Encoder("yamnet", torch.device("cpu"), "fp8")
 
 
+@pytest.mark.slow  # 20-40 s each on 2 quiet cores: the suite keeps to its 15-minute CI budget
 @pytest.mark.parametrize("script", ["throughput.py", "encoders.py", "live_latency.py", "memory.py"])
 def test_benchmark_quick_mode_writes_json(script: str, tmp_path: Path) -> None:
     shared("media/bbb_360p_60s.mp4")

@@ -46,24 +46,23 @@ def still_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def models():
     """(reuse on, reuse as configured by default), both with the detector on; loaded once for the module."""
-    from streamclf.pipeline import Models
+    from streamclf.classifier import Classifier
 
     return (
-        Models(load_config(**{"detector.enabled": True, "reuse.enabled": True, "reuse.max_age": 60.0})),
-        Models(load_config(**{"detector.enabled": True})),
+        Classifier(load_config(**{"detector.enabled": True, "reuse.enabled": True, "reuse.max_age": 60.0})),
+        Classifier(load_config(**{"detector.enabled": True})),
     )
 
 
-def _records(models, path: Path) -> list[dict]:
-    """A file's window records as `label` makes them (file windows, no live source)."""
+def _records(classifier, path: Path) -> tuple[list[dict], dict[str, int]]:
+    """A file's window records as `label` makes them (file windows, no live source), and what it reused."""
     from streamclf.labeling.common import file_windows
-    from streamclf.pipeline import Recorder
+    from streamclf.recorder import Recorder
 
-    recorder, out = Recorder(models, models.config), []
-    for windows, _ in file_windows(path, path.name, models.config):
-        out += [recorder(s).to_dict() for s in models.process(windows)]
-    models.forget(path.name)
-    return out
+    recorder, memory, out = Recorder(classifier, classifier.config), classifier.memory(path.name), []
+    for windows, _ in file_windows(path, path.name, classifier.config):
+        out += [recorder(s, memory).to_dict() for s in classifier.score(windows, {path.name: memory})]
+    return out, memory.reuse.reused(path.name)
 
 
 def test_a_still_clip_reuses_frames_and_counts_them_in_status_and_timings(models, still_clip: Path) -> None:
@@ -72,7 +71,9 @@ def test_a_still_clip_reuses_frames_and_counts_them_in_status_and_timings(models
 
     on = models[0]
     events: list[dict] = []
-    Pipeline(on.config, models=on, on_event=lambda r, s: events.append(r)).run([SourceSpec.parse(str(still_clip))])
+    Pipeline(on.config, classifier=on, on_event=lambda r, s: events.append(r.to_dict())).run(
+        [SourceSpec.parse(str(still_clip))]
+    )
     windows = [r for r in events if "type" not in r]
     end = next(r for r in events if r.get("state") == "ended")
     timings = next(r for r in events if r.get("type") == "timings")
@@ -91,9 +92,8 @@ def test_a_still_clip_reuses_frames_and_counts_them_in_status_and_timings(models
 def test_label_reads_every_frame_unless_asked(
     models, still_clip: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    default = models[1]
-    _records(default, still_clip)
-    assert default.reuse.totals() == dict.fromkeys(default.reuse.totals(), 0)  # a file: nothing reused
+    _, reused = _records(models[1], still_clip)
+    assert reused == dict.fromkeys(reused, 0)  # a file: nothing reused
     import streamclf.labeling
     from streamclf.cli import main
 
@@ -106,7 +106,7 @@ def test_label_reads_every_frame_unless_asked(
 
 def test_reuse_does_not_change_labels_on_a_moving_clip(models) -> None:
     clip = shared("media/flipping_a_pancake.mkv")
-    on, off = (_records(m, clip) for m in models)
+    on, off = (_records(m, clip)[0] for m in models)
     assert len(on) == len(off) == 18
     same = sum(a["labels"][0]["label"] == b["labels"][0]["label"] for a, b in zip(on, off, strict=True))
     assert same / len(on) >= 0.99
@@ -128,9 +128,9 @@ def test_silent_windows_reuse_the_result_of_silence(models) -> None:
     real = encoder.embed
     try:
         encoder.embed = lambda inputs: seen.append(len(inputs)) or real(inputs)
-        before = on.reuse.reused("mic")["audio_windows"]
-        scored = on.process(windows)
-        assert on.reuse.reused("mic")["audio_windows"] - before == 2
+        memory = on.memory("mic")
+        scored = on.score(windows, {"mic": memory})
+        assert memory.reuse.reused("mic")["audio_windows"] == 2
         assert seen.count(1) >= 1 and sum(seen) <= 2  # the loud window, and silence itself at most once
         silence = on._silence[("audio", n)][1].max(axis=0)
         for s in scored[:2]:
@@ -139,7 +139,6 @@ def test_silent_windows_reuse_the_result_of_silence(models) -> None:
         assert np.abs(computed - silence).max() < 1e-6
     finally:
         encoder.embed = real
-        on.forget("mic")
 
 
 def test_an_unchanged_result_is_computed_again_within_max_age_and_not_all_sources_at_once() -> None:
@@ -163,13 +162,10 @@ def test_an_unchanged_result_is_computed_again_within_max_age_and_not_all_source
 
 
 def test_status_lines_name_what_was_reused() -> None:
-    from streamclf.pipeline import SourceState, status_line
+    from streamclf.records import StatusRecord
+    from streamclf.status import SourceState, status_line
 
-    record = {
-        "source": "cam",
-        "state": "ended",
-        "stats": {"windows": 9, "reused": {"video_frames": 20, "audio_windows": 0}},
-    }
+    record = StatusRecord("cam", "ended", {"stats": {"windows": 9, "reused": {"video_frames": 20, "audio_windows": 0}}})
     assert status_line(record, SourceState("cam"), "live", 1.0) == "[cam] ended: 9 windows, reused: 20 video frames"
 
 

@@ -23,6 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from streamclf.config import MqttConfig, SqliteConfig, WebhookConfig
+from streamclf.records import parse
 from streamclf.sinks import MqttSink, SqliteSink, WebhookSink, format_events, query_events, record_key
 from streamclf.sinks.mqtt import topic_safe
 
@@ -51,20 +52,31 @@ def window(i: int, source: str = "cam1", label: str = "dog", score: float = 0.91
         "t_start": i * 0.5,
         "t_end": i * 0.5 + 2.0,
         "labels": [{"label": label, "score": score}],
+        "audio": None,
+        "video": None,
+        "modality": {},
+        "latency_ms": 0.0,
         **extra,
     }
 
 
 def alert(i: int, source: str = "cam1", label: str = "dog", time_: str | None = None) -> dict:
+    """An alert record; its state is neither started nor ended (so no ON/OFF), unless a test sets it."""
     return {
         "type": "alert",
         "id": f"alert-{i}",
         "time": time_ or f"2026-11-28T06:00:{i:02d}.000Z",
         "source": source,
         "label": label,
+        "state": "",
+        "event": f"{source}:{label}:{12.0 + i:.2f}",
         "start": 12.0 + i,
         "end": 16.5 + i,
         "peak": 0.93,
+        "peak_at": 14.0 + i,
+        "trigger": "fused",
+        "driver": "audio",
+        "modality": {"audio": 0.93, "video": None},
         "snapshot": f"events/{i}.jpg",
         "clip": f"events/{i}.wav",
     }
@@ -157,16 +169,16 @@ def test_webhook_delivers_everything_in_order_across_a_receiver_restart(tmp_path
     records = [window(i) for i in range(30)]
     try:
         for r in records[:10]:
-            sink.write(r)
+            sink.write(parse(r))
         wait_until(lambda: len(rec.accepted()) >= 5, "the first deliveries")
         stop(server)
         for r in records[10:20]:
-            sink.write(r)
+            sink.write(parse(r))
         wait_until(lambda: sink.stats()["retries"] > 0, "a failed attempt while the receiver is down")
         assert sink.stats()["pending"] >= 10
         server = serve(rec, port)
         for r in records[20:]:
-            sink.write(r)
+            sink.write(parse(r))
     finally:
         sink.close()
         stop(server)
@@ -198,7 +210,7 @@ def test_webhook_retries_server_errors_until_accepted(tmp_path, receiver):
     sink = WebhookSink(webhook_config(tmp_path, port))
     records = [alert(i) for i in range(3)]
     for r in records:
-        sink.write(r)
+        sink.write(parse(r))
     sink.close()
     assert [json.loads(b)["id"] for _, _, b in rec.requests] == ["alert-0"] * 5 + ["alert-1", "alert-2"]
     assert [s for s, _, _ in rec.requests] == [500, 503, 429, 408, 200, 200, 200]
@@ -212,7 +224,7 @@ def test_webhook_rejected_record_goes_to_dead_letters_and_the_rest_flows(tmp_pat
     cfg = webhook_config(tmp_path, port)
     sink = WebhookSink(cfg)
     for i in range(4):
-        sink.write(window(i))
+        sink.write(parse(window(i)))
     sink.close()
     assert [h["Idempotency-Key"] for h, _ in rec.accepted()] == ["run-0000000", "run-0000002", "run-0000003"]
     assert sink.stats() == {"delivered": 3, "retries": 0, "pending": 0, "failed": 1}
@@ -230,7 +242,7 @@ def test_webhook_spool_survives_close_and_resumes_in_order(tmp_path):
     cfg = webhook_config(tmp_path, port, drain_timeout=0.5)
     first = WebhookSink(cfg)
     for i in range(5):
-        first.write(window(i))
+        first.write(parse(window(i)))
     t0 = time.monotonic()
     first.close()
     assert time.monotonic() - t0 < 3.0  # drain_timeout bounds close()
@@ -241,7 +253,7 @@ def test_webhook_spool_survives_close_and_resumes_in_order(tmp_path):
     try:
         second = WebhookSink(cfg)
         for i in range(5, 8):
-            second.write(window(i))
+            second.write(parse(window(i)))
         second.close()
     finally:
         stop(server)
@@ -258,7 +270,7 @@ def test_webhook_sends_only_the_chosen_events(tmp_path, receiver, events, expect
     rec, port = receiver
     sink = WebhookSink(webhook_config(tmp_path, port, events=events))
     for r in (window(0), alert(0), status(0)):
-        sink.write(r)
+        sink.write(parse(r))
     sink.close()
     assert [h["Idempotency-Key"] for h, _ in rec.accepted()] == expected
     assert "X-Streamclf-Signature" not in rec.accepted()[0][0]  # no secret, no signature
@@ -274,7 +286,7 @@ def test_webhook_signs_with_the_key_from_the_environment_and_spools_in_the_state
     monkeypatch.chdir(tmp_path)
     cfg = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", secret_env="STREAMCLF_TEST_HOOK_KEY", drain_timeout=20.0)
     sink = WebhookSink(cfg)
-    sink.write(alert(0))
+    sink.write(parse(alert(0)))
     sink.close()
     ((headers, body),) = rec.accepted()
     expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -402,7 +414,7 @@ def test_mqtt_topics_payloads_and_availability(broker):
         src = "front door/cam#1"
         records = [window(0, source=src), alert(0, source=src), status(0, source=src, state="reconnecting")]
         for r in records:
-            sink.write(r)
+            sink.write(parse(r))
         base = f"{prefix}/front_door_cam_1"
         wait_until(lambda: watcher.on(f"{base}/status"), "the status message")
         assert [json.loads(p) for p in watcher.on(f"{base}/labels")] == [records[0]]
@@ -458,18 +470,18 @@ def test_mqtt_reconnects_after_a_broker_restart_and_sends_what_was_queued(restar
     try:
         records = [window(i) for i in range(260)]  # more than paho's 20 in flight wait while the broker is away
         for r in records[:5]:
-            sink.write(r)
+            sink.write(parse(r))
         wait_until(lambda: len(watcher.on("t/cam1/labels")) == 5, "the records before the restart")
 
         broker.stop()
         wait_until(lambda: not sink.connected, "the sink to notice the broker is gone")
         for r in records[5:-5]:
-            sink.write(r)  # queued by paho
+            sink.write(parse(r))  # queued by paho
         assert sink.stats()["pending"] >= 250
         broker.start()
         wait_until(lambda: sink.connected, "the sink to reconnect", timeout=20)
         for r in records[-5:]:
-            sink.write(r)
+            sink.write(parse(r))
         wait_until(lambda: len(set(watcher.on("t/cam1/labels"))) == len(records), "all records", timeout=20)
         received = [json.loads(p)["id"] for p in watcher.on("t/cam1/labels")]
         assert list(dict.fromkeys(received)) == [r["id"] for r in records]  # QoS 1: a repeat is allowed
@@ -494,11 +506,11 @@ def test_mqtt_broker_down_at_start_is_connected_later_in_order(restartable):
     states = [status(i, state=f"state-{i}") for i in range(30)]
     try:
         for r in states[:3]:
-            sink.write(r)
+            sink.write(parse(r))
         assert not sink.connected and sink.stats()["pending"] == 3
         broker.start()
         for r in states[3:]:  # keep writing while the sink reconnects: nothing may overtake the backlog
-            sink.write(r)
+            sink.write(parse(r))
             time.sleep(0.1)
         wait_until(lambda: len(watcher.on("t/cam1/status")) == len(states), "all status records")
         assert [json.loads(p) for p in watcher.on("t/cam1/status")] == states  # QoS 2: once each, in order
@@ -531,7 +543,7 @@ def test_mqtt_home_assistant_discovery_and_states(broker):
             {**alert(1, src, "dog"), "id": "alert-1b", "state": "ended"},
             status(1, src, "live"),
         ]:
-            sink.write(r)
+            sink.write(parse(r))
         wait_until(
             lambda: watcher.on(f"{base}/status")[-1:] and "live" in watcher.on(f"{base}/status")[-1], "the live status"
         )
@@ -589,9 +601,10 @@ def test_mqtt_unclean_exit_leaves_offline_and_a_dated_status(broker, tmp_path):
     script.write_text(f"""
 import os, time
 from streamclf.config import MqttConfig
+from streamclf.records import parse
 from streamclf.sinks import MqttSink
 sink = MqttSink(MqttConfig(host="127.0.0.1", port={broker.port}))
-sink.write({{"type": "status", "source": "cam", "state": "live"}})
+sink.write(parse({{"type": "status", "source": "cam", "state": "live"}}))
 while sink.stats()["pending"]:
     time.sleep(0.05)
 os._exit(9)  # no close(): as if the process were killed
@@ -628,15 +641,15 @@ def store(tmp_path) -> Path:
     """An event store with alerts from two cameras, status records and (ignored) window records."""
     path = tmp_path / "events.db"
     sink = SqliteSink(SqliteConfig(path=str(path)))
-    sink.write(alert(1, "cam1", "dog"))
-    sink.write(alert(2, "cam2", "Glass"))
-    sink.write(alert(3, "cam1", "siren"))
-    sink.write(alert(4, "cam1", "dog"))
-    sink.write(status(1, "cam1", "live"))
-    sink.write(status(2, "cam2", "reconnecting", message="cannot open: Connection refused; retrying in 2.1s"))
+    sink.write(parse(alert(1, "cam1", "dog")))
+    sink.write(parse(alert(2, "cam2", "Glass")))
+    sink.write(parse(alert(3, "cam1", "siren")))
+    sink.write(parse(alert(4, "cam1", "dog")))
+    sink.write(parse(status(1, "cam1", "live")))
+    sink.write(parse(status(2, "cam2", "reconnecting", message="cannot open: Connection refused; retrying in 2.1s")))
     for i in range(3):
-        sink.write(window(i))
-    sink.write(alert(1, "cam1", "dog"))  # the same id again
+        sink.write(parse(window(i)))
+    sink.write(parse(alert(1, "cam1", "dog")))  # the same id again
     sink.close()
     assert sink.stats() == {"stored": 6, "duplicates": 1}
     return path
@@ -666,7 +679,7 @@ def test_sqlite_since_accepts_iso_and_relative_ages(tmp_path, store):
     sink = SqliteSink(SqliteConfig(path=str(path)))
     now = datetime.now(UTC)
     for i, age in enumerate([timedelta(days=3), timedelta(hours=3), timedelta(minutes=10)]):
-        sink.write(alert(i, time_=_iso(now - age)))
+        sink.write(parse(alert(i, time_=_iso(now - age))))
     sink.close()
     assert ids(query_events(path, since="30m")) == ["alert-2"]
     assert ids(query_events(path, since="2h")) == ["alert-2"]
@@ -679,12 +692,12 @@ def test_sqlite_since_accepts_iso_and_relative_ages(tmp_path, store):
 def test_sqlite_stores_window_records_only_when_asked(tmp_path):
     path = tmp_path / "labels.db"
     sink = SqliteSink(SqliteConfig(path=str(path), labels=True))
-    sink.write(window(0, label="dog"))
-    sink.write(window(1, label="cat", source="cam2"))
-    sink.write(window(1, label="cat", source="cam2"))
+    sink.write(parse(window(0, label="dog")))
+    sink.write(parse(window(1, label="cat", source="cam2")))
+    sink.write(parse(window(1, label="cat", source="cam2")))
     no_id = {k: v for k, v in window(2).items() if k != "id"}
-    sink.write(no_id)
-    sink.write(dict(no_id))  # identical content, no id: the same event
+    sink.write(parse(no_id))
+    sink.write(parse(dict(no_id)))  # identical content, no id: the same event
     sink.close()
     assert sink.stats() == {"stored": 3, "duplicates": 2}
     assert [r["labels"][0]["label"] for r in query_events(path, kind="labels")] == ["dog", "cat", "dog"]

@@ -175,8 +175,9 @@ def _ort_session(path: Path, device: torch.device, threads: int) -> Session:
     return run
 
 
-def write_ir(source: Path, path: Path) -> None:
-    """Convert a model file (ONNX, TensorFlow frozen graph) to OpenVINO IR at ``path`` (+ .bin), weights in fp32.
+def write_ir(source: Path, path: Path, edit: Callable[[Any], Any] | None = None) -> None:
+    """Convert a model file (ONNX, TensorFlow frozen graph) to OpenVINO IR at ``path`` (+ .bin), weights in fp32;
+    ``edit`` changes the converted ``openvino.Model`` first (e.g. keeps part of it).
 
     Written beside and moved into place, the .xml last: a reader never sees a half-written pair.
     """
@@ -184,7 +185,10 @@ def write_ir(source: Path, path: Path) -> None:
 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         xml = Path(tmp) / "model.xml"
-        ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)  # default: fp16 weights
+        model = ov.convert_model(str(source))
+        if edit is not None:
+            model = edit(model)
+        ov.save_model(model, str(xml), compress_to_fp16=False)  # default: fp16 weights
         xml.with_suffix(".bin").replace(path.with_suffix(".bin"))
         xml.replace(path)
 

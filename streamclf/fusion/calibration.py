@@ -14,7 +14,7 @@ it measured.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import yaml
@@ -60,6 +60,11 @@ class Calibration(_Strict):
         "best on sounds over an unrelated picture (benchmarks/one_sense.py) at equal accuracy",
     )
     modalities: dict[str, ModalityFit]
+    links: dict[str, dict[str, Annotated[float, Field(ge=0, le=1)]]] = Field(
+        default_factory=dict,
+        description="category -> modality -> link strength in [0, 1], replacing the category map's "
+        "(how far that modality's evidence goes towards the category; see fusion.categories)",
+    )
     card: Card
     path: str = Field("", exclude=True)
 
@@ -125,13 +130,19 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def fit_modality(
-    raw: np.ndarray, target: np.ndarray, sees: np.ndarray, names: list[str], clips_per_category: dict[str, int]
+    raw: np.ndarray,
+    target: np.ndarray,
+    sees: np.ndarray,
+    names: list[str],
+    clips_per_category: dict[str, int],
+    regularisation: float = REGULARISATION,
 ) -> tuple[ModalityFit, dict[str, float]]:
     """Platt scaling of one modality over windows x the categories it sees.
 
     ``raw`` [windows, categories] uncalibrated scores, ``target`` the same
-    shape, 1 where the category is there. Returns the fit and what it
-    measured on the same windows (log-loss and ECE before -> after).
+    shape, 1 where the category is there; ``regularisation`` the inverse L2
+    strength. Returns the fit and what it measured on the same windows
+    (log-loss and ECE before -> after).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -143,7 +154,7 @@ def fit_modality(
     cat = np.tile(cols, len(raw))
     for k, j in enumerate(own):
         onehot[cat == j, k] = 1.0
-    model = LogisticRegression(C=REGULARISATION, max_iter=2000).fit(np.hstack([x, onehot]), y)
+    model = LogisticRegression(C=regularisation, max_iter=2000).fit(np.hstack([x, onehot]), y)
     coef = model.coef_[0]
     fit = ModalityFit(
         slope=round(float(coef[0]), 4),

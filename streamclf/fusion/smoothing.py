@@ -23,6 +23,3 @@ class EMA:
         out = scores if prev is None else self.alpha * scores + (1.0 - self.alpha) * prev
         self._state[source] = out
         return out
-
-    def reset(self, source: str) -> None:
-        self._state.pop(source, None)

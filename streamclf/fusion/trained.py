@@ -21,12 +21,10 @@ class HeadFusion:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.head, self.info = load_head(path)
-        # the card as plain keys, for readers that take it so (pipeline.Models.adapt: window, pool)
-        self.card = self.info.dump()
+        self.head, self.card = load_head(path)
         self.path = str(path)
         try:  # computed by the pipeline from each window's audio and appended to the audio embedding
-            self.audio_features = check_features(self.info.audio_features)
+            self.audio_features = check_features(self.card.audio_features)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         self.names = self.head.classes
@@ -34,7 +32,7 @@ class HeadFusion:
 
     def check_encoders(self, weights_ids: dict[str, str]) -> None:
         """The head only makes sense on the embeddings it was trained on."""
-        for m, wid in self.info.encoders.items():
+        for m, wid in self.card.encoders.items():
             if m in self.head.modalities and weights_ids.get(m) != wid:
                 raise ValueError(
                     f"{self.path}: head was trained on {m} encoder weights {wid!r}, "

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .calibration import Calibration
 
 
+SENSE = {"detector": "video"}  # a modality that is part of another's evidence: the detector reads the camera
+
+
 class ZeroShotFusion:
     """Maps each modality's native scores onto the category map, calibrates them, then pools them by evidence.
 
@@ -45,6 +48,17 @@ class ZeroShotFusion:
     normalised product of experts); both are convex, so the fused score never
     leaves the range of the modalities' own scores and a weak modality cannot
     raise a category.
+
+    A category whose evidence is *independent* (``evidence: independent`` in
+    the map: ``person``) is not pooled but joined by noisy-OR over the senses
+    that see it, ``1 - prod(1 - p_sense)``: a person seen and a voice heard are
+    stronger together than either, and neither a camera that shows no one (the
+    speaker is off camera) nor a silent microphone lowers it. The detector
+    counts as the camera's evidence (``SENSE``): the camera's score is the
+    stronger of the detector and the classifier, which look at the same
+    pixels and are not independent of each other. A modality's evidence is
+    first multiplied by its ``link`` strength (map, or the calibration's
+    ``links``): a voice says someone is about, not that they are in view.
     """
 
     def __init__(
@@ -74,6 +88,12 @@ class ZeroShotFusion:
         self.sees_raw = {m: np.asarray(p.any(axis=0)) for m, p in self._proj.items()}  # through its own members
         self.sees = {m: self._lift(s) for m, s in self.sees_raw.items()}  # ... or through a child's
         self._scale = {m: calibration.vectors(m, self.names) for m in spaces} if calibration else {}
+        self.independent = np.array([c in categories.independent for c in self.names])
+        self.link = {m: categories.strengths(space) for m, (space, _, _) in spaces.items()}
+        for cat, strengths in (calibration.links if calibration else {}).items():
+            for m, strength in strengths.items():
+                if m in self.link and cat in self.names:
+                    self.link[m][self.names.index(cat)] = strength
 
     def _lift(self, scores: np.ndarray) -> np.ndarray:
         """Each parent at least as high as its best child (a guitar is music); works for bool masks too."""
@@ -96,14 +116,30 @@ class ZeroShotFusion:
         return out
 
     def per_modality(self, emb: Embeddings) -> dict[str, np.ndarray]:
-        """Each present modality's calibrated category scores, parents lifted to their best child."""
+        """Each present modality's calibrated category scores, parents lifted to their best child, times its links."""
         out = {}
         for m, s in self.raw(emb).items():
             if m in self._scale:
                 slope, bias = self._scale[m]
                 s = np.where(self.sees_raw[m], sigmoid(slope * logit(s) + bias), 0.0).astype(np.float32)
-            out[m] = self._lift(s)
+            out[m] = (self._lift(s) * self.link[m]).astype(np.float32)
         return out
+
+    def noisy_or(self, per: dict[str, np.ndarray]) -> np.ndarray:
+        """``1 - prod over senses (1 - p)``: each sense's score the stronger of its modalities that see the category.
+
+        An absent modality is not in ``per`` and one with no weight does not
+        count: either leaves the product unchanged.
+        """
+        senses: dict[str, np.ndarray] = {}
+        for m, s in per.items():
+            if self.weights.get(m, 0.0) > 0:
+                sense = SENSE.get(m, m)
+                senses[sense] = np.maximum(senses.get(sense, 0.0), np.where(self.sees[m], s, 0.0))
+        missed = np.ones(len(self.names))
+        for p in senses.values():
+            missed *= 1.0 - p
+        return 1.0 - missed
 
     def reliability(self, per: dict[str, np.ndarray]) -> dict[str, float]:
         """Each present modality's evidence in this window: its top category score to the power ``sharpness``.
@@ -124,6 +160,8 @@ class ZeroShotFusion:
         fused = np.divide(total, norm, out=np.zeros_like(total), where=norm > 0)
         if self.pooling == "loglinear":
             fused = np.where(norm > 0, sigmoid(fused), 0.0)
+        if self.independent.any():
+            fused = np.where(self.independent, self.noisy_or(per), fused)
         for parent, kids in self._children.items():  # what the best child explains is not the generic parent
             fused[parent] *= 1.0 - fused[kids].max()
         return fused.astype(np.float32), per

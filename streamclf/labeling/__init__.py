@@ -22,11 +22,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config, load_config
 from .common import Engine, file_windows, find_inputs, identity, inference_threads, label_windows, probe_duration
 from .outputs import FileResult, Writer, top, write_summary
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,11 @@ def label_files(
     # The engine starts first (the local decode processes), so that its start-up overlaps with loading
     # torch here; the inference threads are set once for the run, not switched per chunk.
     with runner.started(len(jobs)), inference_threads():
-        from ..pipeline import Models
+        from ..classifier import Classifier
+        from ..resolve import resolve_config
 
-        models = Models(config)
-        config = models.config
+        config = resolve_config(config)
+        classifier = Classifier(config)
         ident = identity(config)
         writer = Writer(out, plots, threshold, config.window.hop)
         on_error = on_error or _log_error
@@ -99,7 +103,7 @@ def label_files(
         started = time.time()
         durations = {i: probe_duration(jobs[i].path) for i in todo}
         with _Progress(len(todo), sum(d or 0.0 for d in durations.values()), progress) as bar:
-            stream = runner.run(jobs, todo, models, config, ident)
+            stream = runner.run(jobs, todo, classifier, config, ident)
             for i, records, end in stream:
                 job = jobs[i]
                 if end["fatal"] or not records:
@@ -143,20 +147,30 @@ def label_files(
         return ordered
 
 
-def iter_records(path: str | Path, config: Config | None = None, models: Any = None) -> Iterator[dict[str, Any]]:
-    """Window records of one file, in order, as they are computed (clip mode; no files written)."""
-    from ..pipeline import Models, Recorder
+def iter_records(
+    path: str | Path, config: Config | None = None, classifier: Classifier | None = None
+) -> Iterator[dict[str, Any]]:
+    """Window records of one file, in order, as they are computed (clip mode; no files written).
 
-    models = models or Models(config or load_config())
-    config = models.config
+    A ``classifier`` given (many files, one load) must have been built with ``config`` (default: its own).
+    """
+    from ..classifier import Classifier
+    from ..recorder import Recorder
+    from ..resolve import resolve_config
+
+    if classifier is not None and config is None:
+        config = classifier.config
+    config = resolve_config(config or load_config())
+    if classifier is not None:
+        classifier.check(config)
+    classifier = classifier or Classifier(config)
     name = Path(path).name
-    recorder = Recorder(models, config)
+    recorder, memory = Recorder(classifier, config), classifier.memory(name)
     state = None
     for windows, told in file_windows(path, name, config):
         state = told  # the last one says whether decoding failed
         if windows:
-            yield from label_windows(models, recorder, windows)
-    models.forget(name)
+            yield from label_windows(classifier, recorder, memory, windows)
     if state is not None and state.fatal and state.errors:
         raise ValueError(state.errors[-1])
 

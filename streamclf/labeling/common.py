@@ -1,6 +1,6 @@
 """What every ``label`` engine shares: the inputs, the resume key, decoding in chunks, and the record builder.
 
-Every file goes through the same models and ``Recorder`` as a live run, one
+Every file goes through the same classifier and ``Recorder`` as a live run, one
 file at a time in fixed-size chunks of windows, so the same file, head and
 config give the same records whatever else the job holds and whichever
 engine runs it. The resume key is the file's path, size and mtime plus the
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -30,6 +30,10 @@ from ..sources import Decoder, SourceSpec
 from ..stages import Feed
 from ..types import SourceEnd, SourceError, SourceInfo, Window
 from ..windows import Windower, WindowSpec
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier, Memory
+    from ..recorder import Recorder
 
 CHUNK = 16  # windows per inference batch: fixed, so results never depend on timing
 SCRATCH = ".partial"  # unfinished outputs; emptied at the start of every run
@@ -49,7 +53,7 @@ class Engine(Protocol):
         """Whatever the engine starts before the models load, stopped at the end."""
         ...
 
-    def run(self, jobs: list[Job], todo: list[int], models: Any, config: Config, ident: str) -> Stream:
+    def run(self, jobs: list[Job], todo: list[int], classifier: Classifier, config: Config, ident: str) -> Stream:
         """Label ``jobs[i] for i in todo``; yields (job index, records, end info) per file, as files finish."""
         ...
 
@@ -232,16 +236,22 @@ def inference_threads() -> Iterator[None]:
 
 
 def label_windows(
-    models: Any, recorder: Any, windows: list[Window], key: str | None = None, first: int = 0
+    classifier: Classifier,
+    recorder: Recorder,
+    memory: Memory,
+    windows: list[Window],
+    key: str | None = None,
+    first: int = 0,
 ) -> list[dict[str, Any]]:
     """A chunk of one file's windows to its records: the one record builder of every engine and of
-    ``iter_records``, so the same chunks give the same bytes wherever they run. ``key`` adds ids
-    (``{key}-{n:06d}``, counting from ``first``)."""
+    ``iter_records``, so the same chunks give the same bytes wherever they run. ``memory`` is the file's
+    (``classifier.memory``, kept for the file and dropped with it); ``key`` adds ids (``{key}-{n:06d}``,
+    counting from ``first``)."""
     with inference_threads():
-        scored = models.process(windows)
+        scored = classifier.score(windows, {memory.source: memory})
     records = []
     for n, s in enumerate(scored, first):
-        record = {k: v for k, v in recorder(s).to_dict().items() if k not in DROP}
+        record = {k: v for k, v in recorder(s, memory).to_dict().items() if k not in DROP}
         if key is not None:
             record["id"] = f"{key}-{n:06d}"
         records.append(record)

@@ -2,7 +2,8 @@
 
 Decoding runs ahead in ``decode_worker`` processes (one socket each, no shared
 queue or lock); inference stays in this process (one copy of the models),
-through the shared record builder ``common.label_windows``. A file whose
+through the shared record builder ``common.label_windows``, with a memory
+per file (``classifier.Memory``) dropped when the file is done. A file whose
 decoder hangs or dies is reported as an error; the others go on.
 """
 
@@ -13,11 +14,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..decode_worker import DecodeProcess
 from .common import Job, Stream, label_windows
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 
 class Engine:
@@ -37,8 +41,8 @@ class Engine:
             for d in self.decoders:
                 d.stop()
 
-    def run(self, jobs: list[Job], todo: list[int], models: Any, config: Config, ident: str) -> Stream:
-        return run_local(jobs, todo, models, config, self.decoders, ident)
+    def run(self, jobs: list[Job], todo: list[int], classifier: Classifier, config: Config, ident: str) -> Stream:
+        return run_local(jobs, todo, classifier, config, self.decoders, ident)
 
 
 def default_workers() -> int:
@@ -47,7 +51,12 @@ def default_workers() -> int:
 
 
 def run_local(
-    jobs: list[Job], todo: list[int], models: Any, config: Config, decoders: list[DecodeProcess], ident: str
+    jobs: list[Job],
+    todo: list[int],
+    classifier: Classifier,
+    config: Config,
+    decoders: list[DecodeProcess],
+    ident: str,
 ) -> Stream:
     """Decode in the started ``decoders``, infer here; yields (job index, records, end info) per file.
 
@@ -55,14 +64,15 @@ def run_local(
     decoder: time spent on inference, its own or another file's, while the decoder waits to hand over
     windows is not the decoder's fault, however slow the machine.
     """
-    from ..pipeline import Recorder
+    from ..recorder import Recorder
 
     if not todo:
         return
     config_json = config.model_dump_json()
     queued = list(todo)
-    recorder = Recorder(models, config)
+    recorder = Recorder(classifier, config)
     records: dict[int, list[dict[str, Any]]] = {i: [] for i in todo}
+    memory = {i: classifier.memory(jobs[i].rel) for i in todo}  # each file's, dropped with its records
     remaining = set(todo)
     limit = config.sources.file_timeout
     # One socket per decode process, no shared queue or lock: a process that dies or is killed
@@ -82,8 +92,7 @@ def run_local(
 
     def finished(index: int) -> list[dict[str, Any]]:
         remaining.discard(index)
-        recorder.reset(jobs[index].rel)
-        models.forget(jobs[index].rel)
+        memory.pop(index)
         return records.pop(index)
 
     def failed(index: int, why: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
@@ -122,7 +131,12 @@ def run_local(
                         d.quiet = 0.0
                         if kind == "windows":
                             records[index] += label_windows(
-                                models, recorder, payload, jobs[index].key(ident)[:12], len(records[index])
+                                classifier,
+                                recorder,
+                                memory[index],
+                                payload,
+                                jobs[index].key(ident)[:12],
+                                len(records[index]),
                             )
                         else:
                             yield index, finished(index), payload

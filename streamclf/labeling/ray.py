@@ -7,15 +7,15 @@ A Ray Data pipeline of three steps:
    (the very chunks of ``CHUNK`` windows the local engine makes) and emits
    ONE row per file holding all its chunks, pickled into bytes;
 3. an actor pool (``map_batches`` with a callable class, one row at a time)
-   that loads the encoders and head once per actor and runs
-   ``Models.process`` on those chunks in order, with a fresh ``Recorder``
-   per file, through the same record builder (``common.label_windows``, which
+   that loads the classifier once per actor and runs
+   ``Classifier.score`` on those chunks in order, with a fresh memory
+   (``classifier.Memory``) per file, through the same record builder (``common.label_windows``, which
    also fixes the torch thread count), so every file's records are the local
    engine's, byte for byte.
 
 Why a row per file and not a row per chunk: a file's records depend on what
-came before in the same file (smoothing state in the ``Recorder``, the
-frame-embedding cache in ``Models``), and Ray Data gives no way to send all
+came before in the same file (the smoothing state and the frame-embedding
+cache in the file's memory), and Ray Data gives no way to send all
 of a file's rows to one actor in order. A whole file in one row costs memory,
 though (about 3 MB per second of 640 px video), so a file whose decoded
 windows outgrow ``row_bytes`` is not shipped: its row says "deferred" and the
@@ -38,11 +38,14 @@ import pickle
 import warnings
 from collections.abc import Generator, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config import Config
 from ..types import Window
 from .common import THREADS, Job, Stream, decode_chunks, label_windows
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 ROW_BYTES = 128 << 20  # decoded windows a map-stage row may carry; bigger files are decoded by the actor
 RETRIES = 2  # a file whose worker dies is tried this many more times, then reported (Ray Data retries forever)
@@ -102,16 +105,18 @@ def _decode_stage(batch: Any, config_json: str, row_bytes: int) -> Any:
 
 
 class _Infer:
-    """Actor: the models, loaded once; each row (a file) to its records, in order, fresh smoothing state."""
+    """Actor: the classifier, loaded once; each row (a file) to its records, in order, with a fresh memory."""
 
     def __init__(self, config_json: str) -> None:
         import torch
 
-        from ..pipeline import Models
+        from ..classifier import Classifier
+        from ..recorder import Recorder
 
         torch.set_num_threads(THREADS)  # the actor's own process: set once, not switched per chunk
-        self.models = Models(Config.model_validate_json(config_json))
-        self.config = self.models.config
+        self.config = Config.model_validate_json(config_json)  # resolved by label_files
+        self.classifier = Classifier(self.config)
+        self.recorder = Recorder(self.classifier, self.config)
 
     def __call__(self, batch: Any) -> Any:
         out = []
@@ -147,15 +152,10 @@ class _Infer:
         return _table(out, "records")
 
     def _label(self, name: str, key: str, chunks: Iterable[list[Window]]) -> list[dict[str, Any]]:
-        from ..pipeline import Recorder
-
-        recorder = Recorder(self.models, self.config)
+        memory = self.classifier.memory(name)
         records: list[dict[str, Any]] = []
-        try:
-            for windows in chunks:
-                records += label_windows(self.models, recorder, windows, key, len(records))
-        finally:
-            self.models.forget(name)
+        for windows in chunks:
+            records += label_windows(self.classifier, self.recorder, memory, windows, key, len(records))
         return records
 
 
@@ -183,7 +183,7 @@ class Engine:
     def started(self, files: int) -> AbstractContextManager[None]:
         return nullcontext()  # Ray starts (or is joined) when the run begins
 
-    def run(self, jobs: list[Job], todo: list[int], models: Any, config: Config, ident: str) -> Stream:
+    def run(self, jobs: list[Job], todo: list[int], classifier: Classifier, config: Config, ident: str) -> Stream:
         return run_ray(jobs, todo, config, ident, address=self.address, num_cpus=self.workers)
 
 

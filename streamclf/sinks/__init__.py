@@ -1,4 +1,4 @@
-"""Where records go. Sinks see plain dicts (records), never tensors.
+"""Where records go. Sinks see records (``records.Record``: window, status, alert, timings), never tensors.
 
 Every sink has ``write(record)`` and ``close()``; the network ones also ``stats()``.
 """

@@ -9,7 +9,8 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+
+from ..records import Record
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class JsonlSink:
             )
         os.ftruncate(fd, size - len(tail) + cut + 1)
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+    def write(self, record: Record) -> None:
+        line = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
         if self._stdout:
             sys.stdout.write(line)
             sys.stdout.flush()

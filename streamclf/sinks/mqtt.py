@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .. import __version__
 from ..config import MqttConfig
+from ..records import AlertRecord, Record, StatusRecord, TimingsRecord, WindowRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ _TOPIC_UNSAFE = re.compile(r"[+#/\s\x00]+")  # wildcards, level separator, white
 
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # Home Assistant's node and object ids
+TOPICS: dict[type, str] = {WindowRecord: "labels", AlertRecord: "alerts", StatusRecord: "status"}  # PREFIX/<source>/...
 FINAL_STATES = ("ended", "error")  # a retained status in one of these stays true after streamclf exits
 
 
@@ -176,23 +178,22 @@ class MqttSink:
     def connected(self) -> bool:
         return self._client.is_connected()
 
-    def write(self, record: dict[str, Any]) -> None:
-        kind, source = record.get("type"), str(record.get("source", ""))
-        sub = {"alert": "alerts", "status": "status", None: "labels"}.get(kind)
-        if sub is None:
+    def write(self, record: Record) -> None:
+        sub = TOPICS.get(type(record))
+        if sub is None or isinstance(record, TimingsRecord):  # (the second test only tells the type checker)
             return
-        self._announce(source, [record["label"]] if kind == "alert" and record.get("label") else [])
-        if kind == "status":
-            self._last_state[source] = record.get("state")
-            record = record if "time" in record else {**record, "time": _now()}  # a retained state says when
+        source = record.source
+        alert = record if isinstance(record, AlertRecord) and record.label else None
+        self._announce(source, [alert.label] if alert is not None else [])
+        data = record.to_dict()
+        if isinstance(record, StatusRecord):
+            self._last_state[source] = record.state
+            data.setdefault("time", _now())  # a retained state says when
         topic = f"{self.prefix}/{topic_safe(source)}/{sub}"
-        self._enqueue(topic, json.dumps(record, ensure_ascii=False), retain=sub == "status")
-        if kind == "alert" and record.get("label") and record.get("state") in ("started", "ended"):
-            self._enqueue(
-                alert_topic(self.cfg, source, record["label"]),
-                "ON" if record["state"] == "started" else "OFF",
-                retain=True,
-            )
+        self._enqueue(topic, json.dumps(data, ensure_ascii=False), retain=sub == "status")
+        if alert is not None and alert.state in ("started", "ended"):
+            state = "ON" if alert.state == "started" else "OFF"
+            self._enqueue(alert_topic(self.cfg, source, alert.label), state, retain=True)
 
     def _announce(self, source: str, labels: list[str]) -> None:
         """A new source (or alert label): discovery configs, and its alert labels "OFF" until an event says more."""

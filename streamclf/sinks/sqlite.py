@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SqliteConfig
+from ..records import AlertRecord, Record, StatusRecord, WindowRecord
 
-KINDS = ("alert", "status", "labels")  # "labels" = window records (they have no "type")
+KINDS = ("alert", "status", "labels")  # the store's type column; "labels" = window records
 MEDIA = ("snapshot", "clip", "wav")  # an alert record's evidence files, in the order `streamclf events` shows them
 
 _SCHEMA = """
@@ -69,16 +70,15 @@ def parse_since(value: str) -> str:
     return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
-def _columns(record: dict[str, Any]) -> tuple[Any, ...] | None:
+def _columns(record: Record) -> tuple[Any, ...] | None:
     """(type, label, state, t_start, t_end) of a record, or None for a kind the store does not keep."""
-    kind = record.get("type", "labels")
-    if kind == "alert":
-        return kind, record.get("label"), None, record.get("start"), record.get("end")
-    if kind == "status":
-        return kind, None, record.get("state"), None, None
-    if kind == "labels":
-        top = record.get("labels") or [{}]
-        return kind, top[0].get("label"), None, record.get("t_start"), record.get("t_end")
+    if isinstance(record, AlertRecord):
+        return "alert", record.label, None, record.start, record.end
+    if isinstance(record, StatusRecord):
+        return "status", None, record.state, None, None
+    if isinstance(record, WindowRecord):
+        top = record.labels or [{}]
+        return "labels", top[0].get("label"), None, round(record.t_start, 3), round(record.t_end, 3)
     return None
 
 
@@ -95,26 +95,27 @@ class SqliteSink:
         self._lock = threading.Lock()
         self.stored = self.duplicates = 0
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Record) -> None:
         columns = _columns(record)
         if columns is None or (columns[0] == "labels" and not self.cfg.labels):
             return
         kind, label, state, t_start, t_end = columns
-        time = record.get("time") or iso_utc(datetime.now(UTC))
+        data = record.to_dict()
+        time = record.time or iso_utc(datetime.now(UTC))
         with self._lock:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO events (id, type, source, label, state, time, t_start, t_end, record)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    record_key(record),
+                    record_key(data),
                     kind,
-                    record.get("source"),
+                    data["source"],
                     label,
                     state,
                     time,
                     t_start,
                     t_end,
-                    json.dumps(record, ensure_ascii=False),
+                    json.dumps(data, ensure_ascii=False),
                 ),
             )
         if cursor.rowcount:

@@ -18,11 +18,11 @@ import threading
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from ..config import WebhookConfig
+from ..records import AlertRecord, Record, WindowRecord
 from ..retry import backoff
 from ..sources import redact
 from .sqlite import iso_utc, record_key
@@ -79,21 +79,22 @@ class WebhookSink:
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
-    def _wants(self, record: dict[str, Any]) -> bool:
+    def _wants(self, record: Record) -> bool:
         """Whether ``cfg.events`` selects this record (status records go only with "all")."""
         if self.cfg.events == "alerts":
-            return record.get("type") == "alert"
+            return isinstance(record, AlertRecord)
         if self.cfg.events == "labels":
-            return "type" not in record
+            return isinstance(record, WindowRecord)
         return True
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Record) -> None:
         if not self._wants(record):
             return
+        data = record.to_dict()
         with self._lock:
             self._db.execute(
                 "INSERT INTO spool (key, body) VALUES (?, ?)",
-                (record_key(record), json.dumps(record, ensure_ascii=False).encode()),
+                (record_key(data), json.dumps(data, ensure_ascii=False).encode()),
             )
         self._wake.set()
 

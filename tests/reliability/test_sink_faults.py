@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from streamclf.records import Record, parse
 from streamclf.sinks.jsonl import JsonlSink
 from streamclf.sinks.webhook import WebhookSink
 from tests.test_sinks import Receiver, free_port, serve, stop, webhook_config, window
@@ -58,11 +59,11 @@ def test_jsonl_on_a_full_disk_keeps_records_and_writes_them_once_space_is_back(s
     sink = JsonlSink(small_disk / "records.jsonl")
     records = _records(40)
     for r in records[:20]:
-        sink.write(r)
+        sink.write(parse(r))
     assert len(sink._pending) == 20 and _lines(small_disk / "records.jsonl") == []
     filler.unlink()  # the operator frees space
     for r in records[20:]:
-        sink.write(r)
+        sink.write(parse(r))
     sink.close()
     assert _lines(small_disk / "records.jsonl") == records
     err = caplog.text
@@ -86,7 +87,7 @@ def test_jsonl_simulated_enospc_and_short_writes_leave_whole_lines_only(tmp_path
     sink = JsonlSink(path)
     records = _records(10)
     for r in records:
-        sink.write(r)
+        sink.write(parse(r))
         assert _lines(path) == records[: sink.written]  # whole lines, in order, at every moment
     sink.close()
     assert _lines(path) == records
@@ -97,7 +98,7 @@ def test_jsonl_cuts_a_line_a_crash_left_half_written(tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
     path.write_text(json.dumps(window(0)) + "\n" + json.dumps(window(1))[:30])
     sink = JsonlSink(path)
-    sink.write(window(2))
+    sink.write(parse(window(2)))
     sink.close()
     assert _lines(path) == [window(0), window(2)]
 
@@ -126,7 +127,7 @@ def test_webhook_slow_receiver_gets_everything_in_order_duplicates_only_under_on
         sink = WebhookSink(webhook_config(tmp_path, port, timeout=0.5))
         records = _records(12)
         for r in records:
-            sink.write(r)
+            sink.write(parse(r))
         sink.close()
     finally:
         stop(server)
@@ -140,7 +141,7 @@ def test_webhook_slow_receiver_gets_everything_in_order_duplicates_only_under_on
 
 
 class _Broken:
-    def write(self, record: dict) -> None:
+    def write(self, record: Record) -> None:
         raise OSError(errno.ENOSPC, "database or disk is full")
 
     def close(self) -> None:
@@ -151,8 +152,8 @@ class _Collect:
     def __init__(self) -> None:
         self.records: list[dict] = []
 
-    def write(self, record: dict) -> None:
-        self.records.append(record)
+    def write(self, record: Record) -> None:
+        self.records.append(record.to_dict())
 
     def close(self) -> None:
         pass
