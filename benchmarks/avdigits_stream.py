@@ -2,20 +2,26 @@
 
     .venv/bin/python benchmarks/avdigits_stream.py [--streams 3] [--digits 20]
     .venv/bin/python benchmarks/avdigits_stream.py --held-out-speakers [--per-digit 16] [--work DIR] [--no-augment]
-        [--fusion gated] [--audio-features mfcc-shape-v1|none] [--noise-snr 0]
+        [--fusion gated] [--audio-features mfcc-shape-v1|none] [--noise-snr 0] [--no-removed]
 
 Default: the shipped heads (models/heads/avdigits*), `streamclf run` over composed MP4s of their held-out
 speaker, windows inside a digit's slot scored against the timeline (key "shipped_head" in the JSON).
 
 ``--held-out-speakers``: for each FSDD speaker in turn, a head trained with `streamclf train --group`
-(speakers as groups, the train verb's own augmentation unless --no-augment) on clips of the other three
-speakers and three image folds, then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out
-speaker (10 per digit, natural loudness, 1-2 s each) with the fourth image fold: fused / audio-only /
-video-only, next to the stream figure `train` itself reported for its own held-out speaker; then the same
-stream with a real background sound from sounds/ under every clip at --noise-snr dB (speech power over the
-utterance to noise power), fused / audio-only / video-only again. Key "held_out_speakers/<fusion>+<audio
-features>" (the first run, gated on the pooled YAMNet embedding alone and without the noise stream, is
-kept under "held_out_speakers"). Clips and embeddings are cached under --work; timings are recorded.
+(speakers as groups, the train verb's own augmentation unless --no-augment: gains, degraded copies with
+generated noise or damaged frames, blanks) on clips of the other three speakers and three image folds,
+then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out speaker (10 per digit, natural
+loudness, 1-2 s each) with the fourth image fold: fused / audio-only / video-only, next to the stream
+figure `train` itself reported (every training speaker held out in turn, pooled; per fold under
+"train_reported_folds"); then the same stream with a real background sound from sounds/ under every clip at
+--noise-snr dB (speech power over the utterance to noise power): fused and audio-only (video-only is the
+clean run's: with the audio track removed the two streams are the same). Unless --no-removed, a modality
+removed at run time: unimodal heads (`train --fusion audio|video`, same clips and augmentation) on the
+stream with the other track stripped, beside the fused head on the same stripped stream. Key
+"held_out_speakers/<fusion>+<audio features>[/noise-copies-generated]" (the first run, gated on the pooled
+YAMNet embedding alone and without the noise stream, is kept under "held_out_speakers"; runs before the
+degraded copies have no "/noise-copies" suffix). Clips, embeddings and training streams are cached (--work,
+the user cache); timings are recorded.
 Writes benchmarks/results/avdigits_stream.json (other keys are kept).
 """
 
@@ -28,13 +34,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from sklearn.datasets import load_digits
 
 from streamclf import load_config, run
 from streamclf.audio_features import AUDIO_SHAPE, FEATURES
 from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
-from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, STREAM_GAP, train
+from streamclf.catalog import FUSION_FAMILIES
+from streamclf.fusion.card import HeadCard
+from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, train
+from streamclf.trainset import STREAM_GAP
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = {"fused": "avdigits", "audio only": "avdigits-audio", "video only": "avdigits-video"}
@@ -43,8 +51,8 @@ RUNS = ("fused", "audio only", "video only")
 
 
 def shipped_heads(streams: int, digits: int) -> dict:
-    card = yaml.safe_load((ROOT / "models" / "heads" / "avdigits" / "card.yaml").read_text())
-    speaker, fold = card["metrics"]["held_out_speaker"], card["metrics"]["held_out_image_fold"]
+    metrics = HeadCard.read(ROOT / "models" / "heads" / "avdigits").metrics
+    speaker, fold = metrics["held_out_speaker"], metrics["held_out_image_fold"]
     pool = np.flatnonzero(image_folds(load_digits().target) == fold)
     results: dict[str, list[float]] = {k: [] for k in HEADS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,12 +91,13 @@ def held_out_speakers(
     speakers: list[str],
     audio_features: str | None,
     snr: float | None,
+    removed: bool = True,
 ) -> dict:
-    """Train on three speakers with `train --group`, evaluate a composed stream of the fourth, clean and noisy."""
-    from streamclf.evaluate import evaluate
+    """Train on three speakers with `train --group`, evaluate a composed stream of the fourth, clean and noisy.
 
-    def runs(result: dict) -> dict:
-        return {r: result["runs"][r]["accuracy"] for r in RUNS}
+    ``removed``: also the one-encoder systems of ``one_encoder_systems``.
+    """
+    from streamclf.evaluate import evaluate
 
     folds = image_folds(load_digits().target)
     config = load_config(window=AVDIGITS_WINDOW, **{"audio.pool": "mean", "video.pool": "mean"})
@@ -115,16 +124,30 @@ def held_out_speakers(
         clean = evaluate(test, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval")
         rows[speaker] = {
             "stream": runs(clean),
-            "train_reported": card["metrics"]["stream"],
+            "train_reported": {k: v for k, v in card["metrics"]["stream"].items() if k != "folds"},
+            "train_reported_folds": card["metrics"]["stream"].get("folds"),
             "train_held_out": card["metrics"]["held_out_groups"],
             "train_windows_held_out": card["metrics"]["accuracy"],
         }
+        if removed:
+            rows[speaker]["modality_removed"] = one_encoder_systems(
+                train_dir, test, work / speaker, config, augment, audio_features, clean
+            )
         if snr is not None:
             noisy = work / speaker / f"test-snr{snr:g}"
             write_clips(noisy, [speaker], 10, np.flatnonzero(folds == k), snr_db=snr)
+            # the noise is under the sound only: with the audio track removed the noisy stream is the clean one,
+            # so its video-only run is the clean video-only run (not run twice)
             rows[speaker]["stream_noise"] = runs(
-                evaluate(noisy, head, compose=True, gap=STREAM_GAP, work_dir=work / speaker / "eval-noise")
-            )
+                evaluate(
+                    noisy,
+                    head,
+                    compose=True,
+                    gap=STREAM_GAP,
+                    work_dir=work / speaker / "eval-noise",
+                    runs=("fused", "audio only"),
+                )
+            ) | {"video only": rows[speaker]["stream"]["video only"]}
         rows[speaker]["seconds"] = {"train": round(trained - started), "eval": round(time.monotonic() - trained)}
         print(speaker, json.dumps(rows[speaker]), flush=True)
     return {
@@ -135,9 +158,50 @@ def held_out_speakers(
         "test_clips": 100,
         "gap": STREAM_GAP,
         "noise_snr_db": snr,
+        "training_noise": "generated" if augment else None,  # degraded copies (trainset.stream_windows)
+        # a feature-level head answers one modality alone with its own unimodal networks (NeuralHead fallback)
+        "fallback": FUSION_FAMILIES.get(fusion) == "feature",
         "window": AVDIGITS_WINDOW,
         "speakers": rows,
     }
+
+
+def runs(result: dict) -> dict:
+    return {r: result["runs"][r]["accuracy"] for r in result["runs"]}
+
+
+def one_encoder_systems(
+    train_dir: Path, test: Path, work: Path, config, augment: bool, audio_features: str | None, fused: dict
+) -> dict:
+    """A modality removed at run time: the fused head on the stream with one track stripped (``fused``'s audio
+    only / video only runs) against the system built for the surviving modality alone, a unimodal head
+    (`train --fusion audio|video`, same clips and augmentation) on the same stripped stream."""
+    from streamclf.evaluate import evaluate
+
+    out = {}
+    for modality in ("audio", "video"):
+        head = work / f"head-{modality}"
+        train(
+            train_dir,
+            modality,
+            head,
+            config,
+            group=FOLDER_GROUP,
+            augment=augment,
+            audio_features=audio_features,  # a video head ignores them; the same windows are then cached once
+            progress=lambda msg: None,
+        )
+        kept = f"{modality} only"
+        alone = evaluate(
+            test,
+            load_config(**{"fusion.head": str(head)}),
+            compose=True,
+            gap=STREAM_GAP,
+            work_dir=work / "eval",
+            runs=(kept,),
+        )
+        out[kept] = {"fused head": fused["runs"][kept]["accuracy"], "one-encoder system": runs(alone)[kept]}
+    return out
 
 
 def table(res: dict) -> str:
@@ -161,10 +225,32 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def removed_table(res: dict) -> str:
+    """A modality removed at run time: the fused head on the stream with one track stripped against the
+    one-encoder system for the surviving modality on the same stream (target: fused >= alone - 1 pt)."""
+    lines = [
+        "| held-out speaker | audio stripped: fused head | video-only head | difference "
+        "| video stripped: fused head | audio-only head | difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for speaker, r in res["speakers"].items():
+        m = r.get("modality_removed")
+        if not m:
+            continue
+        cells = []
+        for kept in ("video only", "audio only"):
+            fused, alone = m[kept]["fused head"], m[kept]["one-encoder system"]
+            cells += [f"{100 * fused:.0f}", f"{100 * alone:.0f}", f"{100 * (fused - alone):+.0f}"]
+        lines.append(f"| {speaker} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def result_key(res: dict) -> str:
     """Where a run goes in the JSON: one key per method and audio features (and augmentation)."""
     return (
         f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}{'' if res['augment'] else '/no-augment'}"
+        + (f"/noise-copies-{res['training_noise']}" if res.get("training_noise") else "")
+        + ("/fallback" if res.get("fallback") else "")
     )
 
 
@@ -189,6 +275,12 @@ def main() -> None:
         default=0.0,
         help="SNR (dB) of the background sound under the noisy held-out stream; 'nan' skips it",
     )
+    ap.add_argument(
+        "--no-removed",
+        dest="removed",
+        action="store_false",
+        help="skip the one-encoder systems (unimodal heads on the stream with a track stripped)",
+    )
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "streamclf-avdigits-stream"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "avdigits_stream.json"))
     args = ap.parse_args()
@@ -205,8 +297,10 @@ def main() -> None:
             args.speakers.split(","),
             features,
             None if np.isnan(args.noise_snr) else args.noise_snr,
+            args.removed,
         )
         print(table(res))
+        print(removed_table(res))
         doc[result_key(res)] = res
     else:
         doc["shipped_head"] = shipped_heads(args.streams, args.digits)

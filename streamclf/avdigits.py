@@ -6,6 +6,11 @@ Embeddings come from the project's frozen encoders on exactly the pixels and
 samples a live window would hold: ``render_digit`` draws the frame and
 ``slot_audio`` centres the utterance in a 1 s slot, and the stream composer
 uses the same two functions. Embeddings are cached on disk by content.
+
+One module of about 400 lines on purpose: rendering, slotting, noise, the
+embedding cache and the stream and clip writers are one data set, and the
+writers must draw frames and slots exactly as the embeddings did; split, a
+change to one half could silently stop matching the other.
 """
 
 from __future__ import annotations

@@ -226,14 +226,17 @@ def compose(
     size: tuple[int, int] | None = None,
     progress: Callable[[str], None] | None = None,
     gains: list[float] | None = None,
+    degrade: Callable[[int, np.ndarray, Iterable[np.ndarray]], tuple[np.ndarray, Iterable[np.ndarray]]] | None = None,
 ) -> list[Event]:
     """One stream of ``clips`` (path, label) back to back, a gap of silence and grey before each and at the end.
 
     Each clip lasts as long as the longer of its tracks (rounded up to a
     frame); a missing or shorter track is filled with grey or silence, so
     the tracks stay in step. ``gains`` (dB per clip) scale each clip's audio,
-    as a nearer or farther microphone would (training augmentation). Returns
-    where each clip lies in the stream.
+    as a nearer or farther microphone would (training augmentation);
+    ``degrade(i, audio, frames)`` returns clip i's audio and frames as they go
+    in (training copies with noise or damaged pictures). Returns where each
+    clip lies in the stream.
     """
     size = size or canvas_size([p for p, _ in clips])
     gap_frames = round(gap * fps)
@@ -245,8 +248,11 @@ def compose(
             audio = read_audio(path) if "audio" in tracks(path) else silence
             if gains is not None:
                 audio = audio * np.float32(10 ** (gains[i] / 20))
+            frames: Iterable[np.ndarray] = frames_at(path, fps, size)
+            if degrade is not None:
+                audio, frames = degrade(i, audio, frames)
             try:
-                n = _write_segment(writer, frames_at(path, fps, size), audio, size, 1)
+                n = _write_segment(writer, frames, audio, size, 1)
             except av.error.FFmpegError as e:
                 raise ValueError(f"{path}: cannot decode its video ({e.strerror})") from None
             events.append(Event(label, frame / fps, (frame + n) / fps, str(path)))

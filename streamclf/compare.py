@@ -257,7 +257,9 @@ def table(result: dict[str, Any], streams: list[dict[str, Any]] | None = None) -
     summary = result["summary"]
     conds = result["conditions"]
     every = set(result.get("data", {}).get("speakers", []))
-    columns = stream_columns([r for r in streams or [] if every <= set(r["speakers"])])
+    columns = stream_columns(
+        [r for r in streams or [] if every <= set(r["speakers"]) or len(r["speakers"]) >= 2], every
+    )
     best = max(s["accuracy"]["clean"][0] for s in summary.values())
     head = ["method", "family", "accuracy", "macro-F1", "ECE", "params", "ms/sample"] + conds[1:] + list(columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -283,14 +285,19 @@ def table(result: dict[str, Any], streams: list[dict[str, Any]] | None = None) -
     return "\n".join(lines)
 
 
-def stream_columns(streams: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Column title -> {method: mean fused accuracy}: clean streams per audio-feature set, then noisy ones."""
+def stream_columns(streams: list[dict[str, Any]], every: set[str] | None = None) -> dict[str, dict[str, float]]:
+    """Column title -> {method: mean fused accuracy}: clean streams per audio-feature set and training recipe, then
+    noisy ones. A run over only some of ``every`` speaker names them in its title (a mean over other speakers)."""
     columns: dict[str, dict[str, float]] = {}
     for noisy in (False, True):
         for r in streams:
             if noisy and r["noise"] is None:
                 continue
             title = "held-out speaker stream" + (f" + {r['audio_features']}" if r["audio_features"] else "")
+            title += " + noise copies" if r.get("training_noise") else ""
+            title += " + fallback" if r.get("fallback") else ""
+            if every and not every <= set(r["speakers"]):
+                title += f" ({', '.join(r['speakers'])} only)"
             if noisy:
                 title += f", noise {r['noise_snr_db']:g} dB"
             columns.setdefault(title, {})[r["fusion"]] = (r["noise"] if noisy else r["clean"])["fused"]
@@ -311,7 +318,10 @@ def streams_table(streams: list[dict[str, Any]]) -> str:
 
     for r in streams:
         clean, noise = r["clean"], r["noise"]
-        cells = [r["fusion"], r["audio_features"] or "none (pooled YAMNet)", ", ".join(r["speakers"])]
+        features = r["audio_features"] or "none (pooled YAMNet)"
+        features += " + noise copies" if r.get("training_noise") else ""
+        features += " + one-modality fallback" if r.get("fallback") else ""
+        cells = [r["fusion"], features, ", ".join(r["speakers"])]
         cells += [f"{clean[k]:.3f}" for k in RUNS] + [f"{gain(clean):+.3f}", f"{r['worst_gain']:+.3f}"]
         cells += ([f"{noise[k]:.3f}" for k in RUNS] + [f"{gain(noise):+.3f}"]) if noise else ["-"] * 4
         lines.append("| " + " | ".join(cells) + " |")
@@ -360,6 +370,8 @@ def held_out_streams(path: Path) -> list[dict[str, Any]]:
             {
                 "fusion": res["fusion"],
                 "audio_features": res.get("audio_features"),
+                "training_noise": res.get("training_noise"),
+                "fallback": res.get("fallback"),
                 "noise_snr_db": res.get("noise_snr_db"),
                 "speakers": list(res["speakers"]),
                 "clean": {k: float(np.mean([r["stream"][k] for r in rows])) for k in RUNS},

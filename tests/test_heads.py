@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,9 +75,9 @@ def test_absent_modality_is_ignored_not_zero_filled(fitted: dict, method: str) -
 def test_save_load_roundtrip(fitted: dict, method: str, tmp_path) -> None:
     head = fitted[method]
     x, present, _ = _data(50, 9)
-    save_head(head, tmp_path / method, {"note": "test"})
+    save_head(head, tmp_path / method, {"data": {"note": "test"}})
     loaded, card = load_head(tmp_path / method)
-    assert card["head"]["method"] == method and card["note"] == "test"
+    assert card.head.method == method and card.data == {"note": "test"}
     assert np.allclose(loaded.predict_proba(x, present), head.predict_proba(x, present), atol=1e-5)
 
 
@@ -86,6 +88,36 @@ def test_unsavable_and_bad_head_say_why(fitted: dict, tmp_path) -> None:
         load_head(tmp_path)
     with pytest.raises(ValueError, match="unknown fusion method"):
         build_head("nope", ("audio", "video"), ["a", "b"], DIMS)
+
+
+def test_head_cards_are_checked_keys_and_types_one_line_naming_the_file(fitted: dict, tmp_path) -> None:
+    """Issue 19 item 5: a card is a strict model; what train wrote before loads unchanged."""
+    import yaml
+
+    from streamclf.fusion.card import HeadCard
+
+    with pytest.raises(ValueError, match=r"gated/card.yaml: notes: unknown key$"):
+        save_head(fitted["gated"], tmp_path / "gated", {"notes": "a typo is refused, never written"})
+    assert not (tmp_path / "gated").exists()
+    folder = save_head(fitted["gated"], tmp_path / "gated", {"window": {"length": 1.0, "hop": 0.5}})
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    assert card["window"] == {"length": 1.0, "hop": 0.5} and card["head"]["method"] == "gated"  # keys as before
+    for bad, message in [
+        ({**card, "windwo": {}}, r"card.yaml: windwo: unknown key$"),
+        ({**card, "window": {"length": "long"}}, r"card.yaml: window.length: Input should be a valid number"),
+        ({**card, "params": [1]}, r"card.yaml: params: Input should be a valid integer"),
+        ({k: v for k, v in card.items() if k != "head"}, r"card.yaml: head: Field required$"),
+        ([1, 2], r"card.yaml: a head card is a mapping of keys, got list$"),
+    ]:
+        (folder / "card.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(ValueError, match=message) as err:
+            load_head(folder)
+        assert "\n" not in str(err.value) and str(folder) in str(err.value)
+    (folder / "card.yaml").write_text(yaml.safe_dump({**card, "head": {**card["head"], "hiddn": 3}}))
+    with pytest.raises(ValueError, match=r"card.yaml: head: .*hiddn"):
+        load_head(folder)
+    for shipped in sorted(Path(__file__).resolve().parents[1].joinpath("models", "heads").iterdir()):
+        assert HeadCard.read(shipped).head.classes == [str(d) for d in range(10)]  # heads made before the model
 
 
 def test_weights_explain_modalities(fitted: dict) -> None:
@@ -220,3 +252,47 @@ def test_comparison_table_gets_the_held_out_speaker_stream_columns(tmp_path) -> 
         "| gated | mfcc-shape-v1 | a, b | 0.950 | 0.600 | 0.900 | +0.050 | +0.040 | 0.850 | 0.300 | 0.900 | -0.050 |"
     )
     assert full[-1].startswith("| zero-shot, calibrated (default, no head) | - | - | n/a |")
+
+
+def test_stream_columns_name_the_training_recipe_and_a_partial_set_of_speakers() -> None:
+    from streamclf.compare import stream_columns
+
+    def run(speakers: list[str], noise_copies: bool) -> dict:
+        runs = {"fused": 0.9, "audio only": 0.5, "video only": 0.8}
+        return {
+            "fusion": "gated",
+            "audio_features": "mfcc-shape-v1",
+            "training_noise": "generated" if noise_copies else None,
+            "noise_snr_db": 0.0,
+            "speakers": speakers,
+            "clean": runs,
+            "noise": runs,
+        }
+
+    columns = stream_columns([run(["a", "b", "c"], False), run(["a", "c"], True)], {"a", "b", "c"})
+    assert list(columns) == [
+        "held-out speaker stream + mfcc-shape-v1",
+        "held-out speaker stream + mfcc-shape-v1 + noise copies (a, c only)",
+        "held-out speaker stream + mfcc-shape-v1, noise 0 dB",
+        "held-out speaker stream + mfcc-shape-v1 + noise copies (a, c only), noise 0 dB",
+    ]
+
+
+def test_fallback_answers_one_modality_as_the_unimodal_head_would() -> None:
+    """A modality removed at run time: the fused head's answer is exactly the unimodal head's on the same rows."""
+    x, present, y = _data(200, 3)
+    present = {m: v.copy() for m, v in present.items()}
+    present["video"][:30] = False  # some rows without video, as in training with dropout and silent copies
+    classes = [f"c{i}" for i in range(C)]
+    fused = build_head("gated", ("audio", "video"), classes, DIMS, seed=1, epochs=8, fallback=True)
+    fused.fit(x, present, y)
+    plain = build_head("gated", ("audio", "video"), classes, DIMS, seed=1, epochs=8).fit(x, present, y)
+    test, test_present, _ = _data(60, 4)
+    both = fused.predict_proba(test, test_present)
+    assert np.allclose(both, plain.predict_proba(test, test_present), atol=1e-6)  # both there: unchanged
+    for m in ("audio", "video"):
+        alone = build_head(m, ("audio", "video"), classes, DIMS, seed=1, epochs=8).fit(x, present, y)
+        shown = {k: (v if k == m else np.zeros_like(v)) for k, v in test_present.items()}
+        assert np.allclose(fused.predict_proba(test, shown), alone.predict_proba(test, shown), atol=1e-6), m
+        assert np.allclose(fused.explain(test, shown)[m], 1.0)
+    assert fused.spec()["fallback"] and fused.n_params() > plain.n_params()

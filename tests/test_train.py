@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 
 from streamclf import train as train_module
+from streamclf import trainset
+from streamclf.heldout import group_folds
 from streamclf.train import (
     FOLDER_GROUP,
     check_fusion,
     fusion_warnings,
-    gains_db,
     grouped_clips,
     labeled_clips,
     report,
-    split_groups,
-    window_events,
-    with_blanks,
 )
+from streamclf.trainset import gains_db, window_events, with_blanks
 
 from .conftest import DATA, shared
 
@@ -141,15 +140,16 @@ def test_one_class_dataset_with_group_exits_2(tmp_path, capsys):
     assert "found only class 'dog'" in capsys.readouterr().err
 
 
-def test_split_holds_out_whole_groups_never_on_both_sides():
+def test_folds_hold_out_every_group_once_never_on_both_sides():
     groups = [f"speaker{i % 7}" for i in range(70)]
     for seed in range(20):
-        train, held = split_groups(groups, 0.2, seed)
-        assert held and train and not set(train) & set(held) and set(train) | set(held) == set(groups)
-        assert len(held) == 1  # 20 % of 7 groups, rounded
-    assert split_groups(["a", "b"], 0.9, 0)[0]  # never all groups held out
+        folds = group_folds(groups, 5, seed)
+        assert len(folds) == 5 and all(folds)
+        held = [g for f in folds for g in f]
+        assert sorted(held) == sorted(set(groups))  # each group held out exactly once
+    assert sorted(map(len, group_folds(["a", "b", "c"], 5, 0))) == [1, 1, 1]  # fewer groups than folds: one each
     with pytest.raises(ValueError, match=r"--group needs at least two groups to hold one out, found 1 \(a\)"):
-        split_groups(["a", "a"], 0.2, 0)
+        group_folds(["a", "a"], 5, 0)
 
 
 def test_gain_augmentation_spans_quiet_to_loud():
@@ -202,23 +202,22 @@ def test_train_group_end_to_end_holds_out_a_speaker_and_names_it(tmp_path, capsy
     import yaml
 
     metrics = yaml.safe_load((head / "card.yaml").read_text())["metrics"]
-    held = metrics["held_out_groups"]
-    assert len(held) == 1 and held[0] in ("george", "jackson", "nicolas") and metrics["held_out_clips"] == 4
+    assert metrics["held_out_groups"] == ["george", "jackson", "nicolas"] and metrics["folds"] == 3
+    assert metrics["held_out_clips"] == 12  # every clip judged once, by the head that never heard its speaker
     assert set(metrics["stream"]) >= {"fused", "audio only", "video only", "gain"}
+    assert sorted(g for f in metrics["stream"]["folds"] for g in f["groups"]) == ["george", "jackson", "nicolas"]
     out = capsys.readouterr().out
-    assert f"held out groups: {held[0]}" in out and "held-out stream" in out
+    assert "held out groups: george, jackson, nicolas" in out and "held-out stream" in out
+    assert "held out george: fused" in out
 
 
-def test_composed_training_stream_applies_each_clips_gain(tmp_path):
-    """A -20 dB clip in a training stream plays at a tenth of its amplitude: the quiet-microphone case."""
+def _tone(wav: Path) -> Path:
+    """A 1 s, 440 Hz tone at amplitude 0.5 as a WAV file."""
     import av
 
-    from streamclf.clips import compose
-    from streamclf.sources import read_audio
     from streamclf.types import SAMPLE_RATE
 
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
-    wav = tmp_path / "tone.wav"
     with av.open(str(wav), "w") as c:
         s = c.add_stream("pcm_s16le", rate=SAMPLE_RATE)
         s.layout = "mono"
@@ -226,6 +225,16 @@ def test_composed_training_stream_applies_each_clips_gain(tmp_path):
         frame.sample_rate = SAMPLE_RATE
         c.mux(s.encode(frame))
         c.mux(s.encode(None))
+    return wav
+
+
+def test_composed_training_stream_applies_each_clips_gain(tmp_path):
+    """A -20 dB clip in a training stream plays at a tenth of its amplitude: the quiet-microphone case."""
+    from streamclf.clips import compose
+    from streamclf.sources import read_audio
+    from streamclf.types import SAMPLE_RATE
+
+    wav = _tone(tmp_path / "tone.wav")
     events = compose([(wav, "a"), (wav, "a")], tmp_path / "s.mkv", gap=0.5, gains=[0.0, -20.0])
     audio = read_audio(tmp_path / "s.mkv")
     peak = [np.abs(audio[int(e.start * SAMPLE_RATE) : int(e.end * SAMPLE_RATE)]).max() for e in events]
@@ -269,9 +278,7 @@ def test_heads_get_the_clip_groups_so_internal_validation_is_across_speakers(tmp
 
     monkeypatch.setattr(fusion, "build_head", lambda *a, **k: Recorder())
     monkeypatch.setattr(fusion, "save_head", lambda *a, **k: None)
-    train_module.train(
-        tmp_path / "data", "stacking", tmp_path / "head", val_fraction=0, group=FOLDER_GROUP, augment=False
-    )
+    train_module.train(tmp_path / "data", "stacking", tmp_path / "head", folds=0, group=FOLDER_GROUP, augment=False)
     # clips: cat/ann 0,1  cat/bob 2,3  dog/ann 4,5  dog/bob 6,7 -> ann = 0, bob = 1
     assert seen["groups"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
 
@@ -302,10 +309,10 @@ def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_pat
                 rows.append((k, SimpleNamespace(embeddings=SimpleNamespace(embedding=emb))))
         return rows, []
 
-    monkeypatch.setattr(train_module, "_scored", scored)
-    first = train_module.clip_embeddings(clips, models.config, models)
+    monkeypatch.setattr(trainset, "_scored", scored)
+    first = trainset.clip_embeddings(clips, models.config, models)
     assert embedded == [p for p, _ in clips]
-    second = train_module.clip_embeddings(clips, models.config, models)
+    second = trainset.clip_embeddings(clips, models.config, models)
     assert embedded == [p for p, _ in clips]  # nothing embedded again
     for key in ("y", "group"):
         assert (first[key] == second[key]).all()
@@ -313,11 +320,11 @@ def test_clip_windows_are_cached_so_training_again_embeds_only_new_clips(tmp_pat
         assert (first["x"][m] == second["x"][m]).all() and (first["present"][m] == second["present"][m]).all()
     assert second["present"]["video"].tolist() == [True, False, True]
     clips[1][0].write_bytes(b"changed dog")  # a changed file is embedded again
-    train_module.clip_embeddings(clips, models.config, models)
+    trainset.clip_embeddings(clips, models.config, models)
     assert embedded[-1] == clips[1][0] and len(embedded) == 3
     # windows with the extra audio features are other windows: both clips again, then cached too
-    train_module.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
-    train_module.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
+    trainset.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
+    trainset.clip_embeddings(clips, models.config, models, audio_features="mfcc-shape-v1")
     assert len(embedded) == 5 and models.audio_features == "mfcc-shape-v1"
 
 
@@ -335,3 +342,76 @@ def test_train_adds_the_audio_features_unless_told_not_to(tmp_path, monkeypatch,
     data = _folder(tmp_path / "data", {"a": 1, "b": 1})
     assert main(["train", str(data), "--out", str(tmp_path / "head"), *flag]) == 0
     assert seen.get("audio_features", "mfcc-shape-v1") == features
+
+
+def test_noise_copies_put_background_under_the_sound_at_the_asked_snr():
+    from streamclf.trainset import active_power, add_noise
+
+    rng = np.random.default_rng(0)
+    sound = np.zeros(16000, np.float32)
+    sound[4000:12000] = 0.3 * np.sin(np.arange(8000) / 5.0)  # the sound, silence around it
+    for snr in (-10.0, 0.0, 20.0):
+        for backgrounds in (None, [rng.standard_normal(3000).astype(np.float32)]):  # generated, or a short file
+            noisy = add_noise(sound, snr, np.random.default_rng(1), backgrounds)
+            noise = noisy - sound
+            assert len(noisy) == len(sound) and np.abs(noise[:4000]).max() > 0  # under the silence too
+            measured = 10 * np.log10(active_power(sound) / np.mean(noise.astype(np.float64) ** 2))
+            assert measured == pytest.approx(snr, abs=0.01)
+
+
+def test_degraded_copies_damage_one_modality_per_clip_and_keep_the_other():
+    from streamclf.trainset import degrader
+
+    audio = (0.3 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    frame = np.full((32, 32, 3), 200, np.uint8)
+    frame[8:24, 8:24] = 20
+    degrade = degrader(40, np.random.default_rng(0), None)
+    kinds = []
+    for i in range(40):
+        a, frames = degrade(i, audio, [frame, frame])
+        frames = list(frames)
+        noisy, damaged = not np.array_equal(a, audio), any(not np.array_equal(f, frame) for f in frames)
+        assert noisy != damaged and len(frames) == 2  # exactly one modality is damaged
+        kinds.append(noisy)
+    assert 10 < sum(kinds) < 30
+    again = degrader(40, np.random.default_rng(0), None)
+    # the same seed degrades the same clip the same way: a cached stream is the stream it stands for
+    assert all(np.array_equal(degrade(i, audio, [])[0], again(i, audio, [])[0]) for i in range(5))
+
+
+def test_compose_passes_each_clip_through_the_degrade_hook(tmp_path):
+    from streamclf.clips import compose
+    from streamclf.sources import read_audio
+    from streamclf.types import SAMPLE_RATE
+
+    wav = _tone(tmp_path / "tone.wav")
+    seen = []
+
+    def degrade(i, audio, frames):
+        seen.append(i)
+        return (audio * 0 if i == 1 else audio), frames
+
+    events = compose([(wav, "a"), (wav, "a")], tmp_path / "s.mkv", gap=0.5, degrade=degrade)
+    audio = read_audio(tmp_path / "s.mkv")
+    peak = [np.abs(audio[int(e.start * SAMPLE_RATE) : int(e.end * SAMPLE_RATE)]).max() for e in events]
+    assert seen == [0, 1] and peak[0] == pytest.approx(0.5, rel=0.02) and peak[1] < 1e-3
+
+
+def test_held_out_stream_is_named_per_event_with_the_other_modality_removed():
+    """`stream_runs` decides events as `eval --compose` does; audio only = the video absent from every window."""
+    from streamclf.heldout import stream_runs
+
+    class Head:  # the audio says class 0, the video class 1, both together: the video
+        classes, modalities, dims = ["a", "b"], ("audio", "video"), {"audio": 1, "video": 1}
+
+        def predict_proba(self, x, present):
+            p = np.full((len(x["audio"]), 2), 0.5)
+            p[present["audio"]] = [0.8, 0.2]
+            p[present["video"]] = [0.1, 0.9]
+            return p
+
+    spans = [(t, t + 1.0) for t in np.arange(0, 6, 0.5)]
+    windows = [{"audio": np.zeros(1, np.float32), "video": np.zeros(1, np.float32)} for _ in spans]
+    windows[-1] = {}  # the end of the stream: nothing present
+    runs = stream_runs(Head(), windows, spans, [(0.5, 2.0), (3.0, 4.5)], smoothing=0.5)
+    assert runs == {"fused": ["b", "b"], "audio only": ["a", "a"], "video only": ["b", "b"]}

@@ -12,6 +12,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from .card import CARD, HeadCard
 from .decision import DecisionHead, HybridHead, StackingHead
 from .heads import Head, NeuralHead
 from .kernel import MKLHead
@@ -49,39 +50,43 @@ def build_head(
     return METHODS[method](tuple(modalities), list(classes), dims, seed, **hyper)
 
 
-CARD, WEIGHTS = "card.yaml", "head.safetensors"
+WEIGHTS = "head.safetensors"
 
 
 def save_head(head: Head, out: str | Path, card: dict[str, Any]) -> Path:
-    """Write ``out/head.safetensors`` and ``out/card.yaml`` (the head's spec plus ``card``)."""
+    """Write ``out/head.safetensors`` and ``out/card.yaml`` (the head's spec plus ``card``, checked by
+    ``HeadCard`` first, so a card that would not load again is never written)."""
     if not head.savable:
         saved = ", ".join(m for m, f in METHODS.items() if getattr(getattr(f, "func", f), "savable", True))
         raise ValueError(
             f"fusion method {head.method!r} keeps its training set and cannot be saved as a head; use one of: {saved}"
         )
     out = Path(out)
+    doc = HeadCard.parse({"head": head.spec(), "params": head.n_params(), **card}, out / CARD).dump()
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in head.arrays().items()}, str(out / WEIGHTS))
-    doc = {"head": head.spec(), "params": head.n_params(), **card}
     (out / CARD).write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
 
 
-def load_head(path: str | Path) -> tuple[Head, dict[str, Any]]:
-    """Rebuild a saved head; errors name the folder and what is wrong."""
+def load_head(path: str | Path) -> tuple[Head, HeadCard]:
+    """Rebuild a saved head and its card; errors are one line naming the file and what is wrong."""
     path = Path(path)
+    if not (path / CARD).is_file() or not (path / WEIGHTS).is_file():
+        missing = CARD if not (path / CARD).is_file() else WEIGHTS
+        raise ValueError(f"{path}: not a head folder (needs {CARD} and {WEIGHTS}): {path / missing} is missing")
+    card = HeadCard.read(path)
     try:
-        card = yaml.safe_load((path / CARD).read_text())
-        spec = dict(card["head"])
         arrays = load_file(str(path / WEIGHTS))
-    except FileNotFoundError as e:
-        raise ValueError(f"{path}: not a head folder (needs {CARD} and {WEIGHTS}): {e.filename} is missing") from e
-    except (KeyError, TypeError, yaml.YAMLError, OSError, SafetensorError) as e:
-        raise ValueError(f"{path}: unreadable head card or weights: {e}") from e
-    method = spec.pop("method")
-    head = build_head(method, spec.pop("modalities"), spec.pop("classes"), spec.pop("dims"), **spec)
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"{path / WEIGHTS}: unreadable head weights: {e}") from e
+    spec = card.head
+    try:
+        head = build_head(spec.method, tuple(spec.modalities), spec.classes, spec.dims, **spec.kwargs())
+    except TypeError as e:  # a setting the method does not take
+        raise ValueError(f"{path / CARD}: head: {e}") from None
     try:
         head.load_arrays(arrays)
     except (KeyError, RuntimeError) as e:
-        raise ValueError(f"{path}: weights do not match the card's {method} head: {e}") from e
+        raise ValueError(f"{path}: weights do not match the card's {spec.method} head: {e}") from e
     return head, card

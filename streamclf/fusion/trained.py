@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,7 +24,7 @@ class HeadFusion:
         self.head, self.card = load_head(path)
         self.path = str(path)
         try:  # computed by the pipeline from each window's audio and appended to the audio embedding
-            self.audio_features = check_features(self.card.get("audio_features"))
+            self.audio_features = check_features(self.card.audio_features)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         self.names = self.head.classes
@@ -33,7 +32,7 @@ class HeadFusion:
 
     def check_encoders(self, weights_ids: dict[str, str]) -> None:
         """The head only makes sense on the embeddings it was trained on."""
-        for m, wid in self.card.get("encoders", {}).items():
+        for m, wid in self.card.encoders.items():
             if m in self.head.modalities and weights_ids.get(m) != wid:
                 raise ValueError(
                     f"{self.path}: head was trained on {m} encoder weights {wid!r}, "
@@ -63,6 +62,3 @@ class HeadFusion:
                 )
             )
         return out
-
-    def window(self) -> dict[str, Any] | None:
-        return self.card.get("window")

@@ -55,10 +55,11 @@ def test_a_malicious_head_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     head = tmp_path / "head"
     head.mkdir()
-    (head / "card.yaml").write_text(yaml.safe_dump({"head": {"method": "concat"}}))
+    spec = {"method": "concat", "modalities": ["audio"], "classes": ["a", "b"], "dims": {"audio": 2}}
+    (head / "card.yaml").write_text(yaml.safe_dump({"head": spec}))
     with (head / "head.safetensors").open("wb") as f:
         pickle.dump(_Payload(marker), f)
-    with pytest.raises(ValueError, match="unreadable head card or weights"):
+    with pytest.raises(ValueError, match="unreadable head weights"):
         load_head(head)
     (head / "card.yaml").write_text(f"head: !!python/object/apply:pathlib.Path.touch [{str(marker)!r}]\n")
     with pytest.raises(ValueError, match="unreadable head card"):
