@@ -281,14 +281,17 @@ def test_calibrate_reads_the_detectors_scores_when_it_is_on() -> None:
         {"audio": 0.5, "video": 0.5, "detector": 0.5},
     )
 
-    def process(windows: list) -> list:
+    def score(windows: list, memory: dict) -> list:
         scores = {"audio": _audio(Speech=0.8), "video": _video(), "detector": np.array([0.9], np.float32)}
         return [SimpleNamespace(embeddings=Embeddings(scores=scores)) for _ in windows]
 
     models = SimpleNamespace(
-        fusion=fusion, encoders={"audio": None, "video": None}, config=load_config(), process=process
+        fusion=fusion,
+        encoders={"audio": None, "video": None},
+        config=load_config(),
+        score=score,
+        memory=lambda source: None,
     )
-    models.forget = lambda source: None
     sample = Path(__file__).resolve().parents[1] / "streamclf" / "data" / "sample.mp4"
     rows, count = clip_scores([(sample, "person")], models, lambda msg: None)  # type: ignore[arg-type]
     assert count > 0 and len(rows["detector"]) == count

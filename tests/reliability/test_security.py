@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamclf.records import Record
 from tests.conftest import bark_clip
 from tests.test_sinks import free_port
 
@@ -141,15 +142,15 @@ def test_a_path_that_looks_like_a_protocol_is_read_as_a_file(tmp_path: Path) -> 
     states = Pipeline(load_config(), [_Collect(records)]).run([spec])
     assert states["x"].fatal
     assert states["x"].errors[-1].startswith("subfile:,start,0,end,9,:/etc/hostname: cannot open")
-    assert not [r for r in records if "type" not in r]
+    assert records and not [r for r in records if "type" not in r]
 
 
 class _Collect:
     def __init__(self, into: list[dict]) -> None:
         self.into = into
 
-    def write(self, record: dict) -> None:
-        self.into.append(record)
+    def write(self, record: Record) -> None:
+        self.into.append(record.to_dict())
 
     def close(self) -> None:
         pass
