@@ -40,7 +40,7 @@ from streamclf import load_config, run
 from streamclf.audio_features import AUDIO_SHAPE, FEATURES
 from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, write_clips
 from streamclf.catalog import FUSION_FAMILIES
-from streamclf.fusion.card import HeadCard
+from streamclf.head_card import HeadCard
 from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, train
 from streamclf.trainset import STREAM_GAP
 

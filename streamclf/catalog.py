@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 if TYPE_CHECKING:
     from .config import Config
+    from .head_card import HeadCard
 
 # Every fusion method by family, in the order `compare` reports them; fusion.methods.METHODS
 # builds them (a test keeps the two in step).
@@ -62,14 +63,15 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     return [by_case[c] for c in ranked]
 
 
-def head_card(folder: str | Path) -> dict[str, Any] | None:
-    """A trained head's card (``card.yaml``) as plain data, without its weights; None when it cannot be read here
-    (loading the head then says why)."""
+def head_card(folder: str | Path) -> HeadCard | None:
+    """A trained head's card, without its weights; None when it cannot be read or is not valid (loading the head
+    then says why, in one line)."""
+    from .head_card import HeadCard
+
     try:
-        card = yaml.safe_load((Path(folder) / "card.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return HeadCard.read(folder)
+    except ValueError:
         return None
-    return card if isinstance(card, dict) else None
 
 
 def fused_labels(config: Config) -> list[str] | None:
@@ -80,7 +82,7 @@ def fused_labels(config: Config) -> list[str] | None:
     try:
         if config.fusion.head:
             card = head_card(config.fusion.head)
-            return None if card is None else [str(c) for c in card["head"]["classes"]]
+            return None if card is None else list(card.head.classes)
         doc = yaml.safe_load(Path(config.fusion.categories or BUILTIN_CATEGORIES).read_text(encoding="utf-8"))
         return [str(c) for c in doc["categories"]]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from .catalog import head_card
-from .config import Config, WindowConfig
+from .config import Config
 from .types import MODALITIES
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ def _head(config: Config) -> Config:
     if card is None:  # loading the head says what is wrong with the folder
         return config
     update: dict[str, Any] = {}
-    if card.get("window"):
-        update["window"] = WindowConfig(**card["window"])
-    for m, pool in card.get("pool", {}).items():
+    if card.window is not None:
+        update["window"] = card.window
+    for m, pool in card.pool.items():
         update[m] = getattr(config, m).model_copy(update={"pool": pool})
     return config.model_copy(update=update)
 

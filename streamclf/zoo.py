@@ -20,6 +20,7 @@ import yaml
 
 from .encoders import MODELS, Encoder, SSDDetector, WeightsUnavailable, pick_device
 from .encoders.hub import hub_checkpoints, is_cached
+from .head_card import HeadCard
 from .pipeline import SAMPLE
 
 HEADS = Path(__file__).resolve().parents[1] / "models" / "heads"
@@ -77,22 +78,21 @@ def encoder_info(name: str) -> ModelInfo:
 
 def head_info(path: Path) -> ModelInfo:
     """A shipped head from its card (what the trainer wrote) and its model card (what people wrote)."""
-    card = yaml.safe_load((path / "card.yaml").read_text())
+    card = HeadCard.read(path)
     model_card_path = path / "model_card.yaml"
     model_card = yaml.safe_load(model_card_path.read_text()) if model_card_path.exists() else {}
-    head = card["head"]
-    window = card.get("window") or {}
+    head, window = card.head, card.window
     names = {entry.weights.id: name for name, entry in MODELS.items()}
-    encoders = " + ".join(names.get(wid, wid) for wid in card.get("encoders", {}).values())
+    encoders = " + ".join(names.get(wid, wid) for wid in card.encoders.values())
     weights = path / "head.safetensors"
     return ModelInfo(
         path.name,
         "head",
-        "+".join(head["modalities"]),
+        "+".join(head.modalities),
         model_card.get("label_space", "own classes"),
-        len(head["classes"]),
-        f"{head['method']} head on {encoders} embeddings, {window.get('length', '?')} s windows",
-        card.get("params"),
+        len(head.classes),
+        f"{head.method} head on {encoders} embeddings, {window.length if window else '?'} s windows",
+        card.params,
         round(weights.stat().st_size / 1e6, 1) if weights.exists() else None,
         model_card.get("license", "see the head's data"),
         "shipped" if weights.exists() else "missing",

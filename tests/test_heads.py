@@ -94,7 +94,7 @@ def test_head_cards_are_checked_keys_and_types_one_line_naming_the_file(fitted: 
     """Issue 19 item 5: a card is a strict model; what train wrote before loads unchanged."""
     import yaml
 
-    from streamclf.fusion.card import HeadCard
+    from streamclf.head_card import HeadCard
 
     with pytest.raises(ValueError, match=r"gated/card.yaml: notes: unknown key$"):
         save_head(fitted["gated"], tmp_path / "gated", {"notes": "a typo is refused, never written"})

@@ -32,7 +32,9 @@ def test_a_clip_encoder_sets_the_window_to_its_clip_and_says_so(caplog: pytest.L
 
 def test_a_head_card_sets_its_window_and_pooling(tmp_path: Path) -> None:
     window = {"length": 1.0, "hop": 0.25, "fps": 2.0}
-    (tmp_path / "card.yaml").write_text(yaml.safe_dump({"window": window, "pool": {"audio": "mean"}}))
+    dims = {"audio": 4, "video": 4}
+    head = {"method": "concat", "modalities": ["audio", "video"], "classes": ["a", "b"], "dims": dims}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump({"head": head, "window": window, "pool": {"audio": "mean"}}))
     resolved = resolve_config(load_config(**{"fusion.head": str(tmp_path)}))
     assert (resolved.window.length, resolved.window.hop, resolved.window.fps) == (1.0, 0.25, 2.0)
     assert resolved.audio.pool == "mean" and resolved.window.short_side == 256

@@ -12,7 +12,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from .card import CARD, HeadCard
+from ..head_card import CARD, HeadCard
 from .decision import DecisionHead, HybridHead, StackingHead
 from .heads import Head, NeuralHead
 from .kernel import MKLHead

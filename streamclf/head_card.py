@@ -6,7 +6,8 @@ features) and what it measured. Reading it through one strict model means a
 misspelt or unknown key, or a wrong type, is one line naming the file,
 instead of a KeyError deep in the pipeline or a setting silently ignored.
 The on-disk keys are the ones ``train`` has always written, so every
-existing head loads unchanged.
+existing head loads unchanged. It lives outside ``fusion/`` so that reading a
+card (the config is resolved from it before anything loads) never imports torch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import WindowConfig
+from .config import WindowConfig
 
 CARD = "card.yaml"
 
