@@ -8,6 +8,9 @@ generated background noise at a random SNR under the audio; noisy, occluded
 or washed-out frames), and silent/blank copies. Composed streams are cached
 by what went into them, so training again with another method or seed only
 trains.
+About 450 lines on purpose: the per-clip windows and the composed streams share
+the window cache and the one pipeline call that makes windows, so training and
+the held-out report see windows made one way.
 """
 
 from __future__ import annotations

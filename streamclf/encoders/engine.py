@@ -8,6 +8,9 @@ and before it is used it must agree with the module on a batch (every top-1
 identical, outputs within a tolerance). A cached file that does not load or
 does not agree is rebuilt, never trusted; a fresh export that still disagrees
 is dropped for the next engine (torch last) with one warning.
+About 400 lines on purpose: export, cache key, agreement check and fallback are
+one contract per engine; apart, a cache could be trusted without the check that
+guards it.
 
 ``Runner`` is a drop-in for ``module.embed``: tensor batch in, (embeddings,
 logits) out, so the worker's batching across sources is unchanged (the graphs
