@@ -10,10 +10,15 @@ gets ``id`` (the sinks' idempotency key) and, live, ``time`` (UTC) when it is
 emitted. Fields a kind carries only sometimes (a window's ``speech`` and
 ``detector``, a status record's ``stats`` ...) are in ``extra``, in the order
 they were added, so a record's JSON never gains or loses a key.
+
+A record also reads like its JSON object (``record["labels"]``, ``"type" in
+record``, ``record.get("detector")``, ``dict(record)``): sinks written for the
+plain dicts records used to be keep working.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,12 +26,24 @@ STAMPS = ("id", "time")  # set when a record is emitted, last in its JSON
 
 
 @dataclass(kw_only=True)
-class _Stamped:
+class _Stamped(Mapping[str, Any]):
     id: str | None = None  # idempotency key: deterministic per file in label, run id + sequence live
     time: str | None = None  # UTC, ISO 8601 with milliseconds: when a live run emitted it
 
     def _stamps(self) -> dict[str, Any]:
         return {k: v for k, v in (("id", self.id), ("time", self.time)) if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
 
 @dataclass

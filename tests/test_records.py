@@ -63,3 +63,12 @@ def test_a_window_record_has_no_type_and_the_stamps_come_last() -> None:
 def test_an_unknown_type_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown record type 'heartbeat'"):
         parse({"type": "heartbeat", "source": "cam"})
+
+
+def test_a_record_reads_like_its_json_object_for_sinks_written_for_dicts() -> None:
+    """Before records were typed, sinks received dicts; such a sink keeps working."""
+    for data in (WINDOW, STATUS, TIMINGS):
+        record = parse(data)
+        assert dict(record) == record.to_dict() and len(record) == len(data)
+        assert ("type" in record) == ("type" in data) and record.get("type") == data.get("type")
+        assert all(record[k] == record.to_dict()[k] for k in data)
