@@ -139,7 +139,7 @@ class Detector:
                 if w.source in quota and new[w.source] >= quota[w.source] and not overdue:  # newest ones first
                     assert track.result is not None  # (else overdue)
                     track.frames[key], track.seen[key] = track.result, track.looked
-                    track.reuse.count(w.source, "detector_deferred")  # what deferred() reads
+                    track.reuse.count(w.source, "detector_deferred")  # in status and timings records
                     deferred += 1
                     continue
                 if w.source in quota:
