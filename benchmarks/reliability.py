@@ -76,26 +76,11 @@ def _pipeline(
 def part_media(quick: bool, tmp: Path) -> dict[str, Any]:
     from collections import Counter
 
-    from tests.reliability.media import generate, label_outcome, run_outcome
+    from tests.reliability.media import decodable, generate, label_outcome, run_outcome
 
     inputs = generate(DATA, tmp / "broken", per_seed=3 if quick else 11)
-    oracle = tmp / "oracle.json"
-    subprocess.run(
-        [
-            PY,
-            "-c",
-            "import json, sys; from pathlib import Path; "
-            "from tests.reliability.media import decodable_seconds as d; "
-            "json.dump({p: d(Path(p)) for p in sys.argv[2:]}, open(sys.argv[1], 'w'))",
-            str(oracle),
-            *(str(b.path) for b in inputs),
-        ],
-        check=True,
-        cwd=ROOT,
-        timeout=900,
-    )
-    seconds = {Path(p).name: s for p, s in json.loads(oracle.read_text()).items()}
     files = [b.path for b in inputs]
+    seconds = decodable(files, tmp, ROOT, timeout=900)
     outcomes = {"label": label_outcome(files, tmp / "label", ROOT, timeout=1800)}
     run_records: dict[str, int] = {}
     run_errors: dict[str, int] = {}

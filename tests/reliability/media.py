@@ -7,9 +7,11 @@ Each input carries the kind of damage it has, for the figures.
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +169,27 @@ def decodable_seconds(path: Path, max_errors: int = 50) -> float:
         except av.error.FFmpegError:
             pass
     return max((last[i] - first[i] for i in last), default=0.0)
+
+
+def decodable(files: list[Path], scratch: Path, cwd: Path, timeout: float) -> dict[str, float]:
+    """``decodable_seconds`` of each file by name, computed in a process of its own: a crash in FFmpeg on a
+    broken file must not take the caller (the suite, the benchmark) down with it."""
+    oracle = scratch / "oracle.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from pathlib import Path; "
+            "from tests.reliability.media import decodable_seconds as d; "
+            "json.dump({p: d(Path(p)) for p in sys.argv[2:]}, open(sys.argv[1], 'w'))",
+            str(oracle),
+            *map(str, files),
+        ],
+        check=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    return {Path(p).name: s for p, s in json.loads(oracle.read_text()).items()}
 
 
 @dataclass

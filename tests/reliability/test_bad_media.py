@@ -6,15 +6,12 @@ files); `benchmarks/reliability.py` runs the full 224.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import DATA, shared
-from tests.reliability.media import Broken, Outcome, generate, label_outcome, run_outcome
+from tests.reliability.media import Broken, Outcome, decodable, generate, label_outcome, run_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,24 +21,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Broken], dict
     shared("media/bbb_360p_60s.mp4")
     folder = tmp_path_factory.mktemp("broken")
     inputs = generate(DATA, folder, per_seed=3)
-    oracle = folder.parent / "oracle.json"
-    # the oracle decodes in its own process: a crash there must not take the suite down
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json, sys; from pathlib import Path; "
-            "from tests.reliability.media import decodable_seconds as d; "
-            "json.dump({p: d(Path(p)) for p in sys.argv[2:]}, open(sys.argv[1], 'w'))",
-            str(oracle),
-            *(str(b.path) for b in inputs),
-        ],
-        check=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    seconds = {Path(p).name: s for p, s in json.loads(oracle.read_text()).items()}
-    return inputs, seconds
+    return inputs, decodable([b.path for b in inputs], folder.parent, ROOT, timeout=300)
 
 
 def _check(outcome: Outcome, inputs: list[Broken], seconds: dict[str, float]) -> None:
