@@ -172,7 +172,8 @@ class Windowing(threading.Thread):
             if isinstance(item, (SourceInfo, SourceError, SourceStatus)):
                 self.outbox.put(item)
             for window in w.push(item):
-                if item.source in self.live:
+                # the windows a source's end flushes are its drain (``Pipeline.stop``): they wait, never drop
+                if item.source in self.live and not isinstance(item, SourceEnd):
                     self.outbox.put_latest(window)
                 else:
                     self.outbox.put(window)

@@ -42,6 +42,38 @@ def test_feed_drops_the_new_item_when_nothing_queued_may_go() -> None:
     assert feed.qsize() == 1 and feed.dropped[("cam", "frame")] == 1
 
 
+def test_the_windows_a_live_source_flushes_at_its_end_wait_instead_of_dropping() -> None:
+    """Stopping many cameras at once flushes every source's last windows together: that is the drain."""
+    from streamclf.stages import STOP, Windowing
+    from streamclf.types import AudioChunk, SourceInfo, Window
+    from streamclf.windows import Windower, WindowSpec
+
+    spec = WindowSpec(length=1.0, hop=0.25)
+    items: list = [SourceInfo("cam", 0.0, None, has_audio=True, has_video=True, live=True)]
+    for q in range(12):  # the sound lags the picture by a second, so the last windows wait for the end
+        items.append(_frame("cam", q / 4))
+        if q >= 4:
+            items.append(AudioChunk("cam", q / 4 - 1.0, np.zeros(4000, np.float32)))
+    reference = Windower("cam", spec)
+    regular = [w for it in items for w in reference.push(it)]
+    tail = [(w.t_start, w.t_end) for w in reference.push(SourceEnd("cam"))]
+    assert regular and len(tail) >= 2
+    inbox: Feed = Feed(0, droppable=lambda it: False)
+    for it in [*items, SourceEnd("cam")]:
+        inbox.put(it)
+    outbox = Feed(1, droppable=lambda it: isinstance(it, Window))
+    windowing = Windowing(spec, inbox, outbox, sources=1)
+    windowing.start()
+    got = []
+    while (item := outbox.get()) is not STOP:  # a worker slower than the windower: the feed is full throughout
+        got.append(item)
+        time.sleep(0.02)
+    windowing.join(10)
+    arrived = [(w.t_start, w.t_end) for w in got if isinstance(w, Window)]
+    assert all(w in arrived for w in tail), (tail, arrived)
+    assert 0 < outbox.dropped[("cam", "window")] <= len(regular)  # live windows did drop, the drained ones did not
+
+
 @pytest.mark.parametrize(
     "text, url, live",
     [
