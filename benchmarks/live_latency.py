@@ -55,10 +55,16 @@ PLAN = [  # (settings, scene, source counts tried): the targets of issues 17 and
 
 
 def config_for(
-    settings: str, detector: bool, reuse: bool, hop: float | None = None, engine: str = "auto", defer: bool = True
+    settings: str,
+    detector: bool,
+    reuse: bool,
+    hop: float | None = None,
+    engine: str = "auto",
+    defer: bool = True,
+    max_age: float | None = None,
 ):
     """The config of one condition: surveillance.yaml without sinks and alerts, or the defaults; real-time files;
-    ``hop`` replaces the settings' hop; ``defer``: detector.defer."""
+    ``hop`` replaces the settings' hop; ``defer``, ``max_age``: detector.defer, detector.max_age."""
     from streamclf import load_config
     from streamclf.config import AlertsConfig, SinksConfig
 
@@ -69,6 +75,7 @@ def config_for(
         "reuse.enabled": reuse,
         "engine": engine,
         **({"window.hop": hop} if hop else {}),
+        **({"detector.max_age": max_age} if max_age else {}),
     }
     if settings == "default":
         return load_config(**overrides)
@@ -86,13 +93,14 @@ def measure(
     hop: float | None = None,
     engine: str = "auto",
     defer: bool = True,
+    max_age: float | None = None,
 ) -> dict:
     """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
     from streamclf.pipeline import Pipeline
     from streamclf.records import Record, TimingsRecord, WindowRecord
     from streamclf.sources import SourceSpec
 
-    config = config_for(settings, detector, reuse, hop, engine, defer)
+    config = config_for(settings, detector, reuse, hop, engine, defer, max_age)
     latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
@@ -123,6 +131,7 @@ def measure(
         "engine": engine,
         "detector": detector,
         "defer": defer,
+        "max_age": config.detector.max_age if detector and defer else None,
         "reuse": reuse,
         "load_before": round(load, 2),
         "wall_s": round(wall, 1),
@@ -268,6 +277,11 @@ def main() -> None:
         choices=["auto", "torch", "onnxruntime", "openvino"],
         help="encoder engines to compare (interleaved per count like the other conditions)",
     )
+    ap.add_argument(
+        "--max-age",
+        type=float,
+        help="detector.max_age: the most seconds a deferring detector leaves a moving camera without a look",
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="media seconds per run")
     ap.add_argument("--hop", type=float, help="seconds between windows, instead of the settings' hop")
     ap.add_argument("--media", default="bbb_360p_60s.mp4", help="the moving clip under shared/data/media")
@@ -300,7 +314,9 @@ def main() -> None:
         ]
         for n in counts:  # conditions interleaved per count, so that each count sees them under the same load
             for engine, detector, reuse, defer in list(active):
-                row = measure(n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine, defer)
+                row = measure(
+                    n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine, defer, args.max_age
+                )
                 rows.append(row)
                 print(
                     f"{settings} {scene} engine={engine} detector={'on' if detector else 'off'} "

@@ -110,8 +110,14 @@ class DetectorConfig(_Strict):
     defer: bool = Field(
         True,
         description="on live sources, frames the worker has no time for take the last detection "
-        "(oldest-seen cameras read first; at least one look per window length) instead of making windows "
+        "(oldest-seen cameras read first; at least one look per max_age) instead of making windows "
         "late or dropped; false: every due frame is read",
+    )
+    max_age: float = Field(
+        5.0,
+        gt=0,
+        description="with defer: the most seconds a moving camera goes without a detector look, however busy "
+        "the worker (docs/performance.md: what a shorter floor costs in cameras)",
     )
 
     @model_validator(mode="before")

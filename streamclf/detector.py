@@ -18,8 +18,8 @@ see ``Detector``): a batch reads the due frames that fit before its live
 windows' deadline, the cameras it looked at longest ago first, and the rest
 take their camera's last detection. So more cameras mean older detections
 (``age`` and ``deferred`` in the record, ``detector_deferred`` in the
-counters), not late or lost windows; and no camera goes a whole window
-length without a look.
+counters), not late or lost windows; and no camera goes longer than
+``detector.max_age`` without a look.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Detector:
     ``DEADLINE`` of a hop past the completion of its oldest live window, the sources whose detection is
     oldest first, each its newest due frame first. A frame left out (``deferred``, counted) takes its
     source's last detection, and stays due, so the next batch reads it or a later frame. A source is
-    never left without a look for a whole window length: such a frame is read whatever the deadline.
+    never left without a look for longer than ``detector.max_age``: such a frame is read whatever the deadline.
     """
 
     def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
@@ -135,7 +135,7 @@ class Detector:
                     track.frames[key], track.seen[key] = slot, f.pts
                     still += 1
                     continue
-                overdue = track.result is None or f.pts - track.looked >= w.t_end - w.t_start
+                overdue = track.result is None or f.pts - track.looked >= self.config.max_age
                 if w.source in quota and new[w.source] >= quota[w.source] and not overdue:  # newest ones first
                     assert track.result is not None  # (else overdue)
                     track.frames[key], track.seen[key] = track.result, track.looked

@@ -171,7 +171,7 @@ def _live_batches(det, tracks: dict, batches: int, waited: float) -> tuple[list[
 
 def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_windows() -> None:
     """Live windows already late: each batch reads only what fits before half a hop past their completion,
-    sources seen longest ago first, the rest keep the last detection (counted); none goes a window without a look.
+    sources seen longest ago first, the rest keep the last detection (counted); none goes ``max_age`` without a look.
     Without ``defer`` every due frame is read however long it takes."""
     from streamclf.config import ReuseConfig
     from streamclf.detector import DEADLINE, Detector, Track
@@ -182,7 +182,7 @@ def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_wi
     for defer in (True, False):
         live = {f"cam{s}" for s in range(sources)}
         tracks = {s: Track(FrameReuse(ReuseConfig(enabled=False), live)) for s in sorted(live)}
-        det = Detector(DetectorConfig(fps=2.0, defer=defer), threads=1, engine="torch")
+        det = Detector(DetectorConfig(fps=2.0, defer=defer, max_age=2.0), threads=1, engine="torch")
         det.model = _SlowModel(cost)  # type: ignore[assignment]
         out, took = _live_batches(det, tracks, 6, waited)
         per_source = [tracks[f"cam{s}"].reuse.reused(f"cam{s}")["detector_deferred"] for s in range(sources)]
@@ -193,14 +193,33 @@ def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_wi
             assert min(took[1:]) >= 16 * cost
             continue
         assert deferred == sum(d.deferred for batch in out for d in batch) > 0
-        # near the deadline (a camera not looked at for a window length is read anyway), where every due frame
-        # takes 0.32 s
+        # near the deadline (a camera not looked at for max_age is read anyway), where every due frame takes 0.32 s
         assert max(took[1:]) < room + 0.15
         assert max(per_source) - min(per_source) <= 2  # shared out: the camera seen longest ago reads first
-        assert all(d.age < 2.0 for batch in out for d in batch)  # a look at least once per window length
+        assert all(d.age < 2.0 for batch in out for d in batch)  # a look at least once per max_age
         assert max(d.age for d in out[-1]) > 0  # and windows say how old their detection is
         record = det.record(max(out[-1], key=lambda d: d.age))
         assert record is not None and record["age"] > 0 and "deferred" in record  # in the record's detector field
+
+
+def test_with_no_time_at_all_each_camera_still_gets_a_look_every_max_age() -> None:
+    """Windows already past their deadline: the detector reads only the frames of cameras it has not looked at
+    for ``max_age``, so a longer floor costs fewer frames, and no detection gets older than it."""
+    from streamclf.config import ReuseConfig
+    from streamclf.detector import Detector, Track
+    from streamclf.reuse import FrameReuse
+
+    looks, oldest = {}, {}
+    for max_age in (1.0, 3.0):
+        live = {f"cam{s}" for s in range(4)}
+        tracks = {s: Track(FrameReuse(ReuseConfig(enabled=False), live)) for s in sorted(live)}
+        det = Detector(DetectorConfig(fps=2.0, max_age=max_age), threads=1, engine="torch")
+        det.model = _SlowModel(0.001)  # type: ignore[assignment]
+        out, _ = _live_batches(det, tracks, 9, waited=1.0)
+        oldest[max_age] = max(d.age for batch in out for d in batch)
+        looks[max_age] = det.model.frames - 4 * 4  # the first batch reads every frame (no cost estimate yet)
+    assert oldest[1.0] < 1.0 and 2.0 <= oldest[3.0] < 3.0
+    assert looks == {m: 4 * int(8 // m) for m in looks}  # over the next 8 s: a look per camera per whole max_age
 
 
 def _run(clip: Path, tmp_path: Path, *flags: str) -> list[dict]:
