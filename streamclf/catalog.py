@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from .config import Config
     from .head_card import HeadCard
 
+# Each detector's classes (encoders.MODELS has them with the weights; a test keeps the two in step).
+DETECTOR_CLASSES: dict[str, list[str]] = {"ssdlite_person": ["person"]}
+
 # Every fusion method by family, in the order `compare` reports them; fusion.methods.METHODS
 # builds them (a test keeps the two in step).
 FUSION_FAMILIES: dict[str, str] = {
@@ -75,14 +78,21 @@ def head_card(folder: str | Path) -> HeadCard | None:
 
 
 def fused_labels(config: Config) -> list[str] | None:
-    """The labels fusion will produce: the category map's names, or a trained head's classes.
+    """The labels fusion will produce: the category map's names, or a trained head's classes and those of the
+    person detector's classes it does not name (``fusion.trained.HeadFusion.add_detector``) unless the detector is
+    off.
 
     None when the file cannot be read here; loading the models then reports it.
     """
     try:
         if config.fusion.head:
             card = head_card(config.fusion.head)
-            return None if card is None else list(card.head.classes)
+            if card is None:
+                return None
+            classes = list(card.head.classes)
+            if config.detector.enabled is not False:
+                classes += [c for c in DETECTOR_CLASSES.get(config.detector.encoder, []) if c not in classes]
+            return classes
         doc = yaml.safe_load(Path(config.fusion.categories or BUILTIN_CATEGORIES).read_text(encoding="utf-8"))
         return [str(c) for c in doc["categories"]]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):

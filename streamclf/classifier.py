@@ -132,7 +132,12 @@ class Classifier:
                     f"{config.fusion.head}: head needs the {', '.join(missing)} encoder, which is disabled"
                 )
             self.fusion.check_encoders({m: e.weights.id for m, e in self.encoders.items()})
-            self.detector = detector_for(config, live, set())
+            entry = MODELS.get(config.detector.encoder)  # (not a detector: Detector says so in one line)
+            detector_classes = entry.weights.meta.get("categories", []) if entry else []
+            self.detector = detector_for(config, live, set(detector_classes) - set(self.fusion.names))
+            if self.detector is not None:
+                ids = {"detector": MODELS[config.detector.encoder].weights.id}
+                self.fusion.add_detector(self.detector.classes, load_calibration(config.fusion.calibration, ids))
         else:
             labels = {enc.meta["label_space"]: enc.meta["categories"] for enc in self.encoders.values()}
             detector_meta = MODELS[config.detector.encoder].weights.meta if config.detector.encoder in MODELS else {}

@@ -254,6 +254,60 @@ def test_person_in_records_and_an_alert_with_a_boxed_snapshot(tmp_path: Path, mo
     assert not [r for r in off if r.get("type") == "alert"]
 
 
+def _head(folder: Path, classes: list[str]) -> Path:
+    """A small gated head on the real encoders' embedding sizes (fitted on noise: its own labels mean nothing)."""
+    from streamclf.fusion import build_head, save_head
+
+    dims = {"audio": 1024, "video": 1280}
+    head = build_head("gated", ("audio", "video"), classes, dims, seed=0, epochs=1)
+    rng = np.random.default_rng(0)
+    x = {m: rng.normal(size=(8 * len(classes), d)).astype(np.float32) for m, d in dims.items()}
+    y = np.arange(8 * len(classes)) % len(classes)
+    return save_head(head.fit(x, {m: np.ones(len(y), bool) for m in x}, y), folder, {})
+
+
+def test_a_head_gains_the_detectors_person_label_unless_it_names_person_itself(tmp_path: Path) -> None:
+    """The head's own scores are untouched; ``person`` is the calibrated detector score, seen by the detector only,
+    and 0 for a window the detector did not look at."""
+    from streamclf.fusion.calibration import load_calibration
+    from streamclf.fusion.trained import HeadFusion
+    from streamclf.types import Embeddings
+
+    calibration = load_calibration(None, {"detector": ssdlite.SSDLite_Person_Weights.DEFAULT.id})
+    assert calibration is not None and "detector" in calibration.modalities
+    fusion = HeadFusion(_head(tmp_path / "dogcat", ["dog", "cat"]))
+    plain = HeadFusion(tmp_path / "dogcat")
+    fusion.add_detector(["person"], calibration)
+    assert fusion.names == ["dog", "cat", "person"] and plain.names == ["dog", "cat"]
+    assert fusion.sees["detector"].tolist() == [False, False, True]
+    assert fusion.sees["audio"].tolist() == fusion.sees["video"].tolist() == [True, True, False]
+    rng = np.random.default_rng(1)
+    emb = {"audio": rng.normal(size=1024).astype(np.float32), "video": rng.normal(size=1280).astype(np.float32)}
+    windows = [Embeddings(embedding=dict(emb)) for _ in range(3)]
+    windows[0].scores["detector"] = np.array([0.95], np.float32)  # a person in view
+    windows[1].scores["detector"] = np.array([0.05], np.float32)  # looked: nobody
+    ours, theirs = fusion.fuse(windows), plain.fuse(windows)
+    for a, b in zip(ours, theirs, strict=True):
+        assert np.allclose(a.scores[:2], b.scores) and np.allclose(a.per_modality["audio"][:2], b.per_modality["audio"])
+    assert ours[0].scores[2] > 0.9 and ours[1].scores[2] < 0.1 and ours[2].scores[2] == 0.0
+    assert ours[0].per_modality["detector"].tolist()[:2] == [0.0, 0.0] and "detector" not in ours[2].per_modality
+
+    own = HeadFusion(_head(tmp_path / "people", ["person", "empty"]))
+    own.add_detector(["person"], calibration)
+    assert own.names == ["person", "empty"] and "detector" not in own.sees
+
+
+def test_a_person_alert_fires_with_a_trained_head(tmp_path: Path, monkeypatch) -> None:
+    """Whatever a head was trained on, the detector makes ``person`` a label its records and alert rules know."""
+    monkeypatch.chdir(tmp_path)
+    head = _head(tmp_path / "head", ["dog", "cat"])
+    records = _run(shared("media/grid/bbaf2n.mpg"), tmp_path, "--head", str(head), "--alert", "person:0.6")
+    windows = [r for r in records if "labels" in r]
+    assert windows and all(r["labels"][0]["label"] == "person" for r in windows)
+    assert all(r["modality"]["person"]["detector"] > 0.6 and r["modality"]["person"]["audio"] is None for r in windows)
+    assert [a["state"] for a in records if a.get("type") == "alert"] == ["started", "ended"]
+
+
 def test_the_detector_is_off_for_files_and_on_for_live_sources_by_default() -> None:
     from streamclf.detector import detector_for
 
@@ -262,6 +316,15 @@ def test_the_detector_is_off_for_files_and_on_for_live_sources_by_default() -> N
     assert detector_for(config, live=True, driven={"person"}) is not None
     assert detector_for(load_config(**{"sources.realtime": True}), live=False, driven=set()) is not None
     assert detector_for(load_config(**{"detector.enabled": False}), live=True, driven=set()) is None
+
+
+def test_the_light_catalog_knows_each_detectors_classes() -> None:
+    """Alert labels are checked before torch loads, so the catalog keeps the detectors' classes as plain data."""
+    from streamclf.catalog import DETECTOR_CLASSES
+    from streamclf.encoders import MODELS
+
+    detectors = {n: e.weights.meta["categories"] for n, e in MODELS.items() if e.weights.meta["modality"] == "detector"}
+    assert DETECTOR_CLASSES == detectors
 
 
 def test_models_lists_the_detector_with_license_and_source() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..audio_features import check as check_features
 from ..types import Embeddings
+from .calibration import Calibration, logit, sigmoid
 from .methods import load_head
 from .zeroshot import Fused
 
@@ -27,8 +28,25 @@ class HeadFusion:
             self.audio_features = check_features(self.card.audio_features)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        self.names = self.head.classes
+        self.names = list(self.head.classes)
         self.sees = {m: np.ones(len(self.names), bool) for m in self.head.modalities}
+        self._detector: tuple[np.ndarray, float, np.ndarray] | None = None  # (its classes used, slope, bias)
+
+    def add_detector(self, classes: list[str], calibration: Calibration | None) -> None:
+        """The person detector beside a head: each of its classes the head does not name becomes a label of its
+        own, scored as the zero-shot map scores detector-only evidence (calibrated when ``calibration`` covers
+        the detector), so ``person`` records and alerts work whatever the head was trained on. A head that
+        names the class keeps its own score."""
+        new = [j for j, c in enumerate(classes) if c not in self.head.classes]
+        if not new:
+            return
+        added = [classes[j] for j in new]
+        slope, bias = calibration.vectors("detector", added) if calibration else (1.0, np.zeros(len(added)))
+        self._detector = (np.array(new), slope, bias)
+        head = len(self.names)
+        self.names = [*self.names, *added]
+        self.sees = {m: np.arange(len(self.names)) < head for m in self.sees}
+        self.sees["detector"] = np.arange(len(self.names)) >= head
 
     def check_encoders(self, weights_ids: dict[str, str]) -> None:
         """The head only makes sense on the embeddings it was trained on."""
@@ -54,11 +72,14 @@ class HeadFusion:
             per[m] = self.head.predict_proba(x, alone)
         out = []
         for i in range(n):
-            out.append(
-                Fused(
-                    fused[i],
-                    {m: p[i] for m, p in per.items() if present[m][i]},
-                    {m: round(float(w[i]), 4) for m, w in weights.items()},
-                )
-            )
+            scores, alone = fused[i], {m: p[i] for m, p in per.items() if present[m][i]}
+            if self._detector is not None:  # the detector's own labels after the head's: 0 without a look
+                cols, slope, bias = self._detector
+                seen = embs[i].scores.get("detector")
+                extra = np.zeros(len(cols)) if seen is None else sigmoid(slope * logit(seen[cols]) + bias)
+                scores = np.concatenate([scores, extra]).astype(np.float32)
+                alone = {m: np.concatenate([p, np.zeros(len(cols))]) for m, p in alone.items()}
+                if seen is not None:
+                    alone["detector"] = np.concatenate([np.zeros(len(fused[i])), extra])
+            out.append(Fused(scores, alone, {m: round(float(w[i]), 4) for m, w in weights.items()}))
         return out
