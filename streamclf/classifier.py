@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import Config
-from .detector import Detector, Track, detector_for
+from .detector import COST_SMOOTHING, Detector, Track, detector_for
 from .resolve import encoder_names, resolve_config
 from .reuse import FrameReuse, Slot, trim_frames
 from .stages import Timings
@@ -163,6 +163,7 @@ class Classifier:
         # The encoders' output for silence of a given length, (encoder, samples) -> result: a property of
         # the encoder, not of a source, so it is kept here and shared.
         self._silence: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._per_window: float | None = None  # running estimate of a window's seconds apart from the detector
 
     def check(self, config: Config) -> None:
         """Raise when ``config`` (once resolved) asks for other models or settings than this classifier was built
@@ -182,12 +183,14 @@ class Classifier:
         return Memory(source, reuse, Track(reuse), EMA(self.config.fusion.smoothing))
 
     def score(
-        self, windows: list[Window], memory: Mapping[str, Memory], timings: Timings | None = None
+        self, windows: list[Window], memory: Mapping[str, Memory], timings: Timings | None = None, queued: int = 0
     ) -> list[Scored]:
         """Encode a batch of windows (from any sources; ``memory`` has each one's) and fuse: each frame once,
         and where reuse applies unchanged frames take the last computed frame's result and silent windows the
-        result of silence."""
+        result of silence. ``queued``: windows waiting behind this batch (the worker's inbox), whose time a
+        deferring detector leaves them."""
         timings = timings or Timings()
+        started, detecting = time.monotonic(), 0.0
         results = [Embeddings() for _ in windows]
         if "video" in self.encoders:
             t0 = time.monotonic()
@@ -196,11 +199,13 @@ class Classifier:
         if self.detector is not None:
             t0 = time.monotonic()
             tracks = {source: memory[source].detector for source in {w.source for w in windows}}
-            for res, detection in zip(results, self.detector(windows, tracks), strict=True):
+            ahead = (queued + len(windows)) * (self._per_window or 0.0)
+            for res, detection in zip(results, self.detector(windows, tracks, ahead), strict=True):
                 res.detection = detection
                 if detection is not None:
                     res.scores["detector"] = detection.scores
-            timings.since("detect", t0)
+            detecting = time.monotonic() - t0
+            timings.add("detect", detecting)
         audio_windows = [(i, w.source, w.audio) for i, w in enumerate(windows) if w.audio is not None]
         silent = [memory[source].reuse.silent(source, audio) for _, source, audio in audio_windows]
         for (_, source, _), quiet in zip(audio_windows, silent, strict=True):
@@ -229,6 +234,8 @@ class Classifier:
         t0 = time.monotonic()
         fused = self.fusion.fuse(results)
         timings.since("fuse", t0)
+        per_window, old = (time.monotonic() - started - detecting) / len(windows), self._per_window
+        self._per_window = per_window if old is None else old + COST_SMOOTHING * (per_window - old)
         return [Scored(w, emb, f) for w, emb, f in zip(windows, results, fused, strict=True)]
 
     def _video(self, windows: list[Window], memory: Mapping[str, Memory], results: list[Embeddings]) -> None:

@@ -86,7 +86,8 @@ class Detector:
 
     On live sources it gives way to the windows' deadline instead of letting them queue up (and the live
     feeds drop them): a batch reads only as many due frames as its estimated seconds per frame fit before
-    ``DEADLINE`` of a hop past the completion of its oldest live window, the sources whose detection is
+    ``DEADLINE`` of a hop past the completion of its oldest live window, once the other work due by then
+    (the batch's encoders, the windows queued behind it) is counted, the sources whose detection is
     oldest first, each its newest due frame first. A frame left out (``deferred``, counted) takes its
     source's last detection, and stays due, so the next batch reads it or a later frame. A source is
     never left without a look for longer than ``detector.max_age``: such a frame is read whatever the deadline.
@@ -110,10 +111,15 @@ class Detector:
         self.name = config.encoder
         self.cost: float | None = None  # running estimate of seconds per frame (None before the first batch)
 
-    def __call__(self, windows: list[Window], tracks: Mapping[str, Track]) -> list[Detection | None]:
-        """Each window's detection (None without frames), running the network once for all the frames it reads."""
+    def __call__(
+        self, windows: list[Window], tracks: Mapping[str, Track], ahead: float = 0.0
+    ) -> list[Detection | None]:
+        """Each window's detection (None without frames), running the network once for all the frames it reads.
+
+        ``ahead``: seconds of other work due before the deadline (this batch's encoders, the windows queued
+        behind it), which deferring leaves them."""
         new = self._new_frames(windows, tracks)
-        quota = self._quota(windows, tracks, new)
+        quota = self._quota(windows, tracks, new, ahead)
         pending: list[tuple[np.ndarray, Slot]] = []
         counts = []
         for w in windows:
@@ -172,11 +178,14 @@ class Detector:
         }
         return Counter(source for source, _ in keys)
 
-    def _quota(self, windows: list[Window], tracks: Mapping[str, Track], new: dict[str, int]) -> dict[str, int]:
+    def _quota(
+        self, windows: list[Window], tracks: Mapping[str, Track], new: dict[str, int], ahead: float
+    ) -> dict[str, int]:
         """Per live source of the batch, how many due frames it may read (sources absent: no limit).
 
         The frames that fit before the deadline (``DEADLINE`` of a hop past the completion of the oldest live
-        window) at the running cost per frame, dealt one at a time to the sources in order of how long ago
+        window), less the ``ahead`` seconds of other work, at the running cost per frame, dealt one at a
+        time to the sources in order of how long ago
         the detector last looked at them (between equals: most deferred so far), for as many rounds as they
         have new frames.
         """
@@ -189,7 +198,7 @@ class Detector:
         if not live or self.cost is None:
             return {}
         deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
-        budget = max(0, int((deadline - time.monotonic()) / self.cost))
+        budget = max(0, int((deadline - time.monotonic() - ahead) / self.cost))
         frames = {w.source: new.get(w.source, 0) for w in live}
         newest: dict[str, float] = {}
         for w in live:

@@ -141,7 +141,7 @@ class Worker(threading.Thread):
             picked = time.monotonic()
             for w in batch:
                 self.timings.add("queue wait", picked - w.ready_at)
-            for scored in self.classifier.score(batch, self.memory, self.timings):
+            for scored in self.classifier.score(batch, self.memory, self.timings, queued=self.inbox.qsize()):
                 self.outbox.put(scored)
             for p in passthrough:
                 if p is STOP:

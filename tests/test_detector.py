@@ -143,13 +143,16 @@ class _SlowModel:
         return [np.array([[0, 0.9, 0.1, 0.1, 0.5, 0.9]], np.float32) for _ in frames]
 
 
-def _live_batches(det, tracks: dict, batches: int, waited: float) -> tuple[list[list], list[float]]:
-    """``batches`` batches of one window (2 s, hop 1 s, 2 fps) per source, each batch's windows complete
-    ``waited`` seconds before it is called, as a worker that is behind sees them; results and call times."""
+def _live_batches(
+    det, tracks: dict, batches: int, waited: float, ahead: float = 0.0, start: int = 0
+) -> tuple[list[list], list[float]]:
+    """``batches`` batches of one window (2 s, hop 1 s, 2 fps) per source from window ``start`` on, each batch's
+    windows complete ``waited`` seconds before it is called, as a worker that is behind sees them, with ``ahead``
+    seconds of other work queued; results and call times."""
     import time
 
     out, took = [], []
-    for k in range(batches):
+    for k in range(start, start + batches):
         ready = time.monotonic() - waited
         windows = [
             Window(
@@ -164,7 +167,7 @@ def _live_batches(det, tracks: dict, batches: int, waited: float) -> tuple[list[
             for s in range(len(tracks))
         ]
         t0 = time.monotonic()
-        out.append(det(windows, tracks))
+        out.append(det(windows, tracks, ahead))
         took.append(time.monotonic() - t0)
     return out, took
 
@@ -200,6 +203,28 @@ def test_with_no_time_to_spare_the_detector_defers_frames_instead_of_delaying_wi
         assert max(d.age for d in out[-1]) > 0  # and windows say how old their detection is
         record = det.record(max(out[-1], key=lambda d: d.age))
         assert record is not None and record["age"] > 0 and "deferred" in record  # in the record's detector field
+
+
+def test_the_detector_leaves_the_work_queued_behind_its_batch_its_time() -> None:
+    """``ahead``: seconds of encoder work due before the same deadline (the worker's queue); the detector's
+    frames come out of what is left, so with a queue that fills the time it reads nothing that is not overdue."""
+    from streamclf.config import ReuseConfig
+    from streamclf.detector import DEADLINE, Detector, Track
+    from streamclf.reuse import FrameReuse
+
+    sources, cost, waited = 8, 0.02, 0.3
+    room = DEADLINE * 1.0 - waited  # 0.2 s: 10 frames
+    read = {}
+    for ahead in (0.0, room):
+        live = {f"cam{s}" for s in range(sources)}
+        tracks = {s: Track(FrameReuse(ReuseConfig(enabled=False), live)) for s in sorted(live)}
+        det = Detector(DetectorConfig(fps=2.0), threads=1, engine="torch")
+        det.model = _SlowModel(cost)  # type: ignore[assignment]
+        _live_batches(det, tracks, 1, waited)  # the first batch reads everything: no cost estimate yet
+        first = det.model.frames
+        _live_batches(det, tracks, 1, waited, ahead, start=1)
+        read[ahead] = det.model.frames - first
+    assert 6 <= read[0.0] <= 11 and read[room] == 0
 
 
 def test_with_no_time_at_all_each_camera_still_gets_a_look_every_max_age() -> None:
