@@ -90,7 +90,9 @@ class Detector:
     (the batch's encoders, the windows queued behind it) is counted, the sources whose detection is
     oldest first, each its newest due frame first. A frame left out (``deferred``, counted) takes its
     source's last detection, and stays due, so the next batch reads it or a later frame. A source is
-    never left without a look for longer than ``detector.max_age``: such a frame is read whatever the deadline.
+    never left without a look for longer than ``detector.max_age``: such a frame is read whatever the
+    deadline; and those looks are made as they accrue (a live window's hop / max_age of one), the sources
+    seen longest ago first, rather than all at once when cameras that started together fall due together.
     """
 
     def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
@@ -110,6 +112,7 @@ class Detector:
         self.model = model
         self.name = config.encoder
         self.cost: float | None = None  # running estimate of seconds per frame (None before the first batch)
+        self.owed = 0.0  # looks the max_age floor has accrued and no batch has made yet
 
     def __call__(
         self, windows: list[Window], tracks: Mapping[str, Track], ahead: float = 0.0
@@ -159,6 +162,7 @@ class Detector:
                 track.seen[key] = f.pts
                 ran += 1
             counts.append((ran, still, deferred))
+        self.owed = max(0.0, self.owed - sum(ran for ran, _, _ in counts))
         if pending:
             t0 = time.monotonic()
             for (_, slot), rows in zip(pending, self.model.detect([image for image, _ in pending]), strict=True):
@@ -184,8 +188,8 @@ class Detector:
         """Per live source of the batch, how many due frames it may read (sources absent: no limit).
 
         The frames that fit before the deadline (``DEADLINE`` of a hop past the completion of the oldest live
-        window), less the ``ahead`` seconds of other work, at the running cost per frame, dealt one at a
-        time to the sources in order of how long ago
+        window), less the ``ahead`` seconds of other work, at the running cost per frame, and at least the
+        looks the ``max_age`` floor has accrued, dealt one at a time to the sources in order of how long ago
         the detector last looked at them (between equals: most deferred so far), for as many rounds as they
         have new frames.
         """
@@ -199,6 +203,11 @@ class Detector:
             return {}
         deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
         budget = max(0, int((deadline - time.monotonic() - ahead) / self.cost))
+        # The max_age floor, spread out: each live window accrues its hop / max_age of a look, paid to the
+        # cameras seen longest ago as it accrues, so cameras started together do not all fall due at once.
+        accrued = sum((tracks[w.source].hop or w.t_end - w.t_start) / self.config.max_age for w in live)
+        self.owed = min(self.owed + accrued, len(live))
+        budget = max(budget, int(self.owed))
         frames = {w.source: new.get(w.source, 0) for w in live}
         newest: dict[str, float] = {}
         for w in live:
