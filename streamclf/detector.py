@@ -25,6 +25,7 @@ counters), not late or lost windows; and no camera goes longer than
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -40,6 +41,9 @@ from .types import Detection, Window
 DUE_SLACK = 0.25  # of the detector's interval: a frame sampled a little early (frame times jitter) is still due
 DEADLINE = 0.5  # of the hop: how long past its completion the detector may keep a live window waiting
 COST_SMOOTHING = 0.3  # weight of the latest batch in the running estimate of the detector's seconds per frame
+BUSY = 0.75  # share of the process's cores in use above which live cameras get only their max_age looks
+BUSY_PERIOD = 0.5  # seconds: the CPU share is measured over at least this long
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -87,7 +91,8 @@ class Detector:
     On live sources it gives way to the windows' deadline instead of letting them queue up (and the live
     feeds drop them): a batch reads only as many due frames as its estimated seconds per frame fit before
     ``DEADLINE`` of a hop past the completion of its oldest live window, once the other work due by then
-    (the batch's encoders, the windows queued behind it) is counted, the sources whose detection is
+    (the batch's encoders, the windows queued behind it) is counted, and none while the process keeps
+    more than ``BUSY`` of its cores busy (the decoders need them too), the sources whose detection is
     oldest first, each its newest due frame first. A frame left out (``deferred``, counted) takes its
     source's last detection, and stays due, so the next batch reads it or a later frame. A source is
     never left without a look for longer than ``detector.max_age``: such a frame is read whatever the
@@ -113,6 +118,8 @@ class Detector:
         self.name = config.encoder
         self.cost: float | None = None  # running estimate of seconds per frame (None before the first batch)
         self.owed = 0.0  # looks the max_age floor has accrued and no batch has made yet
+        self.busy: float | None = None  # share of the cores this process kept busy lately (decoders included)
+        self._clock = (time.monotonic(), time.process_time())
 
     def __call__(
         self, windows: list[Window], tracks: Mapping[str, Track], ahead: float = 0.0
@@ -121,6 +128,7 @@ class Detector:
 
         ``ahead``: seconds of other work due before the deadline (this batch's encoders, the windows queued
         behind it), which deferring leaves them."""
+        self._measure_busy()
         new = self._new_frames(windows, tracks)
         quota = self._quota(windows, tracks, new, ahead)
         pending: list[tuple[np.ndarray, Slot]] = []
@@ -175,6 +183,15 @@ class Detector:
             trim_frames(tracks[source].seen, windows)
         return out
 
+    def _measure_busy(self) -> None:
+        """The process's CPU seconds per wall second and core since the last sample (at most every BUSY_PERIOD):
+        decoding shares the cores with the worker, so a worker with time to spare is not a box with time to spare."""
+        wall, cpu = time.monotonic(), time.process_time()
+        if wall - self._clock[0] >= BUSY_PERIOD:
+            share = (cpu - self._clock[1]) / ((wall - self._clock[0]) * CORES)
+            self.busy = share if self.busy is None else self.busy + 0.5 * (share - self.busy)
+            self._clock = (wall, cpu)
+
     def _new_frames(self, windows: list[Window], tracks: Mapping[str, Track]) -> dict[str, int]:
         """Per source, the frames of the batch the detector has not handled yet."""
         keys = {
@@ -188,7 +205,8 @@ class Detector:
         """Per live source of the batch, how many due frames it may read (sources absent: no limit).
 
         The frames that fit before the deadline (``DEADLINE`` of a hop past the completion of the oldest live
-        window), less the ``ahead`` seconds of other work, at the running cost per frame, and at least the
+        window), less the ``ahead`` seconds of other work, at the running cost per frame (none while the
+        process keeps more than ``BUSY`` of its cores busy), and at least the
         looks the ``max_age`` floor has accrued, dealt one at a time to the sources in order of how long ago
         the detector last looked at them (between equals: most deferred so far), for as many rounds as they
         have new frames.
@@ -203,6 +221,8 @@ class Detector:
             return {}
         deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
         budget = max(0, int((deadline - time.monotonic() - ahead) / self.cost))
+        if self.busy is not None and self.busy > BUSY:  # the cores are taken (decoding, other cameras' encoders)
+            budget = 0
         # The max_age floor, spread out: each live window accrues its hop / max_age of a look, paid to the
         # cameras seen longest ago as it accrues, so cameras started together do not all fall due at once.
         accrued = sum((tracks[w.source].hop or w.t_end - w.t_start) / self.config.max_age for w in live)
