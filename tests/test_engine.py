@@ -77,6 +77,23 @@ def test_export_once_then_cached_and_same_outputs(name, cache, exports):
     torch.testing.assert_close(second(other)[1], module.embed(other)[1].detach())
 
 
+@pytest.mark.skipif(not engine.installed("openvino"), reason="openvino is not installed")
+def test_openvino_runs_a_batch_in_static_pieces_with_the_same_outputs(cache):
+    """13 = 8 + 4 + 1: each size compiled once (fixed shapes run faster), the outputs those of the module."""
+    module = Tiny().eval()
+    runner = Runner(module, "tiny-w1", "openvino")
+    assert runner.prepare(batch()) == "openvino"
+    pieces = engine.OVPieces(cached_path("tiny-w1", "openvino", (3, 16, 16)), threads=1)
+    x = batch(13, seed=3)
+    emb, logits = pieces(x.numpy(), (0, 1))
+    assert sorted(pieces._compiled) == [1, 4, 8]
+    ref_emb, ref_logits = module.embed(x)
+    np.testing.assert_allclose(logits, ref_logits.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(emb, ref_emb.detach().numpy(), rtol=1e-4, atol=1e-5)
+    pieces(batch(9).numpy(), (1,))
+    assert sorted(pieces._compiled) == [1, 4, 8]  # 9 = 8 + 1: nothing new to compile
+
+
 @pytest.mark.parametrize("name", ENGINES)
 def test_corrupted_cache_is_rebuilt(name, cache, exports, caplog):
     module = Tiny().eval()
