@@ -78,12 +78,17 @@ def test_export_once_then_cached_and_same_outputs(name, cache, exports):
 
 
 @pytest.mark.skipif(not engine.installed("openvino"), reason="openvino is not installed")
-def test_openvino_runs_a_batch_in_static_pieces_with_the_same_outputs(cache):
+def test_openvino_runs_a_batch_of_images_in_static_pieces_with_the_same_outputs(cache, monkeypatch):
     """13 = 8 + 4 + 1: each size compiled once (fixed shapes run faster), the outputs those of the module."""
     module = Tiny().eval()
     runner = Runner(module, "tiny-w1", "openvino")
     assert runner.prepare(batch()) == "openvino"
-    pieces = engine.OVPieces(cached_path("tiny-w1", "openvino", (3, 16, 16)), threads=1)
+    path = cached_path("tiny-w1", "openvino", (3, 16, 16))
+    whole = engine.OVPieces(path, threads=1)  # small items (768 elements): one call, the dynamic graph
+    whole(batch(13).numpy(), (1,))
+    assert list(whole._compiled) == [None]
+    monkeypatch.setattr(engine, "STATIC_MIN_ITEM", 3 * 16 * 16)  # as if they were images
+    pieces = engine.OVPieces(path, threads=1)
     x = batch(13, seed=3)
     emb, logits = pieces(x.numpy(), (0, 1))
     assert sorted(pieces._compiled) == [1, 4, 8]

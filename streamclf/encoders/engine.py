@@ -197,10 +197,14 @@ def write_ir(source: Path, path: Path, edit: Callable[[Any], Any] | None = None)
 
 
 STATIC_BATCHES = (8, 4, 2, 1)
-"""OpenVINO runs a graph compiled for a fixed batch 15-45 % faster than the same graph with a dynamic
-batch axis, with identical outputs (same IR, 2 threads, same-run: EfficientNet-Lite0 129 -> 149-161
-images/s, YAMNet 847 -> 818-1231 patches/s, the SSDLite network 80 -> 92-109 frames/s; docs/engines.md).
-A batch is cut into pieces of these sizes (13 = 8 + 4 + 1), each size compiled when first needed."""
+"""OpenVINO runs an image network compiled for a fixed batch faster than the same graph with a dynamic
+batch axis, with the same outputs (same IR, 2 threads, same run: EfficientNet-Lite0 129 -> 140-161
+images/s, the SSDLite network 80 -> 92-109 frames/s; docs/engines.md). A batch of images is cut into
+pieces of these sizes (13 = 8 + 4 + 1), each size compiled when first needed."""
+STATIC_MIN_ITEM = 100_000
+"""Input elements per item below which the dynamic graph is kept: each piece is a call, and for small
+items the call's fixed cost eats the gain (YAMNet's 96x64 patches: the same 1210 patches/s at 24 a
+batch, 680 against 890 at 3 when cut into 2 + 1)."""
 
 
 def ov_compile(path: Path, threads: int, batch: int | None = None) -> Any:
@@ -227,25 +231,26 @@ def ov_compile(path: Path, threads: int, batch: int | None = None) -> Any:
 
 
 class OVPieces:
-    """An OpenVINO IR run in pieces of ``STATIC_BATCHES`` sizes, one compiled graph per size."""
+    """An OpenVINO IR run in pieces of ``STATIC_BATCHES`` sizes, one compiled graph per size (items of fewer
+    than ``STATIC_MIN_ITEM`` elements: whole, through the graph with the dynamic batch axis)."""
 
     def __init__(self, path: Path, threads: int) -> None:
         self.path, self.threads = path, threads
-        self._compiled: dict[int, tuple[Any, Any]] = {}  # batch -> (compiled model, its infer request)
+        self._compiled: dict[int | None, tuple[Any, Any]] = {}  # batch (None: dynamic) -> (model, infer request)
 
     def __call__(self, x: np.ndarray, outputs: tuple[int, ...]) -> list[np.ndarray]:
         """The ``outputs`` (by index; each batched along its first axis) for the batch ``x``."""
         parts = []
         start = 0
         while start < len(x):
-            size = next(b for b in STATIC_BATCHES if b <= len(x) - start)
+            size = next(b for b in STATIC_BATCHES if b <= len(x) - start) if x[0].size >= STATIC_MIN_ITEM else None
             if size not in self._compiled:
                 compiled = ov_compile(self.path, self.threads, size)
                 self._compiled[size] = (compiled, compiled.create_infer_request())
             compiled, request = self._compiled[size]
-            out = request.infer({0: x[start : start + size]})
+            out = request.infer({0: x[start : start + (size or len(x))]})
             parts.append([out[compiled.output(i)].copy() for i in outputs])
-            start += size
+            start += size or len(x)
         return [np.concatenate(p) for p in zip(*parts, strict=True)] if parts else []
 
 
