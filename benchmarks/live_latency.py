@@ -83,24 +83,14 @@ def config_for(
     return config.model_copy(update={"sinks": SinksConfig(), "alerts": AlertsConfig()})
 
 
-def measure(
-    n: int,
-    seconds: float,
-    media: Path,
-    settings: str,
-    detector: bool,
-    reuse: bool,
-    hop: float | None = None,
-    engine: str = "auto",
-    defer: bool = True,
-    max_age: float | None = None,
-) -> dict:
-    """One run: ``n`` copies of ``media`` at real time for ``seconds``; latency, drops, stage times, reuse counters."""
+def measure(n: int, seconds: float, media: Path, config, condition: dict) -> dict:
+    """One run: ``n`` copies of ``media`` at real time for ``seconds`` with ``config`` (``config_for``); latency,
+    drops, stage times, reuse counters. ``condition``: settings, engine, detector, defer and reuse, as the row
+    names them."""
     from streamclf.pipeline import Pipeline
     from streamclf.records import Record, TimingsRecord, WindowRecord
     from streamclf.sources import SourceSpec
 
-    config = config_for(settings, detector, reuse, hop, engine, defer, max_age)
     latencies: list[tuple[float, float]] = []  # (window end on the media clock, latency ms)
     final: dict = {}
 
@@ -125,14 +115,14 @@ def measure(
     hop = config.window.hop
     p95 = round(float(np.percentile(lat, 95)), 1)
     return {
-        "settings": settings,
+        "settings": condition["settings"],
         "scene": media.stem,
         "sources": n,
-        "engine": engine,
-        "detector": detector,
-        "defer": defer,
-        "max_age": config.detector.max_age if detector and defer else None,
-        "reuse": reuse,
+        "engine": condition["engine"],
+        "detector": condition["detector"],
+        "defer": condition["defer"],
+        "max_age": config.detector.max_age if condition["detector"] and condition["defer"] else None,
+        "reuse": condition["reuse"],
         "load_before": round(load, 2),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
@@ -314,9 +304,9 @@ def main() -> None:
         ]
         for n in counts:  # conditions interleaved per count, so that each count sees them under the same load
             for engine, detector, reuse, defer in list(active):
-                row = measure(
-                    n, seconds, scenes[scene], settings, detector, reuse, args.hop, engine, defer, args.max_age
-                )
+                config = config_for(settings, detector, reuse, args.hop, engine, defer, args.max_age)
+                condition = {"settings": settings, "engine": engine, "detector": detector, "defer": defer}
+                row = measure(n, seconds, scenes[scene], config, {**condition, "reuse": reuse})
                 rows.append(row)
                 print(
                     f"{settings} {scene} engine={engine} detector={'on' if detector else 'off'} "
