@@ -194,9 +194,9 @@ def test_a_live_feed_drops_oldest_windows_when_the_worker_falls_behind() -> None
     from streamclf.pipeline import Pipeline
 
     class SlowClassifier(Classifier):
-        def score(self, windows, memory, timings=None):  # a worker slower than the feed
+        def score(self, windows, memory, timings=None, queued=0):  # a worker slower than the feed
             time.sleep(0.4)
-            return super().score(windows, memory, timings)
+            return super().score(windows, memory, timings, queued)
 
     config = load_config(
         **{"sources.realtime": True, "queue_size": 3, "batch_windows": 1, "window.length": 1.0, "window.hop": 0.25}
