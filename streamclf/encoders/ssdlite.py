@@ -220,7 +220,7 @@ def _openvino_detector(reference: SSDDetector, model: Path, threads: int) -> Cal
     (a resize per image, non-maximum suppression per image and class) that cost OpenVINO more than the
     arithmetic they do; ``SSDDecoder`` does the same after it (benchmarks/encoders.py: 1.5 vs 1.2x OpenCV's time).
     """
-    from .engine import EngineFailure, OVPieces, cached_path, cached_session, log, ov_compile, write_ir
+    from .engine import EngineFailure, OVPieces, cached_path, cached_session, log, write_ir
 
     size = reference.meta["size"]
     rng = np.random.default_rng(0)
@@ -230,10 +230,9 @@ def _openvino_detector(reference: SSDDetector, model: Path, threads: int) -> Cal
     decoder = SSDDecoder.from_text_graph(reference.config_text)
 
     def open_checked(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str | None]:
-        compiled = ov_compile(path, threads, batch=1)
-        request = compiled.create_infer_request()
-        anchors = request.infer({0: np.zeros((1, size, size, 3), np.float32)})[compiled.output(2)].reshape(-1, 4)
         pieces = OVPieces(path, threads)
+        # the anchors are not batched: read from one piece of one frame
+        anchors = pieces(np.zeros((1, size, size, 3), np.float32), (2,))[0].reshape(-1, 4)
 
         def rows(x: np.ndarray) -> np.ndarray:
             boxes, logits = pieces(x.astype(np.float32), (0, 1))
