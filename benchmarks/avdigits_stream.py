@@ -9,20 +9,19 @@ speaker, windows inside a digit's slot scored against the timeline (key "shipped
 
 ``--held-out-speakers``: for each FSDD speaker in turn, a head trained with `streamclf train --group`
 (speakers as groups, the train verb's own augmentation unless --no-augment: gains, degraded copies with
-generated noise or damaged frames, speed-perturbed copies, blanks) on clips of the other three speakers and
-three image folds, then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out speaker (10 per
-digit, natural loudness, 1-2 s each) with the fourth image fold: fused / audio-only / video-only, next to the
-stream figure `train` itself reported (every training speaker held out in turn, pooled; per fold under
+generated noise or damaged frames, blanks) on clips of the other three speakers and three image folds,
+then `streamclf eval --compose --gap 0.5` on 100 clips of the held-out speaker (10 per digit, natural
+loudness, 1-2 s each) with the fourth image fold: fused / audio-only / video-only, next to the stream
+figure `train` itself reported (every training speaker held out in turn, pooled; per fold under
 "train_reported_folds"); then the same stream with a real background sound from sounds/ under every clip at
---noise-snr dB (speech power over the utterance to noise power): fused and audio-only (video-only is the clean
-run's: with the audio track removed the two streams are the same). Unless --no-removed, a modality removed at
-run time: unimodal heads (`train --fusion audio|video`, same clips and augmentation) on the stream with the
-other track stripped, beside the fused head on the same stripped stream. Key
-"held_out_speakers/<fusion>+<audio features>[/noise-copies-generated][/fallback][/speed-copies]" (the first
-run, gated on the pooled YAMNet embedding alone and without the noise stream, is kept under
-"held_out_speakers"; runs before the degraded copies have no "/noise-copies" suffix, before the one-modality
-fallback no "/fallback", before the speed-perturbed copies no "/speed-copies"). Clips, embeddings and training
-streams are cached (--work, the user cache); timings are recorded.
+--noise-snr dB (speech power over the utterance to noise power): fused and audio-only (video-only is the
+clean run's: with the audio track removed the two streams are the same). Unless --no-removed, a modality
+removed at run time: unimodal heads (`train --fusion audio|video`, same clips and augmentation) on the
+stream with the other track stripped, beside the fused head on the same stripped stream. Key
+"held_out_speakers/<fusion>+<audio features>[/noise-copies-generated]" (the first run, gated on the pooled
+YAMNet embedding alone and without the noise stream, is kept under "held_out_speakers"; runs before the
+degraded copies have no "/noise-copies" suffix). Clips, embeddings and training streams are cached (--work,
+the user cache); timings are recorded.
 Writes benchmarks/results/avdigits_stream.json (other keys are kept).
 """
 
@@ -43,7 +42,7 @@ from streamclf.avdigits import compose_stream, image_folds, segment_accuracy, wr
 from streamclf.catalog import FUSION_FAMILIES
 from streamclf.head_card import HeadCard
 from streamclf.train import AVDIGITS_WINDOW, FOLDER_GROUP, train
-from streamclf.trainset import SPEED, STREAM_GAP
+from streamclf.trainset import STREAM_GAP
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS = {"fused": "avdigits", "audio only": "avdigits-audio", "video only": "avdigits-video"}
@@ -160,7 +159,6 @@ def held_out_speakers(
         "gap": STREAM_GAP,
         "noise_snr_db": snr,
         "training_noise": "generated" if augment else None,  # degraded copies (trainset.stream_windows)
-        "speed_copies": list(SPEED) if augment else None,  # speed-perturbed copies (trainset.stream_windows)
         # a feature-level head answers one modality alone with its own unimodal networks (NeuralHead fallback)
         "fallback": FUSION_FAMILIES.get(fusion) == "feature",
         "window": AVDIGITS_WINDOW,
@@ -253,7 +251,6 @@ def result_key(res: dict) -> str:
         f"held_out_speakers/{res['fusion']}+{res['audio_features'] or 'none'}{'' if res['augment'] else '/no-augment'}"
         + (f"/noise-copies-{res['training_noise']}" if res.get("training_noise") else "")
         + ("/fallback" if res.get("fallback") else "")
-        + ("/speed-copies" if res.get("speed_copies") else "")
     )
 
 

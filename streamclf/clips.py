@@ -218,10 +218,6 @@ def canvas_size(paths: list[str | Path], max_side: int = MAX_SIDE) -> tuple[int,
     return _even(w * scale), _even(h * scale)
 
 
-ClipHook = Callable[[int, np.ndarray, Iterable[np.ndarray]], tuple[np.ndarray, Iterable[np.ndarray]]]
-"""``compose``'s per-clip hook: clip i's audio and frames -> as they go into the stream (training copies)."""
-
-
 def compose(
     clips: Sequence[tuple[str | Path, str]],
     out: str | Path,
@@ -230,7 +226,7 @@ def compose(
     size: tuple[int, int] | None = None,
     progress: Callable[[str], None] | None = None,
     gains: list[float] | None = None,
-    degrade: ClipHook | None = None,
+    degrade: Callable[[int, np.ndarray, Iterable[np.ndarray]], tuple[np.ndarray, Iterable[np.ndarray]]] | None = None,
 ) -> list[Event]:
     """One stream of ``clips`` (path, label) back to back, a gap of silence and grey before each and at the end.
 

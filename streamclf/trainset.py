@@ -29,7 +29,7 @@ from .types import SAMPLE_RATE
 
 if TYPE_CHECKING:
     from .classifier import Classifier, Scored
-    from .clips import ClipHook, Event
+    from .clips import Event
 
 GAIN_DB = (-30.0, 6.0)  # training-stream gain per clip: a far, quiet microphone up to a near, hot one
 STREAM_GAP = 0.5  # seconds of silence and grey between clips: in training streams and in the reported stream figure
@@ -39,9 +39,6 @@ DEGRADE_SHARE = 0.5  # share of clips copied into the degraded stream, one modal
 NOISE_SNR_DB = (-10.0, 20.0)
 # damaged pictures: Gaussian noise sigma (grey levels), occluded share of the frame, contrast left
 FRAME_DAMAGE = {"gauss": (20.0, 80.0), "occlude": (0.2, 0.6), "contrast": (0.1, 0.4)}
-# speed-perturbed stream: each clip's sound played this much faster or slower (pitch and tempo move together,
-# as on tape), the standard range of speed perturbation for speaker-independent speech (Ko et al. 2015)
-SPEED = (0.9, 1.1)
 EMBED_RECIPE = "train-windows-v1"  # bump when windowing or pooling changes what a clip's windows hold
 STREAM_RECIPE = "train-streams-v1"  # bump when composing, gains, degradations or their draws change
 
@@ -298,7 +295,9 @@ def damage_frames(frames: Iterable[np.ndarray], rng: np.random.Generator) -> Ite
             yield (128 + level * (f.astype(np.float32) - 128)).astype(np.uint8)
 
 
-def degrader(n: int, rng: np.random.Generator, backgrounds: list[np.ndarray] | None) -> ClipHook:
+def degrader(
+    n: int, rng: np.random.Generator, backgrounds: list[np.ndarray] | None
+) -> Callable[[int, np.ndarray, Iterable[np.ndarray]], tuple[np.ndarray, Iterable[np.ndarray]]]:
     """``clips.compose``'s per-clip hook for a degraded copy: half the clips get noise under their sound at a
     random SNR (``NOISE_SNR_DB``), the other half damaged pictures; the other modality is left as it is."""
     noisy = rng.random(n) < 0.5
@@ -312,28 +311,6 @@ def degrader(n: int, rng: np.random.Generator, backgrounds: list[np.ndarray] | N
         return audio, damage_frames(frames, r)
 
     return degrade
-
-
-def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
-    """``audio`` played ``speed`` times as fast: ``1 / speed`` as long, every pitch ``speed`` times as high."""
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    up, down = 1000, int(round(1000 * speed))
-    g = gcd(up, down)
-    return resample_poly(audio, up // g, down // g).astype(np.float32) if len(audio) and up != down else audio
-
-
-def speed_changer(n: int, rng: np.random.Generator) -> ClipHook:
-    """``clips.compose``'s per-clip hook for the speed-perturbed stream: clip i's sound at a random speed in
-    ``SPEED`` (another voice, a bigger or smaller engine), its pictures as they are."""
-    speeds = rng.uniform(*SPEED, n)
-
-    def perturb(i: int, audio: np.ndarray, frames: Iterable[np.ndarray]) -> tuple[np.ndarray, Iterable[np.ndarray]]:
-        return change_speed(audio, float(speeds[i])), frames
-
-    return perturb
 
 
 def read_backgrounds(paths: Iterable[str | Path]) -> list[np.ndarray]:
@@ -419,9 +396,7 @@ def stream_windows(
     The ``usable`` clips (those that decoded) in random order as one stream, each at a random gain
     (``GAIN_DB``), ``STREAM_GAP`` of silence and grey between them, so windows
     straddle clips and gaps; a second stream of a random ``DEGRADE_SHARE`` of them with one modality
-    damaged in each (``degrader``: ``backgrounds`` under the sound, or generated noise); a third of all
-    of them in another order and at other gains with each sound at another speed (``speed_changer``: a
-    head that heard three voices meets a fourth); and a file of
+    damaged in each (``degrader``: ``backgrounds`` under the sound, or generated noise); and a file of
     silence and grey alone, whose windows are the silent/blank embeddings ``with_blanks`` uses.
     ``noise_key`` names the backgrounds in the cache key.
     """
@@ -433,9 +408,6 @@ def stream_windows(
     damaged = order[rng.random(len(order)) < DEGRADE_SHARE]
     degrade = degrader(len(damaged), rng, backgrounds)
     damaged_gains = list(gains_db(len(damaged), rng))
-    fast = np.asarray(usable)[rng.permutation(len(usable))]  # drawn after the others: their streams stay as cached
-    fast_gains = list(gains_db(len(fast), rng))
-    perturb = speed_changer(len(fast), rng)
     window = models.config.window
     base = [seed, [_cache_file(p, models.config, models).name for p, _ in clips], [int(i) for i in usable]]
     got = scored_streams(
@@ -445,10 +417,6 @@ def stream_windows(
                 lambda f: compose([clips[i] for i in damaged], f, gap=STREAM_GAP, gains=damaged_gains, degrade=degrade),
                 [*base, "degraded", noise_key or "generated"],
             ),
-            "speed-stream": (
-                lambda f: compose([clips[i] for i in fast], f, gap=STREAM_GAP, gains=fast_gains, degrade=perturb),
-                [*base, "speed", SPEED],
-            ),
             "blank": (lambda f: compose([], f, gap=2 * window.length + 4 * window.hop), [window.model_dump()]),
         },
         models,
@@ -456,7 +424,7 @@ def stream_windows(
         progress,
     )
     x_parts, p_parts, clip, y, touched = [], [], [], [], []
-    for name, played in (("train-stream", order), ("degraded-stream", damaged), ("speed-stream", fast)):
+    for name, played in (("train-stream", order), ("degraded-stream", damaged)):
         spans, windows, events = got[name]
         inside, hit = window_events(spans, events)
         keep = np.flatnonzero(inside >= 0)
