@@ -368,6 +368,8 @@ def held_out_streams(path: Path) -> list[dict[str, Any]]:
     for key, res in json.loads(path.read_text()).items():
         if not key.startswith("held_out_speakers") or not res.get("augment") or "speakers" not in res:
             continue
+        if res.get("experiment"):  # a recipe tried and not adopted: its figures stay in the JSON only
+            continue
         rows = list(res["speakers"].values())
         noisy = all("stream_noise" in r for r in rows)
         out.append(
