@@ -17,7 +17,6 @@ with this module: those imports are most of the start-up time.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
@@ -165,7 +164,6 @@ class Classifier:
         # the encoder, not of a source, so it is kept here and shared.
         self._silence: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._per_window: float | None = None  # running estimate of a window's seconds apart from the detector
-        self._per_frame: float | None = None  # and of a frame's seconds in the video encoder
 
     def check(self, config: Config) -> None:
         """Raise when ``config`` (once resolved) asks for other models or settings than this classifier was built
@@ -258,12 +256,10 @@ class Classifier:
                 if key in mem.frames:
                     continue
                 slot = mem.reuse.last("video", f)
-                if slot is None and mem.detector.yield_video > 0:  # a busy box's detector look: paid in video frames
+                if slot is None and mem.detector.yield_video:  # a busy box's detector look: this frame pays for it
                     slot = mem.reuse.latest("video", f)
-                    if slot is None:  # nothing to stand in: the debt goes
-                        mem.detector.yield_video = 0.0
-                    else:
-                        mem.detector.yield_video -= self._per_frame or math.inf
+                    mem.detector.yield_video = False
+                    if slot is not None:
                         mem.reuse.count(w.source, "video_yielded")
                 if slot is None:
                     slot = Slot()
@@ -281,10 +277,7 @@ class Classifier:
             for key, image in todo.items():
                 by_shape.setdefault(image.shape, []).append(key)
             groups = list(by_shape.values())
-            t0 = time.monotonic()
             outs = encoder.embed([np.stack([todo[k] for k in keys]) for keys in groups])
-            per_frame, old = (time.monotonic() - t0) / len(todo), self._per_frame
-            self._per_frame = per_frame if old is None else old + COST_SMOOTHING * (per_frame - old)
             for keys, (emb, scores) in zip(groups, outs, strict=True):
                 for j, key in enumerate(keys):
                     memory[key[0]].frames[key].value = (emb[j], scores[j])

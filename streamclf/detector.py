@@ -20,13 +20,12 @@ take their camera's last detection. So more cameras mean older detections
 (``age`` and ``deferred`` in the record, ``detector_deferred`` in the
 counters), not late or lost windows; and no camera goes longer than
 ``detector.max_age`` without a look. Those floor looks are the detector's
-whole cost on a busy box, and the worker's time is what runs out there, so a
-look made while the box is busy is paid back in worker time by the camera's
-next moving frames: as many as the video encoder would spend the look's time
-on (a one-frame look took about two batched video frames' time at 24 busy
-cameras) take the last computed frame's embedding instead
-(``video_yielded``, counted). Only while the box has no time to spare, and
-only after a look, so at most a few frames per camera in ``max_age``.
+whole cost on a busy box, and a look costs about what the video encoder
+spends on one frame (18 and 16 CPU ms here), so a look made while the box
+is busy is paid for with the camera's next moving frame, which takes the
+last computed frame's embedding instead (``video_yielded``): at most one
+frame in ``max_age`` seconds of ``max_age * window.fps``, and only while the
+box has no time to spare.
 """
 
 from __future__ import annotations
@@ -62,8 +61,8 @@ class Track:
     it shares with the video encoder) and whether the source is live (its windows have a deadline);
     ``looked``: pts of the newest frame the detector read or found unchanged (the age of what the source's
     windows know), and ``seen`` the same per recent frame; ``start``/``hop``: its last window's start and the
-    spacing of its windows; ``yield_video``: seconds of a look made while the box was busy, which the video
-    encoder pays back by not computing the source's next moving frames (``classifier``).
+    spacing of its windows; ``yield_video``: a look made while the box was busy, which the video encoder pays for
+    by not computing the source's next moving frame (``classifier``).
     """
 
     reuse: FrameReuse
@@ -74,7 +73,7 @@ class Track:
     hop: float | None = None
     frames: dict[tuple[str, float], Slot] = field(default_factory=dict)
     seen: dict[tuple[str, float], float] = field(default_factory=dict)
-    yield_video: float = 0.0
+    yield_video: bool = False
 
 
 def detector_for(config: Config, live: bool, driven: set[str]) -> Detector | None:
@@ -170,8 +169,8 @@ class Detector:
                     continue
                 if w.source in quota:
                     quota[w.source] = max(0, quota[w.source] - 1)
-                    if self._busy() and track.result is not None and self.cost is not None:
-                        track.yield_video = self.cost  # a floor look on a busy box: video frames pay for it
+                    # no time to spare: a floor look, paid for with a video frame (not a first look)
+                    track.yield_video |= self._busy() and track.result is not None
                 track.next_due = f.pts + 1.0 / self.config.fps
                 track.looked = f.pts
                 slot = Slot()
