@@ -256,11 +256,6 @@ class Classifier:
                 if key in mem.frames:
                     continue
                 slot = mem.reuse.last("video", f)
-                if slot is None and mem.detector.yield_video:  # a busy box's detector look: this frame pays for it
-                    slot = mem.reuse.latest("video", f)
-                    mem.detector.yield_video = False
-                    if slot is not None:
-                        mem.reuse.count(w.source, "video_yielded")
                 if slot is None:
                     slot = Slot()
                     todo[key] = f.image

@@ -19,13 +19,7 @@ windows' deadline, the cameras it looked at longest ago first, and the rest
 take their camera's last detection. So more cameras mean older detections
 (``age`` and ``deferred`` in the record, ``detector_deferred`` in the
 counters), not late or lost windows; and no camera goes longer than
-``detector.max_age`` without a look. Those floor looks are the detector's
-whole cost on a busy box, and a look costs about what the video encoder
-spends on one frame (18 and 16 CPU ms here), so a look made while the box
-is busy is paid for with the camera's next moving frame, which takes the
-last computed frame's embedding instead (``video_yielded``): at most one
-frame in ``max_age`` seconds of ``max_age * window.fps``, and only while the
-box has no time to spare.
+``detector.max_age`` without a look.
 """
 
 from __future__ import annotations
@@ -61,8 +55,7 @@ class Track:
     it shares with the video encoder) and whether the source is live (its windows have a deadline);
     ``looked``: pts of the newest frame the detector read or found unchanged (the age of what the source's
     windows know), and ``seen`` the same per recent frame; ``start``/``hop``: its last window's start and the
-    spacing of its windows; ``yield_video``: a look made while the box was busy, which the video encoder pays for
-    by not computing the source's next moving frame (``classifier``).
+    spacing of its windows.
     """
 
     reuse: FrameReuse
@@ -73,7 +66,6 @@ class Track:
     hop: float | None = None
     frames: dict[tuple[str, float], Slot] = field(default_factory=dict)
     seen: dict[tuple[str, float], float] = field(default_factory=dict)
-    yield_video: bool = False
 
 
 def detector_for(config: Config, live: bool, driven: set[str]) -> Detector | None:
@@ -169,8 +161,6 @@ class Detector:
                     continue
                 if w.source in quota:
                     quota[w.source] = max(0, quota[w.source] - 1)
-                    # no time to spare: a floor look, paid for with a video frame (not a first look)
-                    track.yield_video |= self._busy() and track.result is not None
                 track.next_due = f.pts + 1.0 / self.config.fps
                 track.looked = f.pts
                 slot = Slot()
@@ -202,9 +192,6 @@ class Detector:
             self.busy = share if self.busy is None else self.busy + 0.5 * (share - self.busy)
             self._clock = (wall, cpu)
 
-    def _busy(self) -> bool:
-        return self.busy is not None and self.busy > BUSY
-
     def _new_frames(self, windows: list[Window], tracks: Mapping[str, Track]) -> dict[str, int]:
         """Per source, the frames of the batch the detector has not handled yet."""
         keys = {
@@ -234,7 +221,7 @@ class Detector:
             return {}
         deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
         budget = max(0, int((deadline - time.monotonic() - ahead) / self.cost))
-        if self._busy():  # the cores are taken (decoding, other cameras' encoders)
+        if self.busy is not None and self.busy > BUSY:  # the cores are taken (decoding, other cameras' encoders)
             budget = 0
         # The max_age floor, spread out: each live window accrues its hop / max_age of a look, paid to the
         # cameras seen longest ago as it accrues, so cameras started together do not all fall due at once.

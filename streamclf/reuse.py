@@ -35,11 +35,9 @@ from .types import Frame, Window
 
 THUMB_WIDTH = 64  # pixels across the grey copy that frames are compared by
 PIXEL_CHANGE = 12  # grey levels a grey-copy pixel must move by to count as changed (compression noise stays below)
-KINDS = ("video_frames", "video_windows", "detector_frames", "detector_deferred", "video_yielded", "audio_windows")
+KINDS = ("video_frames", "video_windows", "detector_frames", "detector_deferred", "audio_windows")
 """The counters, as records name them; ``detector_deferred``: frames the detector was due to read but left to a
-later batch for a live window's deadline (detector.py), which took the last detection meanwhile;
-``video_yielded``: moving frames the video encoder left to pay for a detector look made while the box was busy
-(detector.py), which took the last computed frame's embedding."""
+later batch for a live window's deadline (detector.py), which took the last detection meanwhile."""
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -113,19 +111,6 @@ class FrameReuse:
     def last(self, consumer: str, frame: Frame) -> Slot | None:
         """The consumer's result for the source's last computed frame when ``frame`` has not changed since it
         (counted as a reused frame of ``consumer``); None when it must be computed."""
-        anchor = self._anchor(consumer, frame)
-        if anchor is None or changed(self._thumb(frame), anchor.thumb) >= self.config.motion:
-            return None
-        self.counts[(frame.source, f"{consumer}_frames")] += 1
-        return anchor.slot
-
-    def latest(self, consumer: str, frame: Frame) -> Slot | None:
-        """The consumer's result for the source's last computed frame, changed or not (None: there is none
-        that may stand for ``frame``): what a frame left uncomputed on purpose takes."""
-        anchor = self._anchor(consumer, frame)
-        return None if anchor is None else anchor.slot
-
-    def _anchor(self, consumer: str, frame: Frame) -> _Anchor | None:
         if not self.applies(frame.source) or self.config.motion <= 0:
             return None
         anchor = self._anchors.get((frame.source, consumer))
@@ -134,7 +119,10 @@ class FrameReuse:
         age = frame.pts - anchor.pts
         if age < 0 or age > self._max_age(frame.source):
             return None  # the timeline went back (a reconnect), or the result is too old to trust
-        return anchor
+        if changed(self._thumb(frame), anchor.thumb) >= self.config.motion:
+            return None
+        self.counts[(frame.source, f"{consumer}_frames")] += 1
+        return anchor.slot
 
     def _max_age(self, source: str) -> float:
         """How long a result may stand for this source: between half and all of ``reuse.max_age``, fixed per

@@ -141,59 +141,6 @@ def test_silent_windows_reuse_the_result_of_silence(models) -> None:
         encoder.embed = real
 
 
-@pytest.mark.parametrize("cpu", ["idle", "busy"])
-def test_a_detector_look_on_a_busy_box_is_paid_for_with_the_cameras_next_moving_frame(
-    models, cpu: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Windows of a live moving camera, already late: the detector makes only its max_age looks. When the process
-    keeps its cores busy, each such look costs the camera's next moving frame, which takes the last computed
-    frame's embedding (``video_yielded``); on an idle box every moving frame is computed."""
-    import time
-
-    import av
-
-    from streamclf.detector import BUSY
-    from streamclf.types import Frame
-
-    classifier = models[0]
-    detector = classifier.detector
-    assert detector is not None
-    # the process's share of the cores, as the detector measures it (tests/test_detector.py covers the measure)
-    monkeypatch.setattr(detector, "_measure_busy", lambda: None)
-    monkeypatch.setattr(detector, "busy", BUSY + 0.1 if cpu == "busy" else BUSY - 0.1)
-    images = []
-    with av.open(str(shared("media/bbb_360p_60s.mp4"))) as c:  # 24 fps, read at 2 fps: it moves
-        for i, f in enumerate(c.decode(video=0)):
-            if i % 12 == 0:
-                images.append(f.to_ndarray(format="rgb24"))
-            if len(images) == 28:
-                break
-    frames = [Frame("cam", i / 2, image) for i, image in enumerate(images)]
-    memory = classifier.memory("cam", live={"cam"})
-    encoder, real, computed = classifier.encoders["video"], classifier.encoders["video"].embed, []
-    looks, yielded = [], []
-    try:
-        encoder.embed = lambda inputs: computed.append(sum(map(len, inputs))) or real(inputs)
-        for k in range(12):  # windows 2 s long, 1 s apart, each complete a second before the worker sees it
-            window = Window("cam", k, k, k + 2.0, frames[2 * k : 2 * k + 4], None, ready_at=time.monotonic() - 1.0)
-            before = memory.reuse.reused("cam")["video_yielded"]
-            (scored,) = classifier.score([window], {"cam": memory})
-            assert scored.embeddings.detection is not None
-            looks.append(scored.embeddings.detection.ran)
-            yielded.append(memory.reuse.reused("cam")["video_yielded"] - before)
-    finally:
-        encoder.embed = real
-    assert sum(looks) - 1 >= 2  # after the camera's first look (which owes nothing): 11 s of windows, max_age 5 s
-    assert memory.reuse.reused("cam")["video_frames"] == 0  # nothing still: every frame not computed was yielded
-    if cpu == "idle":
-        assert sum(yielded) == 0 and sum(computed) == 4 + 2 * 11
-        return
-    # each look but the camera's first is paid by the next batch's first frame (the last batch's is still owed)
-    paid = [k + 1 for k in range(11) if looks[k] > (k == 0)]
-    assert [k for k, n in enumerate(yielded) if n] == paid and max(yielded) == 1
-    assert sum(computed) == 4 + 2 * 11 - len(paid)
-
-
 def test_an_unchanged_result_is_computed_again_within_max_age_and_not_all_sources_at_once() -> None:
     from streamclf.config import ReuseConfig
     from streamclf.reuse import FrameReuse, Slot
