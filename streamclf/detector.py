@@ -19,7 +19,10 @@ windows' deadline, the cameras it looked at longest ago first, and the rest
 take their camera's last detection. So more cameras mean older detections
 (``age`` and ``deferred`` in the record, ``detector_deferred`` in the
 counters), not late or lost windows; and no camera goes longer than
-``detector.max_age`` without a look.
+``detector.max_age`` without a look. A camera's first look takes its turn
+the same way (until then its windows have no boxes and ``age`` null): many
+cameras started together would otherwise all be read in the first batch, a
+backlog that cost live windows at the start (40 still cameras: 10-13 dropped).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ COST_SMOOTHING = 0.3  # weight of the latest batch in the running estimate of th
 BUSY = 0.75  # share of the process's cores in use above which live cameras get only their max_age looks
 BUSY_PERIOD = 0.5  # seconds: the CPU share is measured over at least this long
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+NOT_LOOKED = Slot(np.zeros((0, 6), np.float32))  # what a live camera's frames hold until its first look: no boxes
 
 
 @dataclass
@@ -98,6 +102,8 @@ class Detector:
     never left without a look for longer than ``detector.max_age``: such a frame is read whatever the
     deadline; and those looks are made as they accrue (a live window's hop / max_age of one), the sources
     seen longest ago first, rather than all at once when cameras that started together fall due together.
+    A camera's first look is one of those, not read whatever the deadline (a batch with no measure of a look's
+    cost yet reads one).
     """
 
     def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
@@ -152,10 +158,12 @@ class Detector:
                     track.frames[key], track.seen[key] = slot, f.pts
                     still += 1
                     continue
-                overdue = track.result is None or f.pts - track.looked >= self.config.max_age
+                # a camera's first look takes its turn like the floor's: cameras started together are not all
+                # read in one batch (on a box near its edge that backlog outlasts the first windows)
+                overdue = track.result is not None and f.pts - track.looked >= self.config.max_age
                 if w.source in quota and new[w.source] >= quota[w.source] and not overdue:  # newest ones first
-                    assert track.result is not None  # (else overdue)
-                    track.frames[key], track.seen[key] = track.result, track.looked
+                    track.frames[key] = track.result if track.result is not None else NOT_LOOKED
+                    track.seen[key] = track.looked
                     track.reuse.count(w.source, "detector_deferred")  # in status and timings records
                     deferred += 1
                     continue
@@ -217,10 +225,13 @@ class Detector:
             if track.start is not None and w.t_start > track.start:
                 track.hop = w.t_start - track.start
             track.start = w.t_start
-        if not live or self.cost is None:
+        if not live:
             return {}
-        deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
-        budget = max(0, int((deadline - time.monotonic() - ahead) / self.cost))
+        if self.cost is None:  # one look measures what a look costs
+            budget = 1
+        else:
+            deadline = min(w.ready_at + DEADLINE * (tracks[w.source].hop or w.t_end - w.t_start) for w in live)
+            budget = max(0, int((deadline - time.monotonic() - ahead) / self.cost))
         if self.busy is not None and self.busy > BUSY:  # the cores are taken (decoding, other cameras' encoders)
             budget = 0
         # The max_age floor, spread out: each live window accrues its hop / max_age of a look, paid to the
@@ -281,5 +292,5 @@ class Detector:
             "ran": d.ran,
             "still": d.still,
             "deferred": d.deferred,
-            "age": round(d.age, 3),
+            "age": round(d.age, 3) if math.isfinite(d.age) else None,
         }

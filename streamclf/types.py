@@ -98,7 +98,8 @@ class Detection:
     ``boxes`` rows are (class index, score, x0, y0, x1, y1), normalised to the frame at ``frame`` (its pts);
     ``ran``/``still``: frames of this window the detector read, and skipped because the picture had not changed;
     ``deferred``: frames it was due to read but left for a later batch (a live window's deadline came first);
-    ``age``: media seconds from the window's last frame back to the frame the detector last looked at.
+    ``age``: media seconds from the window's last frame back to the frame the detector last looked at (inf: a live
+    camera the detector has not looked at yet, whose first look waits its turn).
     """
 
     scores: np.ndarray

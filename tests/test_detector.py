@@ -215,7 +215,7 @@ def test_the_detector_leaves_the_work_queued_behind_its_batch_and_a_busy_cpu_the
     import time
 
     from streamclf.config import ReuseConfig
-    from streamclf.detector import BUSY, CORES, DEADLINE, Detector, Track
+    from streamclf.detector import BUSY, BUSY_PERIOD, CORES, DEADLINE, Detector, Track
     from streamclf.reuse import FrameReuse
 
     if cpu == "busy":  # every wall second costs (BUSY + 0.1) CPU seconds per core
@@ -228,7 +228,8 @@ def test_the_detector_leaves_the_work_queued_behind_its_batch_and_a_busy_cpu_the
         tracks = {s: Track(FrameReuse(ReuseConfig(enabled=False), live)) for s in sorted(live)}
         det = Detector(DetectorConfig(fps=2.0), threads=1, engine="torch")
         det.model = _SlowModel(cost)  # type: ignore[assignment]
-        _live_batches(det, tracks, 1, waited)  # the first batch reads everything: no cost estimate yet
+        _live_batches(det, tracks, 1, waited)  # the first batch measures what a look costs
+        time.sleep(BUSY_PERIOD)  # the CPU share is sampled at most this often
         first = det.model.frames
         _live_batches(det, tracks, 1, waited, ahead, start=1)
         read[ahead] = det.model.frames - first
@@ -239,24 +240,33 @@ def test_the_detector_leaves_the_work_queued_behind_its_batch_and_a_busy_cpu_the
 
 def test_with_no_time_at_all_each_camera_still_gets_a_look_every_max_age() -> None:
     """Windows already past their deadline: the detector reads only the looks the ``max_age`` floor accrues,
-    a few each batch to the cameras seen longest ago (not all cameras at once), so a longer floor costs fewer
-    frames, and no detection gets older than it."""
+    a few each batch to the cameras seen longest ago (not all cameras at once, first looks included), so a
+    longer floor costs fewer frames, and no detection gets older than it."""
+    import math
+
     from streamclf.config import ReuseConfig
     from streamclf.detector import Detector, Track
     from streamclf.reuse import FrameReuse
 
-    looks, oldest, burst = {}, {}, {}
+    looks, oldest, burst, first = {}, {}, {}, {}
     for max_age in (1.0, 3.0):
         live = {f"cam{s}" for s in range(4)}
         tracks = {s: Track(FrameReuse(ReuseConfig(enabled=False), live)) for s in sorted(live)}
         det = Detector(DetectorConfig(fps=2.0, max_age=max_age), threads=1, engine="torch")
         det.model = _SlowModel(0.001)  # type: ignore[assignment]
         out, _ = _live_batches(det, tracks, 9, waited=1.0)
-        oldest[max_age] = max(d.age for batch in out for d in batch)
-        looks[max_age] = det.model.frames - 4 * 4  # the first batch reads every frame (no cost estimate yet)
+        first[max_age] = sum(d.ran for d in out[0])
+        waiting = [d for d in out[0] if not math.isfinite(d.age)]  # not looked at yet: no boxes, age null
+        assert all(d.count == 0 and det.record(d)["age"] is None for d in waiting)  # type: ignore[index]
+        later = [d for batch in out[int(max_age) :] for d in batch]  # windows 1 s apart: from max_age on
+        assert all(math.isfinite(d.age) for d in later)  # every camera had its first look within max_age
+        oldest[max_age] = max(d.age for batch in out for d in batch if math.isfinite(d.age))
+        looks[max_age] = det.model.frames - first[max_age]
         burst[max_age] = max(sum(d.ran for d in batch) for batch in out[1:])
+    # cameras started together: the first batch reads what the floor accrued over a window (4 x 2 s / max_age)
+    assert first == {1.0: 4, 3.0: 2}
     assert oldest[1.0] < 1.0 and 2.0 <= oldest[3.0] < 3.0
-    assert looks == {m: int(4 * 8 / m) for m in looks}  # over the next 8 s: a look per camera per max_age
+    assert all(abs(looks[m] - 4 * 8 / m) < 1 for m in looks)  # over the next 8 s: a look per camera per max_age
     assert burst == {1.0: 4, 3.0: 2}  # at most what a batch accrues (4 / 3), rounded up
 
 
