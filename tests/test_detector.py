@@ -257,6 +257,7 @@ def test_with_no_time_at_all_each_camera_still_gets_a_look_every_max_age() -> No
         out, _ = _live_batches(det, tracks, 9, waited=1.0)
         first[max_age] = sum(d.ran for d in out[0])
         waiting = [d for d in out[0] if not math.isfinite(d.age)]  # not looked at yet: no boxes, age null
+        assert len(waiting) == 4 - first[max_age]  # one camera a look
         assert all(d.count == 0 and det.record(d)["age"] is None for d in waiting)  # type: ignore[index]
         later = [d for batch in out[int(max_age) :] for d in batch]  # windows 1 s apart: from max_age on
         assert all(math.isfinite(d.age) for d in later)  # every camera had its first look within max_age
