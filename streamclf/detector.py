@@ -103,7 +103,7 @@ class Detector:
     deadline; and those looks are made as they accrue (a live window's hop / max_age of one), the sources
     seen longest ago first, rather than all at once when cameras that started together fall due together.
     A camera's first look is one of those, not read whatever the deadline (a batch with no measure of a look's
-    cost yet reads one).
+    cost yet reads one, or the floor's looks if more).
     """
 
     def __init__(self, config: DetectorConfig, threads: int | None = None, engine: str = "auto") -> None:
